@@ -1,0 +1,5 @@
+import sys
+
+from aiosd.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# README command 1: set up a fresh Debian 12 machine (as root) and run the main job:
+# install aiosd into /opt/aiosd, start a single-node network and show it answering.
+# mDNS stays off (the built-in default): nothing here multicasts on your network.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+prefix=${AIOSD_PREFIX:-/opt/aiosd}
+sock=/run/aiosd/aiosd.sock
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then echo "quickstart.sh: run as root (it installs packages and /opt/aiosd)" >&2; exit 2; fi
+
+step "installing system packages"
+need=()
+for pkg in python3-venv podman runc debootstrap; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+step "installing aiosd into $prefix"
+[ -x "$prefix/venv/bin/python" ] || python3 -m venv "$prefix/venv"
+"$prefix/venv/bin/python" -m pip install -q --disable-pip-version-check "$repo"
+ln -sf "$prefix/venv/bin/aiosd" /usr/local/bin/aiosd
+
+step "starting the daemon (logs: /var/log/aiosd.log)"
+if aiosd status >/dev/null 2>&1; then
+  echo "a daemon is already running"
+else
+  nohup aiosd run >>/var/log/aiosd.log 2>&1 &
+  for _ in $(seq 100); do aiosd status >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+step "aiosd status"
+aiosd status
+echo
+echo "The daemon runs in the background; stop it with: pkill -TERM -f 'aiosd run'"

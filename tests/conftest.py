@@ -1,0 +1,19 @@
+"""Shared fixtures: real daemons that are always stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemons import Daemon
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
+    """A list the test appends started Daemons to; all are stopped at the end."""
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.stop()
