@@ -24,6 +24,7 @@ from aiosd.config import Settings
 from aiosd.errors import AiosdError
 from aiosd.identity_files import init_network, is_initialised, load_identity
 from aiosd.sdnotify import sd_notify
+from aiosd.services import NodeContext, ServiceFactory, default_services
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,9 @@ async def open_store(path: Path) -> AsyncIterator[Store]:
 class Node:
     """One running daemon. `await Node(settings).run()` returns when a stop signal arrives."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, services: list[ServiceFactory] | None = None) -> None:
         self.settings = settings
+        self._factories = default_services() if services is None else services
         self.data_dir = settings.data_dir
         self._stop = asyncio.Event()
         self._started = time.monotonic()
@@ -82,11 +84,19 @@ class Node:
             log.info("identity loaded", extra={"node": ident.node_id, "network": ident.network.network_id,
                                                "cluster": ident.cert.cluster})
             self.store = store
+            ctx = NodeContext(self.settings, self.data_dir, store, ident, started=self._started)
+            self.ctx = ctx
             routes = status_routes(
                 node_id=ident.node_id, network_id=ident.network.network_id, cluster=ident.cert.cluster,
                 version=__version__, data_dir=self.data_dir, roles=sorted(ident.cert.roles),
                 started=self._started, peers=self._peers,
             ) + admin_routes()
+            for factory in self._factories:
+                service = factory(ctx)
+                await stack.enter_async_context(service)
+                ctx.services[service.name] = service
+                routes += service.routes()
+                log.info("service started", extra={"service": service.name})
             api = await stack.enter_async_context(ApiServer(
                 routes, version=__version__, socket_path=self.settings.socket_path, data_dir=self.data_dir,
                 tcp_port=self.settings.api.tcp_port,
@@ -103,7 +113,8 @@ class Node:
         log.info("daemon stopped")
 
     def _peers(self) -> list[PeerView]:
-        return []
+        membership = self.ctx.services.get("membership") if hasattr(self, "ctx") else None
+        return list(membership.peer_views()) if membership is not None else []
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
