@@ -100,7 +100,7 @@ class ReadTxn:
     def get(self, table: Table[T], key: str | bytes) -> T | None:
         db = self._handle(table)
         raw = None if db is None else self._txn.get(encode_key(key), db=db)
-        return None if raw is None else table.decode(raw)
+        return None if raw is None else table.decode(bytes(raw))
 
     def scan(self, table: Table[T], prefix: str | bytes = b"") -> Iterator[tuple[bytes, T]]:
         """Yield `(key, value)` for keys starting with `prefix`, in key order."""
@@ -112,9 +112,10 @@ class ReadTxn:
         if not cur.set_range(pre):
             return
         for k, v in cur:
-            if not k.startswith(pre):
+            key = bytes(k)
+            if not key.startswith(pre):
                 return
-            yield bytes(k), table.decode(v)
+            yield key, table.decode(bytes(v))
 
     def count(self, table: Table[Any]) -> int:
         db = self._handle(table)
