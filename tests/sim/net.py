@@ -75,6 +75,7 @@ class SimNet:
         self.cores: dict[NodeId, Core] = {}
         self.observed: list[tuple[float, NodeId, Any]] = []
         self.observers: list[Callable[[float, NodeId, Any], None]] = []
+        self.on_send: list[Callable[[float, NodeId, NodeId, Any], None]] = []
         self._queue: list[_Event] = []
         self._seq = itertools.count()
         self._timers: dict[tuple[NodeId, Hashable], float] = {}
@@ -172,6 +173,10 @@ class SimNet:
             effects = core.on_message(self.now, src, msg)
         self._apply(nid, effects)
 
+    def apply(self, nid: NodeId, effects: list[Any]) -> None:
+        """Carry out effects a core returned from a command (e.g. `leave()`, `write()`)."""
+        self._apply(nid, effects)
+
     def _apply(self, nid: NodeId, effects: list[Any]) -> None:
         for eff in effects:
             if isinstance(eff, Send):
@@ -193,6 +198,8 @@ class SimNet:
 
     def _send(self, src: NodeId, dst: NodeId, msg: Any) -> None:
         self.stats.sent += 1
+        for hook in self.on_send:
+            hook(self.now, src, dst, msg)
         if self.sizeof is not None:
             self.stats.bytes_sent += self.sizeof(msg)
         if dst not in self.cores or not self.can_talk(src, dst) or self.rng.random() < self.loss:
