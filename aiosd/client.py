@@ -5,10 +5,9 @@ The CLI, the Python SDK and the tests all talk to the daemon through this module
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 
@@ -30,7 +29,7 @@ class Client:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         connector: aiohttp.BaseConnector = (
             aiohttp.UnixConnector(path=str(self.socket_path)) if self.socket_path else aiohttp.TCPConnector()
         )
@@ -62,7 +61,7 @@ class Client:
                 f"aiosd is not running (nothing answers on {self.where}); start it with `aiosd run` "
                 "or `systemctl start aiosd`"
             ) from e
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ApiError(504, "timeout", f"the daemon did not answer {method} {path} in time") from None
         decoded: Any = payload
         if "json" in ctype:

@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -77,7 +77,7 @@ class TaskService:
         self._group: asyncio.TaskGroup | None = None
         self._running: set[asyncio.Task[None]] = set()
 
-    async def __aenter__(self) -> TaskService:
+    async def __aenter__(self) -> Self:
         await asyncio.to_thread(self._mark_interrupted)
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.daemons import Daemon  # noqa: E402
+from tests.daemons import Daemon
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Self
 
 import lmdb
 import msgpack
@@ -188,7 +188,7 @@ class Store:
             self._env.close()
         os.close(self._lock_fd)
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -391,4 +391,4 @@ def _lmdb_reason(e: lmdb.Error) -> str:
     return text.split(": ", 1)[1] if ": " in text else text
 
 
-__all__ = ["Batch", "ReadTxn", "SCHEMA_VERSION", "Store", "WriteTxn"]
+__all__ = ["SCHEMA_VERSION", "Batch", "ReadTxn", "Store", "WriteTxn"]

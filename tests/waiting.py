@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T] | T], *, timeout_s: float = 5.0, interval_s: float = 0.02
-) -> T:
+    check: Callable[[], Any], *, timeout_s: float = 5.0, interval_s: float = 0.02
+) -> Any:
     """Call `check` until it returns a truthy value (or stops raising AssertionError); return it."""
     deadline = time.monotonic() + timeout_s
     last: BaseException | None = None
     while True:
         try:
             result = check()
-            if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-                result = await result  # type: ignore[misc]  # check may be sync or async
+            if inspect.isawaitable(result):
+                result = await result
             if result:
-                return result  # type: ignore[return-value]  # narrowed at runtime
+                return result
         except AssertionError as e:
             last = e
         if time.monotonic() >= deadline:

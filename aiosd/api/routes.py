@@ -108,5 +108,14 @@ def openapi(routes: list[Route], version: str) -> dict[str, Any]:
             "paths": paths, "components": {"schemas": schemas}}
 
 
-__all__ = ["ApiProblem", "Handler", "MAX_BODY_BYTES", "Route", "error_response", "json_ok", "openapi",
-           "read_json", "read_model"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "ApiProblem",
+    "Handler",
+    "Route",
+    "error_response",
+    "json_ok",
+    "openapi",
+    "read_json",
+    "read_model",
+]

@@ -13,7 +13,7 @@ import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -109,7 +109,7 @@ def _claim_socket(path: Path) -> None:
     try:
         probe.settimeout(0.5)
         probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError, socket.timeout):
+    except (TimeoutError, ConnectionRefusedError, FileNotFoundError):
         path.unlink(missing_ok=True)
         return
     finally:
@@ -130,7 +130,7 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self.tcp_port_bound: int | None = None
 
-    async def __aenter__(self) -> ApiServer:
+    async def __aenter__(self) -> Self:
         token = ensure_token(self._data_dir) if self._tcp_port is not None else None
         app = build_app(self._routes, self._version, token)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)

@@ -27,7 +27,7 @@ def sock_dir() -> AsyncIterator[Path]:
 
 def routes(tmp_path: Path):  # type: ignore[no-untyped-def]
     return status_routes(node_id="n1", network_id="net", cluster="c", version="0.1.0", data_dir=tmp_path,
-                         roles=["member"], started=time.monotonic(), peers=lambda: []) + admin_routes()
+                         roles=["member"], started=time.monotonic(), peers=list) + admin_routes()
 
 
 async def test_status_healthz_and_openapi_over_unix_socket(tmp_path: Path, sock_dir: Path) -> None:
@@ -69,10 +69,9 @@ async def test_tcp_listener_requires_the_bearer_token(tmp_path: Path, sock_dir: 
         port = api.tcp_port_bound
         token = (tmp_path / "api.token").read_text().strip()
         assert stat.S_IMODE(os.stat(tmp_path / "api.token").st_mode) == 0o600
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{port}/v1/status") as r:
-                assert r.status == 401
-                assert (await r.json())["error"]["code"] == "unauthorized"
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/v1/status") as r:
+            assert r.status == 401
+            assert (await r.json())["error"]["code"] == "unauthorized"
         async with Client(url=f"http://127.0.0.1:{port}", token=token) as c:
             assert (await c.status())["node_id"] == "n1"
 

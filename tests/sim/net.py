@@ -156,6 +156,8 @@ class SimNet:
             return
         stalled = self._stalled_until.get(nid, 0.0)
         if stalled > self.now:
+            if ev.kind == "timer" and self._timers.get((nid, ev.payload)) == ev.at:
+                self._timers[(nid, ev.payload)] = stalled  # the timer fires late, not never
             ev.at = stalled
             ev.seq = next(self._seq)
             heapq.heappush(self._queue, ev)

@@ -2,7 +2,7 @@
 
 Prints ops/s for each and the overhead ratio (raw ops/s / ours; 1.0 = no overhead).
 Targets (issue #2): batched put <= 1.3, single put <= 1.5.
-Run: .venv/bin/python bench/storage.py [--n 2000]
+Run: .venv/bin/python bench/storage_ops.py [--n 2000]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import lmdb
 import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from storage import Store, Table  # noqa: E402
+from storage import Store, Table
 
 T = Table.msgpack("bench")
 VALUE = {"name": "x" * 64, "size": 12345, "tags": ["a", "b", "c"], "blob": b"\x00" * 800}  # ~1 KB
