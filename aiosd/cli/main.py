@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiosd.cli import node_cmds
+from aiosd.cli import image_cmds, node_cmds
 from aiosd.config import Settings, load_settings
 from aiosd.errors import AiosdError, UsageError
 from federation.errors import FederationError
@@ -37,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"aiosd: error: {message}\n")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("common options")
     g.add_argument("--config", metavar="FILE", help="TOML config file (default: /etc/aiosd/aiosd.toml if present)")
     g.add_argument("--data-dir", metavar="DIR", help="node data dir (default: /var/lib/aiosd as root, "
@@ -51,9 +51,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aiosd", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for register in node_cmds.REGISTER:
+    for register in [*node_cmds.REGISTER, *image_cmds.REGISTER]:
         p = register(sub)
-        _common(p)
+        if p.get_default("handler") is not None:
+            add_common(p)
     return parser
 
 
@@ -83,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `aiosd ... | head`: the reader left; say nothing more (and not on the closed pipe).
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UsageError as e:
         print(f"aiosd: error: {e}", file=sys.stderr)
         return 2
