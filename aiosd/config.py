@@ -58,8 +58,57 @@ class DiscoverySettings(_Section):
     seeds: list[str] = Field(default_factory=list, description="host:port of peers to contact at start")
 
 
+class MembershipSettings(_Section):
+    profile: Literal["lan", "wan", "test"] = Field(
+        "lan", description="SWIM timers: lan (default), wan (slow links), test (5x faster, tests only)")
+    probe_interval_s: float | None = Field(
+        None, gt=0, le=60, description="override the profile's probe period (lan: 0.5 s); lower = faster "
+        "failure detection, more traffic")
+    probe_timeout_s: float | None = Field(
+        None, gt=0, le=60, description="override the profile's direct-ack deadline (lan: 0.25 s; ~99th pct RTT)")
+    suspicion_mult: int | None = Field(
+        None, ge=1, le=20, description="override the suspicion multiplier (lan: 3); higher = fewer false "
+        "dead verdicts under loss or stalls, slower detection")
+    leave_grace_s: float = Field(1.0, ge=0, le=10, description="time a graceful leave spends spreading the news")
+    cert_ttl_s: int = Field(30 * 24 * 3600, ge=10, le=366 * 24 * 3600,
+                            description="lifetime of certificates this node signs (CA holders only)")
+    renew_check_s: float = Field(3600.0, gt=0, le=86400, description="how often the node checks its cert expiry")
+
+
 class RuntimeSettings(_Section):
     driver: Literal["auto", "podman", "process"] = Field("auto", description="auto: podman when present")
+
+
+class RaftSettings(_Section):
+    """Controller election timing (maps onto federation.consensus.RaftConfig; Raft §5.2)."""
+
+    profile: Literal["lan", "test"] = Field("lan", description="lan: failover ~1 s; test: smaller limits")
+    election_timeout_min_s: float | None = Field(
+        None, gt=0, le=60, description="override: a follower campaigns after [min, max) of silence (lan 0.5 s); "
+        "lower = faster failover, more split votes")
+    election_timeout_max_s: float | None = Field(None, gt=0, le=120, description="override (lan 1.0 s)")
+    heartbeat_interval_s: float | None = Field(
+        None, gt=0, le=30, description="override: leader heartbeat (lan 0.1 s); at most half the minimum timeout")
+    max_voters: int = Field(5, ge=1, le=9, description="voters per cluster; 5 tolerates 2 failures")
+
+
+class ReplicationSettings(_Section):
+    profile: Literal["lan", "test"] = Field(
+        "lan", description="registry gossip timers: lan (push every 200 ms to 3 peers, anti-entropy every 5 s), "
+        "test (anti-entropy every 1 s, short tombstone grace; tests only)")
+    ae_interval_s: float | None = Field(
+        None, gt=0, le=3600, description="override the anti-entropy period; lower = faster catch-up after "
+        "an absence, more digest traffic")
+
+
+class MetricsSettings(_Section):
+    interval_s: float = Field(5.0, ge=0.2, le=3600, description="seconds between samples; each sample is also "
+                              "gossiped as this node's summary, so lower = fresher views, more traffic")
+    retention_points: int = Field(720, ge=1, le=100_000, description="samples kept per metric in memory "
+                                  "(720 x 5 s = 1 hour)")
+    publish_interval_s: float = Field(15.0, ge=0.2, le=3600, description="seconds between this node's "
+                                      "summaries in the replicated metrics table; lower = fresher remote "
+                                      "views, more gossip (each summary is ~1 KB)")
 
 
 class Settings(_Section):
@@ -69,6 +118,10 @@ class Settings(_Section):
     p2p: P2PSettings = P2PSettings()
     discovery: DiscoverySettings = DiscoverySettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    membership: MembershipSettings = MembershipSettings()
+    raft: RaftSettings = RaftSettings()
+    replication: ReplicationSettings = ReplicationSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def data_dir(self) -> Path:
@@ -209,8 +262,10 @@ __all__ = [
     "ApiSettings",
     "DiscoverySettings",
     "LogSettings",
+    "MembershipSettings",
     "NodeSettings",
     "P2PSettings",
+    "RaftSettings",
     "RuntimeSettings",
     "Settings",
     "default_data_dir",

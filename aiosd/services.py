@@ -52,6 +52,30 @@ ServiceFactory = Callable[[NodeContext], Service]
 def default_services() -> list[ServiceFactory]:
     """The daemon's services in start order (imports are local so a missing role stays cheap)."""
     factories: list[ServiceFactory] = []
+    from aiosd.tasks import task_service
+
+    factories.append(task_service)
+    from aiosd.policies.service import policies_service
+
+    factories.append(policies_service)
+    from aiosd.runtime_service import runtime_service
+
+    factories.append(runtime_service)
+    from aiosd.membership_service import membership_service
+
+    factories.append(membership_service)
+    from aiosd.registry import registry_service
+
+    factories.append(registry_service)
+    from aiosd.metrics_service import metrics_service
+
+    factories.append(metrics_service)
+    from aiosd.control.controller import controller_service
+
+    factories.append(controller_service)
+    from aiosd.control.blocks import block_service
+
+    factories.append(block_service)
     return factories
 
 

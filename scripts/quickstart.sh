@@ -34,5 +34,28 @@ fi
 
 step "aiosd status"
 aiosd status
+
+step "building the base image for blocks (first run: a few minutes; cached after)"
+aiosd image build-base
+
+step "applying the echo example (component + block; the echo image is built on first use)"
+# blockDir tells aiosd where the block's code is (docs/blocks.md): the podman driver builds the
+# image localhost/aiosd-echo from it when missing; the process driver runs it directly.
+blockfile=$(mktemp --suffix=.json)
+"$prefix/venv/bin/python" - "$repo/examples/echo" >"$blockfile" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1] + "/block.json"))
+doc["body"]["spec"]["values"].setdefault("blockInitData", {})["blockDir"] = sys.argv[1]
+print(json.dumps(doc))
+PY
+aiosd apply -f "$repo/examples/echo/component.json" -f "$blockfile"
+rm -f "$blockfile"
+
+step "aiosd infer echo-1 --data '{\"message\": \"hello, aiosd\"}'"
+aiosd infer echo-1 --data '{"message": "hello, aiosd"}'
+
+step "what runs"
+aiosd ps
 echo
+echo "Next: aiosd get blocks; aiosd mgmt echo-1 scale --data '{\"instances\": 2}'; aiosd delete block echo-1"
 echo "The daemon runs in the background; stop it with: pkill -TERM -f 'aiosd run'"

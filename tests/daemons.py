@@ -39,8 +39,12 @@ class Daemon:
     """One `aiosd run` child process."""
 
     def __init__(self, root: Path, name: str = "n1", extra: Sequence[str] = (),
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, p2p_host: str = "127.0.0.1",
+                 prefix: Sequence[str] = ()) -> None:
         self.root = root
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", NS]: run the daemon inside a namespace
+        # The p2p listener binds loopback on a free port unless the test names its own (never 0.0.0.0:7701).
+        self.p2p_host = p2p_host
         self.name = name
         self.data_dir = root / name
         # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be longer.
@@ -55,6 +59,17 @@ class Daemon:
     def args(self) -> list[str]:
         return ["--data-dir", str(self.data_dir), "--socket", str(self.socket)]
 
+    @property
+    def run_args(self) -> list[str]:
+        p2p = [] if "--p2p-host" in self.extra else ["--p2p-host", self.p2p_host]
+        p2p += [] if "--p2p-port" in self.extra else ["--p2p-port", "0"]
+        return [*self.args, *p2p, *self.extra]
+
+    def p2p_address(self) -> str:
+        """The host:port this daemon advertises to peers (from `aiosd nodes --json`)."""
+        nodes = self.json("nodes")
+        return str(next(n["addr"] for n in nodes["nodes"] if n["self"]))
+
     def start(self, *, wait: bool = True, timeout_s: float = 20) -> Daemon:
         notify_path = self.socket.parent / f"{self.name}.notify"
         notify_path.unlink(missing_ok=True)
@@ -63,7 +78,7 @@ class Daemon:
         env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115  # handed to the child, closed below
         t0 = time.monotonic()
-        self.proc = subprocess.Popen([*AIOSD, "run", *self.args, *self.extra], stdout=log, stderr=log,
+        self.proc = subprocess.Popen([*self.prefix, *AIOSD, "run", *self.run_args], stdout=log, stderr=log,
                                      env=env, start_new_session=True)
         log.close()
         try:

@@ -12,7 +12,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiosd.cli import image_cmds, node_cmds
+from aiosd.cli import (
+    cluster_cmds,
+    image_cmds,
+    net_cmds,
+    node_cmds,
+    policy_cmds,
+    registry_cmds,
+    runtime_cmds,
+    spec_cmds,
+)
 from aiosd.config import Settings, load_settings
 from aiosd.errors import AiosdError, UsageError
 from federation.errors import FederationError
@@ -51,7 +60,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aiosd", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for register in [*node_cmds.REGISTER, *image_cmds.REGISTER]:
+    for register in [*node_cmds.REGISTER, *image_cmds.REGISTER, *net_cmds.REGISTER, *cluster_cmds.REGISTER,
+                     *spec_cmds.REGISTER, *runtime_cmds.REGISTER,
+                     *policy_cmds.REGISTER, *registry_cmds.REGISTER]:
         p = register(sub)
         if p.get_default("handler") is not None:
             add_common(p)

@@ -34,7 +34,9 @@ def test_consensus_imports_only_downward() -> None:
                 assert not name.startswith("federation.") or name.startswith(
                     ("federation.consensus", "federation.sansio", "federation.errors")
                 ), f"{path.name} imports {name}"
-                assert top not in {"asyncio", "time", "socket"}, f"{path.name} does IO or reads the clock"
+                # driver.py is the one asyncio driver (STYLE §4); the core modules stay sans-IO.
+                if path.name != "driver.py":
+                    assert top not in {"asyncio", "time", "socket"}, f"{path.name} does IO or reads the clock"
 
 
 def test_public_surface_is_pinned() -> None:

@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from federation.replication.digest import bucket_of
+from federation.replication.lmdb_store import LmdbRecordStore
 from federation.replication.record import Draft, Record, Version, sign_batch
 from federation.replication.store import MemoryStore, RecordStore
+from storage import Store
 
 NB = 8
 
@@ -29,9 +31,21 @@ def _bench_lmdb_store(path: pathlib.Path) -> RecordStore:
     return store
 
 
+class _DaemonLmdbStore(LmdbRecordStore):
+    """The daemon's store, owning its `storage.Store` so the fixture can close it."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self._env_store = Store.open(path / "store")
+        super().__init__(self._env_store, NB)
+
+    def close(self) -> None:
+        self._env_store.close()
+
+
 STORES: dict[str, Callable[[pathlib.Path], RecordStore]] = {
     "memory": lambda _: MemoryStore(NB),
     "bench-lmdb": _bench_lmdb_store,
+    "daemon-lmdb": _DaemonLmdbStore,
 }
 
 
@@ -94,3 +108,18 @@ def test_digests_match_the_in_memory_reference(store: RecordStore) -> None:
         store.put_many([r])
     assert store.summary("reg") == ref.summary("reg")
     assert store.bucket_hashes("reg") == ref.bucket_hashes("reg")
+
+
+def test_daemon_lmdb_store_rebuilds_digests_on_reopen(tmp_path: pathlib.Path) -> None:
+    s = _DaemonLmdbStore(tmp_path)
+    s.put_many([rec("reg", f"k{i}", i + 1) for i in range(50)] + [rec("nodes", "n1", 99, None)])
+    s.put_many([], [("reg", "k3")])
+    before = (s.tables(), s.summary("reg"), s.bucket_hashes("reg"), sorted(r.key for r in s.tombstones()))
+    s.close()
+    again = _DaemonLmdbStore(tmp_path)
+    try:
+        after = (again.tables(), again.summary("reg"), again.bucket_hashes("reg"), sorted(r.key for r in again.tombstones()))
+        assert after == before and again.summary("reg").count == 49
+        assert again.get("reg", "k3") is None and again.get("reg", "k4") == rec("reg", "k4", 5)
+    finally:
+        again.close()

@@ -1,0 +1,578 @@
+"""The block service: apply/delete/scale AIOS specs on this node, plus the autoscaler and health loops.
+
+Apply = parse → validate → policies registered → store component → resolve block → place on
+this node → instance specs → supervisor.set_desired, reported as a Task. All checks run before
+anything is stored, so a rejected document changes nothing. One lock serialises changes.
+Inference and management requests are served by aiosd.api.specs_api through this service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
+
+from aiosd.catalog import RecordKind, Registry
+from aiosd.control.apply import (
+    INITIAL_FLOOR,
+    CodeRef,
+    block_dir_of,
+    code_for,
+    instance_ids,
+    instance_specs,
+    local_node_view,
+)
+from aiosd.control.placement import Assignment, PlacementResult, place
+from aiosd.policies import (
+    AIOS_EXAMPLE_OVERRIDES,
+    PolicyHandle,
+    PolicyRegistry,
+    PolicyRunner,
+    builtin_registry,
+)
+from aiosd.policies.errors import PolicyError
+from aiosd.runtime_service import RuntimeService
+from aiosd.specs import ParsedBlock, ParsedComponent, ParsedMgmt, ParsedSpec, ResolvedBlock, SpecError
+from aiosd.specs.errors import Problem, join_path
+from aiosd.specs.parse import parse_document, split_documents
+from aiosd.specs.resolve import MAX_LISTED_URIS, component_policies, resolve_block
+from aiosd.tasks import TaskHandle, TaskService
+from runtime import InstanceState, build_block, image_exists
+
+log = logging.getLogger(__name__)
+
+VALUES = "body.spec.values"
+OVERRIDE_SETS: Mapping[str, Mapping[str, str]] = {"aios-examples": AIOS_EXAMPLE_OVERRIDES}
+LOOP_TICK_S = 0.2  # how often the autoscaler/health loop looks for due blocks; also the load sample rate
+DEFAULT_AUTOSCALE_INTERVAL_S = 10.0
+READY_TIMEOUT_S = 120.0  # instances starting → healthy, per apply task
+REMOVE_TIMEOUT_S = 30.0
+HEALTH_PROBE_TIMEOUT_S = 5.0  # the SDK answers /health from a separate pool; 5 s means it is stuck
+
+
+def canonical(doc_values: Mapping[str, Any], template_uri: str) -> dict[str, Any]:
+    """The stored form of a document: the AIOS envelope around its values."""
+    return {"header": {"templateUri": template_uri, "parameters": {}}, "body": {"spec": {"values": dict(doc_values)}}}
+
+
+# msgpack (the registry's encoding, and the wire's) holds integers in [-2**63, 2**64 - 1].
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def unstorable(doc: Any, path: str) -> list[Problem]:
+    """Integers the registry cannot store, by JSON path (the rest of JSON is storable)."""
+    if isinstance(doc, bool):
+        return []
+    if isinstance(doc, int):
+        return [] if _INT_MIN <= doc <= _INT_MAX else [Problem(path, "integer out of the 64-bit range")]
+    if isinstance(doc, dict):
+        return [p for k, v in doc.items() for p in unstorable(v, join_path(path, str(k)))]
+    if isinstance(doc, list):
+        return [p for i, v in enumerate(doc) for p in unstorable(v, join_path(path, i))]
+    return []
+
+
+def _prefix(problems: Sequence[Problem], i: int, n: int) -> list[Problem]:
+    if n == 1:
+        return list(problems)
+    return [Problem(f"documents[{i}].{p.path}" if p.path else f"documents[{i}]", p.message) for p in problems]
+
+
+@dataclasses.dataclass(slots=True)
+class _Loop:
+    """Per-block autoscaler/health state (policy handles keep their cooldown/retry state)."""
+
+    autoscaler: PolicyHandle | None = None
+    autoscale_every_s: float = DEFAULT_AUTOSCALE_INTERVAL_S
+    next_autoscale: float = 0.0
+    peak: dict[str, int] = dataclasses.field(default_factory=dict)
+    health: PolicyHandle | None = None
+    health_every_s: float = 10.0
+    next_health: float = 0.0
+    given_up: dict[str, str] = dataclasses.field(default_factory=dict)
+    last_decision: str = ""
+    hold_s: float = 60.0  # after a manual scale the autoscaler waits this long (its downscale cooldown)
+
+
+class BlockService:
+    name = "blocks"
+
+    def __init__(self, registry: Registry, runtime: RuntimeService, tasks: TaskService, node_id: str) -> None:
+        self.registry = registry
+        self.runtime = runtime
+        self.tasks = tasks
+        self.node_id = node_id
+        self.policies = builtin_registry()
+        self._resolved: dict[str, ResolvedBlock] = {}
+        self._components: dict[str, ParsedComponent] = {}
+        self._loops: dict[str, _Loop] = {}
+        self._lock = asyncio.Lock()
+        self._tg: asyncio.TaskGroup | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        for rec in await self.registry.list(RecordKind.BLOCK):
+            try:
+                await self._remember(rec)
+            except (SpecError, PolicyError, KeyError) as e:
+                log.warning("stored block no longer resolves", extra={"block": rec.get("id"), "error": str(e)})
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._loop_task = self._tg.create_task(self._run_loops())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        tg, self._tg = self._tg, None
+        if tg is None:
+            return
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tg.__aexit__(None, None, None)
+
+    def routes(self) -> list[Any]:
+        from aiosd.api.specs_api import spec_routes
+
+        return spec_routes(self)
+
+    # ----- lookups --------------------------------------------------------------------------
+    def resolved(self, block_id: str) -> ResolvedBlock | None:
+        return self._resolved.get(block_id)
+
+    def component(self, uri: str) -> ParsedComponent | None:
+        return self._components.get(uri)
+
+    def loop_state(self, block_id: str) -> _Loop | None:
+        return self._loops.get(block_id)
+
+    def registry_for(self, overrides: str | None) -> PolicyRegistry:
+        """The policy registry, with a named override set (`aios-examples`) when asked.
+
+        Raises: SpecError naming the unknown set.
+        """
+        if not overrides:
+            return self.policies
+        mapping = OVERRIDE_SETS.get(overrides)
+        if mapping is None:
+            raise SpecError.at("policy_overrides", f"{overrides!r} is not an override set; known: "
+                               f"{', '.join(OVERRIDE_SETS)}")
+        return self.policies.with_overrides(mapping)
+
+    async def _component_doc(self, uri: str) -> ParsedComponent | None:
+        comp = self._components.get(uri)
+        if comp is None:
+            rec = await self.registry.get(RecordKind.COMPONENT, uri)
+            if rec is not None:
+                parsed = parse_document(rec["document"])
+                if isinstance(parsed, ParsedComponent):
+                    comp = self._components[uri] = parsed
+        return comp
+
+    async def _remember(self, rec: Mapping[str, Any]) -> None:
+        parsed = parse_document(rec["document"])
+        if not isinstance(parsed, ParsedBlock):
+            raise SpecError.at("document", "is not a block")
+        comp = await self._component_doc(parsed.spec.block_component_uri)
+        if comp is None:
+            raise KeyError(parsed.spec.block_component_uri)
+        res = resolve_block(parsed, comp, catalog=self.registry_for(rec.get("policyOverrides")))
+        bid = str(rec["id"])
+        self._resolved[bid] = dataclasses.replace(res, block_id=bid,
+                                                  parameters={**res.parameters, **rec.get("parameters", {})})
+        self._loops[bid] = self._new_loop(self._resolved[bid])
+
+    def _new_loop(self, block: ResolvedBlock) -> _Loop:
+        st = _Loop()
+        runner = PolicyRunner(self.policies)
+        a = block.policy("autoscaler")
+        if a is not None:
+            st.autoscaler = self._load(runner, a.uri, a.parameters, a.settings, f"{block.block_id}/autoscaler")
+            every = a.settings.get("intervalSeconds", a.parameters.get("intervalSeconds", DEFAULT_AUTOSCALE_INTERVAL_S))
+            st.autoscale_every_s = float(every) if isinstance(every, int | float) and every > 0 else \
+                DEFAULT_AUTOSCALE_INTERVAL_S
+            st.next_autoscale = time.monotonic() + st.autoscale_every_s
+            hold = {**a.settings, **a.parameters}.get("scale_down_cooldown", 60.0)
+            st.hold_s = float(hold) if isinstance(hold, int | float) and hold >= 0 else 60.0
+        h = block.policy("stabilityChecker")
+        if h is not None:
+            st.health = self._load(runner, h.uri, h.parameters, h.settings, f"{block.block_id}/stabilityChecker")
+            every = h.settings.get("health_check_interval", h.settings.get("check_interval_sec", 10))
+            st.health_every_s = float(every) if isinstance(every, int | float) and every > 0 else 10.0
+            st.next_health = time.monotonic() + st.health_every_s
+        return st
+
+    @staticmethod
+    def _load(runner: PolicyRunner, uri: str, parameters: Mapping[str, Any], settings: Mapping[str, Any],
+              rule_id: str) -> PolicyHandle | None:
+        # Cooldowns live in settings in the AIOS examples but the built-in reads parameters: pass both.
+        try:
+            return runner.load(uri, parameters={**settings, **parameters}, settings=settings, rule_id=rule_id)
+        except PolicyError as e:
+            try:
+                return runner.load(uri, parameters=parameters, settings=settings, rule_id=rule_id)
+            except PolicyError:
+                log.warning("policy not loaded", extra={"policy": uri, "error": str(e)})
+                return None
+
+    # ----- apply ----------------------------------------------------------------------------
+    async def apply(self, text: str | bytes, *, dry_run: bool = False, overrides: str | None = None
+                    ) -> dict[str, Any]:
+        """Apply AIOS documents; all are checked before anything changes.
+
+        Returns {"documents": [{kind, id, action, ...}], "task": Task | None, "warnings": [...]}.
+        Raises: SpecError (paths named), PlacementError, PolicyError.
+        """
+        docs = await asyncio.to_thread(split_documents, text)
+        parsed: list[ParsedSpec] = []
+        problems: list[Problem] = []
+        for i, doc in enumerate(docs):
+            try:
+                parsed.append(await asyncio.to_thread(parse_document, doc))
+            except SpecError as e:
+                problems += _prefix(e.problems, i, len(docs))
+                continue
+            problems += _prefix(unstorable(parsed[-1].envelope.values, VALUES), i, len(docs))
+        if problems:
+            raise SpecError(problems)
+        reg = self.registry_for(overrides)
+        async with self._lock:
+            plan = await self._plan(parsed, reg, overrides, dry_run)
+            if dry_run:
+                return {"dry_run": True, "documents": plan["documents"], "warnings": plan["warnings"], "task": None}
+            for uri, rec in plan["components"].items():
+                await self.registry.put(RecordKind.COMPONENT, uri, rec)
+                self._components[uri] = plan["parsed_components"][uri]
+            task = None
+            starts = plan["blocks"]
+            for bid, (rec, res) in starts.items():
+                await self.registry.put(RecordKind.BLOCK, bid, rec)
+                self._resolved[bid] = res
+                self._loops[bid] = self._new_loop(res)
+            if starts:
+                target = ",".join(sorted(starts))
+                task = await self.tasks.start("apply", target, lambda h: self._start_blocks(h, starts))
+        return {"dry_run": False, "documents": plan["documents"], "warnings": plan["warnings"],
+                "task": task.model_dump(mode="json") if task is not None else None}
+
+    async def _plan(self, parsed: list[ParsedSpec], reg: PolicyRegistry, overrides: str | None,
+                    dry_run: bool) -> dict[str, Any]:
+        n = len(parsed)
+        problems: list[Problem] = []
+        out_docs: list[dict[str, Any]] = []
+        warnings: list[str] = []
+        comps: dict[str, dict[str, Any]] = {}
+        parsed_comps: dict[str, ParsedComponent] = {}
+        blocks: dict[str, tuple[dict[str, Any], ResolvedBlock]] = {}
+        rec: dict[str, Any]
+        for i, p in enumerate(parsed):
+            if isinstance(p, ParsedComponent):
+                slots, _ = component_policies(p.spec)
+                for name, rule in slots.items():
+                    if reg.find(rule.policy_rule_uri) is None:
+                        problems += _prefix([self._unregistered(reg, f"{VALUES}.policies.{name}.policyRuleURI",
+                                                                rule.policy_rule_uri)], i, n)
+                rec = {"uri": p.key, "document": canonical(p.envelope.values, p.envelope.template_uri)}
+                old = await self.registry.get(RecordKind.COMPONENT, p.key)
+                action = "unchanged" if old == rec else ("configured" if old else "created")
+                comps[p.key] = rec
+                parsed_comps[p.key] = p
+                out_docs.append({"kind": "component", "id": p.key, "action": action})
+        for i, p in enumerate(parsed):
+            if isinstance(p, ParsedComponent):
+                continue
+            if not isinstance(p, ParsedBlock):
+                what = "management commands go to `aiosd mgmt` / POST /v1/mgmt/block/{id}" \
+                    if isinstance(p, ParsedMgmt) else "only components and blocks are applied on a node for now"
+                problems += _prefix([Problem("", f"kind {p.kind!r} cannot be applied here: {what}")], i, n)
+                continue
+            uri = p.spec.block_component_uri
+            comp = parsed_comps.get(uri) or await self._component_doc(uri)
+            if comp is None:
+                problems += _prefix([Problem(f"{VALUES}.blockComponentURI",
+                                             f"component {uri!r} does not exist; apply it first (or in the "
+                                             "same file)")], i, n)
+                continue
+            try:
+                res = resolve_block(p, comp, catalog=reg)
+            except SpecError as e:
+                problems += _prefix(e.problems, i, n)
+                continue
+            bid = p.key or (comp.spec.component_id.name + "-" + hashlib.sha256(
+                json.dumps(p.envelope.values, sort_keys=True).encode()).hexdigest()[:8])
+            res = dataclasses.replace(res, block_id=bid)
+            try:
+                code = code_for(res, self.runtime.driver_name)
+                await self._check_image(code, res)
+            except SpecError as e:
+                if not dry_run:  # a dry run validates the spec; a missing image is only reported
+                    problems += _prefix(e.problems, i, n)
+                    continue
+                warnings += [f"block {bid}: {pr}" for pr in e.problems]
+                code = CodeRef(image=res.image, block_dir=None, source="missing")
+            warnings += [str(w) for w in res.warnings]
+            rec = {**res.to_record(), "document": canonical(p.envelope.values, p.envelope.template_uri),
+                   "policyOverrides": overrides or "", "nodeId": self.node_id}
+            old = await self.registry.get(RecordKind.BLOCK, bid)
+            running = len(self.runtime.desired(bid))
+            same = old is not None and old.get("document") == rec["document"] \
+                and old.get("policyOverrides") == rec["policyOverrides"]
+            count = old.get("desiredInstances", 0) if same and old else max(res.min_instances, INITIAL_FLOOR)
+            count = min(max(count, res.min_instances), res.max_instances)
+            placement = await self._place(res, count, dry_run=dry_run, exclude=bid)
+            doc: dict[str, Any] = {"kind": "block", "id": bid, "component": uri, "instances": count,
+                                   "code": {"image": code.image, "blockDir": str(code.block_dir or ""),
+                                            "source": code.source},
+                                   "placement": _placement_json(placement)}
+            if same and running == count:
+                doc["action"] = "unchanged"
+            else:
+                doc["action"] = "configured" if old else "created"
+                rec.update(desiredInstances=count, code=doc["code"])
+                if same and old is not None:  # parameters changed live (mgmt) survive a re-apply
+                    rec["parameters"] = old.get("parameters", rec["parameters"])
+                    res = dataclasses.replace(res, parameters=rec["parameters"])
+                blocks[bid] = (rec, res)
+            out_docs.append(doc)
+        if problems:
+            raise SpecError(problems)
+        if dry_run:
+            for d in out_docs:
+                d["action"] = "would be " + d["action"] if d["action"] != "unchanged" else "unchanged"
+        return {"documents": out_docs, "warnings": warnings, "components": comps, "parsed_components": parsed_comps,
+                "blocks": blocks}
+
+    @staticmethod
+    def _unregistered(reg: PolicyRegistry, path: str, uri: str) -> Problem:
+        known = reg.known_uris()
+        listed = ", ".join(known[:MAX_LISTED_URIS]) + (" ..." if len(known) > MAX_LISTED_URIS else "")
+        return Problem(path, f"policy {uri!r} is not registered; registered: {listed or 'none'}")
+
+    async def _check_image(self, code: CodeRef, res: ResolvedBlock) -> None:
+        if code.image is None:
+            return
+        if await image_exists(code.image, await self.runtime.image_cli()):
+            return
+        bdir, _ = block_dir_of(res)
+        if bdir is None:
+            raise SpecError.at(f"{VALUES}.blockComponentURI",
+                               f"image {code.image!r} (containerRegistryInfo.containerImage of component "
+                               f"{res.component_uri}) does not exist on this node and no registry is reachable; "
+                               "build it with `aiosd image build DIR -t IMAGE` or name a blockDir")
+
+    async def _place(self, res: ResolvedBlock, count: int, *, dry_run: bool, exclude: str) -> PlacementResult:
+        assignments = [Assignment(block_id=s.block_id, instance_id=s.instance_id)
+                       for s in self.runtime.sup.status() if s.block_id != exclude]
+        metrics = await self.runtime.inventory.ametrics() if self.runtime.gpu_info else []
+        view = await asyncio.to_thread(local_node_view, self.node_id, self.runtime.gpu_info, metrics, assignments)
+        return await asyncio.to_thread(place, res, [view], count, PolicyRunner(self.policies), dry_run)
+
+    async def _start_blocks(self, h: TaskHandle, starts: Mapping[str, tuple[dict[str, Any], ResolvedBlock]]
+                            ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for bid, (rec, res) in starts.items():
+            code = code_for(res, self.runtime.driver_name)
+            cli = await self.runtime.image_cli()
+            if code.image is not None and not await image_exists(code.image, cli):
+                bdir, _ = block_dir_of(res)
+                if bdir is None:
+                    raise RuntimeError(f"image {code.image!r} does not exist")
+                await h.progress(f"building image {code.image} from {bdir}")
+                await build_block(bdir, code.image, cli=cli)
+            elif code.image is not None:
+                await h.progress(f"image {code.image} present")
+            else:
+                await h.progress(f"block {bid}: code from {code.block_dir}")
+            count = int(rec["desiredInstances"])
+            async with self._lock:
+                await self._set_count(bid, res, code, count, rebuild=True)
+            await h.progress(f"block {bid}: {count} instance(s) starting")
+            await self._wait_ready(h, bid, count)
+            out[bid] = {"instances": count}
+        return out
+
+    async def _set_count(self, bid: str, res: ResolvedBlock, code: CodeRef, count: int,
+                         victims: Sequence[str] = (), *, rebuild: bool = False) -> None:
+        """Make the block run `count` instances. Kept instances keep their specs (no restart)
+        unless `rebuild` (a changed block document: same ids, new specs, the supervisor replaces them)."""
+        have = sorted(self.runtime.desired(bid), key=lambda s: s.instance_id)
+        keep = [s for s in have if s.instance_id not in victims][:count]
+        ids = instance_ids(bid, [s.instance_id for s in keep], count)
+        if rebuild:
+            keep = []
+        fresh_ids = ids[len(keep):]
+        pl = await self._place(res, len(fresh_ids), dry_run=False, exclude=bid) if fresh_ids else None
+        fresh = instance_specs(res, bid, fresh_ids, pl.placements if pl else (), code, res.to_record())
+        try:
+            await self.runtime.set_desired(bid, [*keep, *fresh])
+        except Exception as e:
+            raise RuntimeError(f"block {bid}: the runtime refused the instances: {e}") from e
+
+    async def _wait_ready(self, h: TaskHandle, bid: str, count: int) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        seen = -1
+        while True:
+            rows = [s for s in self.runtime.sup.status() if s.block_id == bid]
+            healthy = sum(1 for s in rows if s.state is InstanceState.HEALTHY)
+            if healthy != seen:
+                seen = healthy
+                await h.progress(f"block {bid}: {healthy}/{count} healthy")
+            if healthy >= count:
+                return
+            bad = [s for s in rows if s.state in (InstanceState.CRASHLOOP, InstanceState.FAILED)]
+            if bad:
+                tail = " | ".join(bad[0].last_log_lines[-3:])
+                raise RuntimeError(f"block {bid}: instance {bad[0].instance_id} is {bad[0].state.value}"
+                                   f"{': ' + bad[0].error if bad[0].error else ''}{' (last output: ' + tail + ')' if tail else ''}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"block {bid}: {healthy}/{count} instances healthy after {READY_TIMEOUT_S:g}s")
+            await self.runtime.settle()
+
+    async def set_parameters(self, bid: str, parameters: Mapping[str, Any]) -> None:
+        """Record live-updated parameters (the instances got them through on_update already)."""
+        async with self._lock:
+            res = self._resolved.get(bid)
+            rec = await self.registry.get(RecordKind.BLOCK, bid)
+            if res is None or rec is None:
+                raise KeyError(bid)
+            rec["parameters"] = dict(parameters)
+            await self.registry.put(RecordKind.BLOCK, bid, rec)
+            self._resolved[bid] = dataclasses.replace(res, parameters=dict(parameters))
+
+    # ----- scale / delete -------------------------------------------------------------------
+    async def scale(self, bid: str, count: int, victims: Sequence[str] = (), why: str = "mgmt") -> dict[str, Any]:
+        """Run `count` instances of the block (within minInstances..maxInstances).
+
+        Raises: KeyError (no block), SpecError (count out of range).
+        """
+        async with self._lock:
+            res = self._resolved[bid]
+            if not res.min_instances <= count <= res.max_instances:
+                raise SpecError.at("mgmtData.instances", f"must be within minInstances..maxInstances "
+                                   f"({res.min_instances}..{res.max_instances}), got {count}")
+            rec = await self.registry.get(RecordKind.BLOCK, bid)
+            if rec is None:
+                raise KeyError(bid)
+            before = len(self.runtime.desired(bid))
+            code = code_for(res, self.runtime.driver_name)
+            await self._set_count(bid, res, code, count, victims)
+            rec["desiredInstances"] = count
+            await self.registry.put(RecordKind.BLOCK, bid, rec)
+            st = self._loops.get(bid)
+            if st is not None and why == "mgmt":  # a person chose this count: the autoscaler holds off
+                st.next_autoscale = time.monotonic() + max(st.autoscale_every_s, st.hold_s)
+                st.last_decision = f"held {st.hold_s:g}s after a manual scale to {count}"
+        log.info("block scaled", extra={"block": bid, "from": before, "to": count, "why": why})
+        return {"block_id": bid, "from": before, "to": count}
+
+    async def delete(self, kind: RecordKind, key: str) -> dict[str, Any]:
+        """Remove a record; a block's instances are stopped and removed first.
+
+        Raises: KeyError (no such record), SpecError (a component still used by blocks).
+        """
+        async with self._lock:
+            if await self.registry.get(kind, key) is None:
+                raise KeyError(key)
+            if kind is RecordKind.COMPONENT:
+                users = [b["id"] for b in await self.registry.list(RecordKind.BLOCK) if b.get("componentUri") == key]
+                if users:
+                    raise SpecError.at("id", f"component {key!r} is used by blocks {', '.join(map(str, users))}; "
+                                       "delete them first")
+                await self.registry.delete(kind, key)
+                self._components.pop(key, None)
+                return {"kind": kind.value, "id": key, "deleted": True}
+            await self.runtime.set_desired(key, [])
+            self._resolved.pop(key, None)
+            self._loops.pop(key, None)
+            await self.registry.delete(kind, key)
+        deadline = time.monotonic() + REMOVE_TIMEOUT_S
+        while any(s.block_id == key for s in self.runtime.sup.status()) or \
+                any(o.block_id == key for o in (await self.runtime.owned()).values()):
+            if time.monotonic() > deadline:
+                return {"kind": kind.value, "id": key, "deleted": True, "note": "instances still stopping"}
+            await self.runtime.settle()
+        return {"kind": kind.value, "id": key, "deleted": True}
+
+    # ----- autoscaler and health loops ------------------------------------------------------
+    async def _run_loops(self) -> None:
+        while True:
+            await asyncio.sleep(LOOP_TICK_S)
+            now = time.monotonic()
+            for bid, st in list(self._loops.items()):
+                try:
+                    await self._loop_turn(bid, st, now)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # one block's turn; the loop keeps serving the others
+                    log.exception("block loop turn failed", extra={"block": bid})
+
+    async def _loop_turn(self, bid: str, st: _Loop, now: float) -> None:
+        res = self._resolved.get(bid)
+        if res is None:
+            return
+        rows = [s for s in self.runtime.sup.status() if s.block_id == bid]
+        bal = self.runtime.balancer
+        for s in rows:
+            q = bal.outstanding(s.instance_id) if bal is not None else 0
+            st.peak[s.instance_id] = max(st.peak.get(s.instance_id, 0), q)
+        if st.autoscaler is not None and now >= st.next_autoscale:
+            st.next_autoscale = now + st.autoscale_every_s
+            load = [{"instance_id": s.instance_id, "queue_length": st.peak.get(s.instance_id, 0), "utilization": 0.0}
+                    for s in rows]
+            st.peak.clear()
+            out = st.autoscaler.eval({"block_data": {"minInstances": res.min_instances,
+                                                     "maxInstances": res.max_instances, "instances": load},
+                                      "now": now})
+            st.last_decision = str(out.get("reason", ""))
+            if not out.get("skip", True) and not self._lock.locked():
+                cur = len(rows)
+                if out.get("operation") == "upscale":
+                    want = min(res.max_instances, cur + int(out.get("instances_count", 1)))
+                    if want != cur:
+                        await self.scale(bid, want, why="autoscaler: " + st.last_decision)
+                elif out.get("operation") == "downscale":
+                    victims = [str(v) for v in out.get("instances_list", [])]
+                    want = max(res.min_instances, cur - len(victims))
+                    if want != cur:
+                        await self.scale(bid, want, victims, why="autoscaler: " + st.last_decision)
+        if st.health is not None and now >= st.next_health:
+            st.next_health = now + st.health_every_s
+            # The policy judges the instances' own /health answers (the supervisor probes too, for
+            # its restarts with back-off); stopped or failed instances have nothing to answer.
+            live = [s for s in rows if s.endpoint is not None
+                    and s.state not in (InstanceState.STOPPED, InstanceState.FAILED)]
+            client = self.runtime.client
+            if client is None:
+                return
+            answers = await asyncio.gather(*(client.health(s.endpoint, HEALTH_PROBE_TIMEOUT_S) for s in live
+                                             if s.endpoint is not None))
+            data = {s.instance_id: ok for s, ok in zip(live, answers, strict=True)}
+            out = st.health.eval({"health_check_data": data})
+            for act in out.get("actions", []):
+                iid, what = str(act.get("instance_id")), act.get("action")
+                if what == "give_up":
+                    st.given_up[iid] = str(act.get("reason", ""))
+                    log.error("instance given up", extra={"block": bid, "instance": iid, "reason": act.get("reason")})
+                else:  # the supervisor restarts unhealthy instances itself, with back-off
+                    log.warning("instance unhealthy", extra={"block": bid, "instance": iid,
+                                                             "reason": act.get("reason")})
+
+
+def _placement_json(p: PlacementResult) -> dict[str, Any]:
+    return {"policy": p.policy_uri, "requested": p.requested, "score": p.score, "unmet": p.unmet,
+            "requirement": p.requirement.describe(),
+            "placements": [{"node_id": x.node_id, "gpus": list(x.gpus)} for x in p.placements],
+            "candidates": [{"node_id": c.node_id, "score": c.score, "capacity": c.capacity, "reason": c.reason}
+                           for c in p.candidates]}
+
+
+def block_service(ctx: Any) -> BlockService:
+    return BlockService(Registry(ctx.store), ctx.get("runtime"), ctx.get("tasks"), ctx.identity.node_id)
+
+
+__all__ = ["OVERRIDE_SETS", "BlockService", "block_service", "canonical", "unstorable"]

@@ -1,0 +1,143 @@
+"""What the controller decides, as pure functions: scale a block, reassign a dead node's instances.
+
+Each call takes the committed state (ClusterView), the cluster's live node inventories and a
+PolicyRunner, runs the block's allocator through `place()`, and returns the command to propose.
+No IO, no Raft: the controller role proposes what comes out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+
+from aiosd.control.cluster_state import (
+    Allocator,
+    ClusterView,
+    Instance,
+    InstanceSpec,
+    MoveInstances,
+    PlaceBlock,
+)
+from aiosd.control.controller_wire import Inventory
+from aiosd.control.placement import Assignment, GpuView, NodeView, PlacementResult, place
+from aiosd.policies.builtin.allocation import CPU_URI, requirement_from
+from aiosd.policies.contract import PolicyRunner
+from aiosd.policies.errors import PolicyInputError
+from aiosd.specs.protocol import EMPTY_PROTOCOL
+from aiosd.specs.resolve import PolicySlot, ResolvedBlock
+
+
+def as_block(block_id: str, allocator: Allocator) -> ResolvedBlock:
+    """The minimal resolved block `place()` needs: its id and resourceAllocator slot."""
+    slot = PolicySlot("resourceAllocator", allocator.uri, allocator.uri, dict(allocator.parameters),
+                      dict(allocator.settings), "block")
+    return ResolvedBlock(
+        block_id=block_id, component_uri="controller.placement:0", image="", component_mode="aios",
+        min_instances=0, max_instances=10_000, init_data={}, settings={}, parameters={},
+        policies={"resourceAllocator": slot}, input_protocol=EMPTY_PROTOCOL, output_protocol=EMPTY_PROTOCOL,
+        metadata={}, tags=(),
+    )
+
+
+def _assignment(inst: Instance, allocator: Allocator | None) -> Assignment:
+    if allocator is None:
+        return Assignment(inst.block_id, inst.instance_id, inst.gpus)
+    try:
+        req = requirement_from(allocator.parameters, allocator.settings, cpu_only=allocator.uri == CPU_URI)
+    except PolicyInputError:
+        return Assignment(inst.block_id, inst.instance_id, inst.gpus)
+    return Assignment(inst.block_id, inst.instance_id, inst.gpus, req.vcpus, req.memory_mb, req.gpu_memory_mb)
+
+
+def node_views(state: ClusterView, inventories: Sequence[Inventory], skip_block: str | None = None) -> list[NodeView]:
+    """Live nodes with their committed reservations (instances of `skip_block` are left out)."""
+    by_node: dict[str, list[Assignment]] = {}
+    for block_id, insts in state.blocks.items():
+        if block_id == skip_block:
+            continue
+        for inst in insts.values():
+            by_node.setdefault(inst.node_id, []).append(_assignment(inst, state.allocators.get(block_id)))
+    return [
+        NodeView(
+            node_id=inv.node_id, cluster=inv.cluster, vcpus=inv.vcpus, memory_mb=inv.memory_mb,
+            gpus=tuple(GpuView(g.index, g.memory_total_mb, g.memory_free_mb, g.util_pct, g.uuid, g.name)
+                       for g in inv.gpus),
+            assignments=tuple(by_node.get(inv.node_id, ())),
+        )
+        for inv in sorted(inventories, key=lambda i: i.node_id)
+    ]
+
+
+def plan_scale(state: ClusterView, inventories: Sequence[Inventory], block_id: str, count: int,
+               allocator: Allocator, runner: PolicyRunner, term: int) -> PlaceBlock:
+    """Keep up to `count` existing instances on live nodes and place the rest.
+
+    Raises:
+        PlacementError: the rest does not fit ("no node satisfies: ...").
+        PolicyError: the allocator is unknown or misbehaves.
+    """
+    live = {inv.node_id for inv in inventories}
+    existing = state.blocks.get(block_id, {}) if state.allocators.get(block_id) == allocator else {}
+    keep = sorted((i for i in existing.values() if i.node_id in live), key=lambda i: _ordinal(i.instance_id))
+    keep = keep[:count]
+    views = node_views(state, inventories, skip_block=block_id)
+    views = _with_kept(views, keep, allocator)
+    result = place(as_block(block_id, allocator), views, count - len(keep), runner)
+    used = {_ordinal(i.instance_id) for i in keep}
+    specs = [InstanceSpec(instance_id=i.instance_id, node_id=i.node_id, gpus=i.gpus) for i in keep]
+    n = 0
+    for p in result.placements:
+        while n in used:
+            n += 1
+        used.add(n)
+        specs.append(InstanceSpec(instance_id=f"{block_id}-{n}", node_id=p.node_id, gpus=p.gpus))
+    return PlaceBlock(term=term, block_id=block_id, allocator=allocator, instances=tuple(specs))
+
+
+def plan_moves(state: ClusterView, inventories: Sequence[Inventory], alive: AbstractSet[str], runner: PolicyRunner,
+               term: int) -> list[MoveInstances]:
+    """For each block, move instances whose node is not `alive` onto the `inventories` nodes (same allocator).
+
+    Raises:
+        PlacementError: some block's orphans do not fit (the caller records it as a failed task).
+    """
+    live = set(alive)
+    out: list[MoveInstances] = []
+    for block_id in sorted(state.blocks):
+        orphans = sorted((i for i in state.blocks[block_id].values() if i.node_id not in live),
+                         key=lambda i: i.instance_id)
+        if not orphans:
+            continue
+        allocator = state.allocators.get(block_id, Allocator())
+        views = node_views(state, inventories)
+        result: PlacementResult = place(as_block(block_id, allocator), views, len(orphans), runner)
+        moves = tuple(InstanceSpec(instance_id=o.instance_id, node_id=p.node_id, gpus=p.gpus)
+                      for o, p in zip(orphans, result.placements, strict=True))
+        out.append(MoveInstances(term=term, block_id=block_id, moves=moves))
+        state = _applied(state, block_id, moves, term)
+    return out
+
+
+def _applied(state: ClusterView, block_id: str, moves: Sequence[InstanceSpec], term: int) -> ClusterView:
+    blocks = dict(state.blocks)
+    insts = dict(blocks[block_id])
+    for m in moves:
+        insts[m.instance_id] = Instance(m.instance_id, block_id, m.node_id, m.gpus, term)
+    blocks[block_id] = insts
+    return ClusterView(state.applied_index, state.max_term, state.fenced, blocks, state.allocators, state.tasks)
+
+
+def _with_kept(views: list[NodeView], keep: Sequence[Instance], allocator: Allocator) -> list[NodeView]:
+    extra: dict[str, list[Assignment]] = {}
+    for i in keep:
+        extra.setdefault(i.node_id, []).append(_assignment(i, allocator))
+    return [NodeView(v.node_id, v.cluster, v.alive, v.vcpus, v.memory_mb, v.gpus,
+                     v.assignments + tuple(extra.get(v.node_id, ())), v.memory_free_mb) for v in views]
+
+
+def _ordinal(instance_id: str) -> int:
+    tail = instance_id.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 1 << 30
+
+
+__all__ = ["as_block", "node_views", "plan_moves", "plan_scale"]

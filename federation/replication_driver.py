@@ -1,0 +1,147 @@
+"""The asyncio driver of the replication core: timers, sends, peers and change callbacks.
+
+It only carries out the `Replicator`'s effects. Every core call touches LMDB, so it runs in a
+worker thread (`asyncio.to_thread`) under one lock: the core sees one call at a time.
+Sending is injected (`send(node_id, message)`), so the same driver runs over the p2p transport
+in the daemon and over anything else in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Self, TypeVar
+
+from federation.errors import FederationError
+from federation.replication.gossip import Changed, Effect, Replicator, TimerKey
+from federation.replication.record import Record
+from federation.replication.wire import ReplMessage
+from federation.sansio import NodeId, Send, Wake
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SendFn = Callable[[NodeId, ReplMessage], Awaitable[None]]
+# Sends in flight at once; past it a send is dropped (counted): gossip and anti-entropy repair.
+MAX_INFLIGHT_SENDS = 256
+
+
+class ReplicationDriver:
+    """Runs one `Replicator` on the loop (async context manager)."""
+
+    def __init__(self, core: Replicator, send: SendFn) -> None:
+        self.core = core
+        self._send = send
+        self._lock = asyncio.Lock()
+        self._timers: dict[object, asyncio.TimerHandle] = {}
+        self._subs: list[Callable[[Changed], None]] = []
+        self._sends: set[asyncio.Task[None]] = set()
+        self._tg: asyncio.TaskGroup | None = None
+        self.send_failures = 0
+        self.sends_dropped = 0
+
+    async def __aenter__(self) -> Self:
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        await self._call(self.core.start)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for h in self._timers.values():
+            h.cancel()
+        self._timers.clear()
+        for t in list(self._sends):
+            t.cancel()
+        assert self._tg is not None
+        await self._tg.__aexit__(None, None, None)
+
+    def subscribe(self, callback: Callable[[Changed], None]) -> None:
+        """Call `callback(Changed)` on the loop for every stored change (local or merged)."""
+        self._subs.append(callback)
+
+    async def set_peers(self, alive: Iterable[NodeId]) -> None:
+        ids = list(alive)
+        await self._call(lambda now: self.core.set_peers(now, ids))
+
+    async def deliver(self, src: NodeId, msg: ReplMessage) -> None:
+        await self._call(lambda now: self.core.on_message(now, src, msg))
+
+    async def write_many(self, items: Sequence[tuple[str, str, bytes | None]]) -> list[Record]:
+        """Store and queue a batch (raises the core's InvalidWrite / WriteRefused)."""
+        out: list[Record] = []
+
+        def step(now: float) -> list[Effect]:
+            effects, records = self.core.write_many(now, items)
+            out.extend(records)
+            return effects
+
+        await self._call(step)
+        return out
+
+    async def kick_anti_entropy(self) -> None:
+        """Run an anti-entropy round now (e.g. after learning a peer's key)."""
+        await self._call(lambda now: self.core.on_timer(now, TimerKey.ANTI_ENTROPY))
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (which may read the core's store) in a worker thread, alone with the core."""
+        async with self._lock:
+            return await asyncio.to_thread(fn)
+
+    async def _call(self, fn: Callable[[float], list[Effect]]) -> None:
+        async with self._lock:
+            effects = await asyncio.to_thread(fn, time.monotonic())
+        self._apply(effects)
+
+    def _apply(self, effects: list[Effect]) -> None:
+        loop = asyncio.get_running_loop()
+        for e in effects:
+            match e:
+                case Send():
+                    self._spawn_send(e.to, e.msg)
+                case Wake():
+                    old = self._timers.pop(e.key, None)
+                    if old is not None:
+                        old.cancel()
+                    delay = max(0.0, e.at - time.monotonic())
+                    self._timers[e.key] = loop.call_later(delay, self._on_wake, e.key)
+                case Changed():
+                    for cb in list(self._subs):
+                        try:
+                            cb(e)
+                        except Exception:
+                            log.exception("replication subscriber failed", extra={"table": e.table})
+
+    def _on_wake(self, key: object) -> None:
+        self._timers.pop(key, None)
+        if self._tg is not None:
+            self._tg.create_task(self._timer(key))
+
+    async def _timer(self, key: object) -> None:
+        try:
+            await self._call(lambda now: self.core.on_timer(now, key))
+        except Exception:  # one timer turn is a unit of work; the core re-arms on the next call
+            log.exception("replication timer failed", extra={"timer": str(key)})
+            loop = asyncio.get_running_loop()
+            self._timers[key] = loop.call_later(1.0, self._on_wake, key)
+
+    def _spawn_send(self, to: NodeId, msg: ReplMessage) -> None:
+        if self._tg is None or len(self._sends) >= MAX_INFLIGHT_SENDS:
+            self.sends_dropped += 1
+            return
+        t = self._tg.create_task(self._send_one(to, msg))
+        self._sends.add(t)
+        t.add_done_callback(self._sends.discard)
+
+    async def _send_one(self, to: NodeId, msg: ReplMessage) -> None:
+        try:
+            await self._send(to, msg)
+        except asyncio.CancelledError:
+            raise
+        except (FederationError, OSError) as e:  # the peer may be gone: gossip and anti-entropy repair
+            self.send_failures += 1
+            log.debug("replication send failed", extra={"peer": to, "error": type(e).__name__})
+
+
+__all__ = ["MAX_INFLIGHT_SENDS", "ReplicationDriver", "SendFn"]

@@ -1,0 +1,114 @@
+"""`aiosd policy|template|spec` against a real daemon: push a custom load balancer from a directory,
+run it, describe/list/delete; a hostile policy gives a clear error and the daemon keeps answering."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aiosd.policies.service import sandbox_root
+from tests.daemons import Daemon
+from tests.integration.test_policy_governance import PRECHECK
+from tests.integration.test_policy_sandbox import HOSTILE
+
+ROOT = Path(__file__).resolve().parents[2]
+from aiosd.specs.mgmt import BLOCK_SERVICES
+
+SERVICE = min(BLOCK_SERVICES)
+LB = "policy.loadBalancer.least-busy:v1-stable"
+
+
+@pytest.fixture(autouse=True)
+def _sandbox_cleanup(tmp_path: Path) -> Iterator[None]:
+    yield
+    shutil.rmtree(sandbox_root(tmp_path / "n1"), ignore_errors=True)
+
+
+def test_push_run_describe_list_delete_and_hostile(tmp_path: Path, daemons: list[Daemon]) -> None:
+    d = Daemon(tmp_path)
+    daemons.append(d.start())
+    pushed = d.json("policy", "push", str(ROOT / "examples" / "policies" / "least-busy"), "--uri", LB)
+    assert pushed["uri"] == LB and len(pushed["archive_sha256"]) == 64
+    inp = json.dumps({"instances": [{"instance_id": "a", "outstanding": 3}, {"instance_id": "b", "outstanding": 1}]})
+    r = d.cli("policy", "run", LB, "--input", inp)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"instance_id": "b"}
+    assert d.json("policy", "mgmt", LB, "stats")["result"] == {"picks": {"b": 1}}
+    bad = d.cli("policy", "run", LB, "--input", '{"instances": "nope"}')
+    assert bad.returncode == 2 and "input.instances: must be an array" in bad.stderr
+    desc = d.json("policy", "describe", LB)
+    assert desc["tags"] == ["loadBalancer", "example"] and desc["instances"][0]["calls"] >= 1
+    assert [p["uri"] for p in d.json("policy", "list")["policies"]] == [LB]
+
+    (tmp_path / "hostile" / "code").mkdir(parents=True)
+    (tmp_path / "hostile" / "code" / "function.py").write_text(HOSTILE)
+    d.json("policy", "push", str(tmp_path / "hostile"), "--uri", "test.hostile:v1-a")
+    hang = d.cli("policy", "run", "test.hostile:v1-a", "--input", '{"mode": "loop"}', "--timeout", "0.5")
+    assert hang.returncode == 1 and "no answer within 0.5 s" in hang.stderr
+    died = d.cli("policy", "run", "test.hostile:v1-a", "--input", '{"mode": "exit"}')
+    assert died.returncode == 1 and "worker died" in died.stderr and "exit code 7" in died.stderr
+    key = d.data_dir / "identity" / "node.key"
+    leak = d.cli("policy", "run", "test.hostile:v1-a", "--input", json.dumps({"mode": "read", "path": str(key)}))
+    assert leak.returncode == 1 and "PermissionError" in leak.stderr
+    nondict = d.cli("policy", "run", "test.hostile:v1-a", "--input", '{"mode": "nondict"}')
+    assert nondict.returncode == 1 and "expected a JSON object" in nondict.stderr
+    alloc = d.cli("policy", "run", "test.hostile:v1-a", "--input", '{"mode": "alloc"}')
+    assert alloc.returncode == 1 and "MemoryError" in alloc.stderr
+    (tmp_path / "broken" / "code").mkdir(parents=True)
+    (tmp_path / "broken" / "code" / "function.py").write_text("import no_such_module_here\n")
+    d.json("policy", "push", str(tmp_path / "broken"), "--uri", "test.broken:v1-a")
+    broken = d.cli("policy", "run", "test.broken:v1-a", "--input", "{}")
+    assert broken.returncode == 1 and "could not be loaded: ModuleNotFoundError" in broken.stderr
+    assert d.json("status")["node_id"]  # the daemon still answers
+
+    missing = d.cli("policy", "describe", "no.such:v1")
+    assert missing.returncode == 1 and "not registered" in missing.stderr
+    assert d.json("policy", "delete", LB)["deleted"] == LB
+    assert d.cli("policy", "run", LB, "--input", inp).returncode == 1
+
+
+def test_templates_spec_store_and_governance(tmp_path: Path, daemons: list[Daemon]) -> None:
+    d = Daemon(tmp_path)
+    daemons.append(d.start())
+    conv = tmp_path / "conv" / "code"
+    conv.mkdir(parents=True)
+    (conv / "function.py").write_text(
+        "class AIOSv1PolicyRule:\n"
+        "    def __init__(self, rule_id, settings, parameters):\n        pass\n"
+        "    def eval(self, parameters, input_data, context):\n"
+        "        short = input_data['document']['body']\n"
+        "        return {'header': {'templateUri': 'Parser/V1'}, 'body': {'spec': {'values': {\n"
+        "            'service': short['service'], 'mgmtCommand': short['command'], 'blockId': short['block'], 'mgmtData': {}}}}}\n")
+    d.json("policy", "push", str(tmp_path / "conv"), "--uri", "templates.short-mgmt:v1-stable")
+    (tmp_path / "t.json").write_text(json.dumps({"templateUri": "ShortMgmt/V1:v1",
+                                                 "templatePolicyRuleUri": "templates.short-mgmt:v1-stable",
+                                                 "templateName": "short mgmt"}))
+    assert d.json("template", "push", str(tmp_path / "t.json"))["templateUri"] == "ShortMgmt/V1:v1"
+    assert [t["templateUri"] for t in d.json("template", "list")["templates"]] == ["ShortMgmt/V1:v1"]
+    doc = {"header": {"templateUri": "ShortMgmt/V1:v1"}, "body": {"command": "scale", "block": "b1", "service": SERVICE}}
+    (tmp_path / "s.json").write_text(json.dumps(doc))
+    stored = d.json("spec", "push", str(tmp_path / "s.json"), "--uri", "specs.scale-b1:v1-a", "--type", "mgmtCommand")
+    assert stored["specUri"] == "specs.scale-b1:v1-a"
+    assert [s["specUri"] for s in d.json("spec", "list")["specs"]] == ["specs.scale-b1:v1-a"]
+    (tmp_path / "bad.json").write_text(json.dumps({"header": {"templateUri": "Nope/V9:v1"}, "body": {}}))
+    bad = d.cli("spec", "push", str(tmp_path / "bad.json"), "--uri", "specs.bad:v1")
+    assert bad.returncode == 2 and "not in the template store" in bad.stderr
+    assert d.json("spec", "list")["specs"][0]["specUri"] == "specs.scale-b1:v1-a"  # nothing changed
+
+    (tmp_path / "gov" / "code").mkdir(parents=True)
+    (tmp_path / "gov" / "code" / "function.py").write_text(PRECHECK)
+    d.json("policy", "push", str(tmp_path / "gov"), "--uri", "gov.blocks:v1-a")
+    refused = d.cli("governance", "set", "add_block", "gov.none:v1")
+    assert refused.returncode == 2 and "actionsPolicyMap.add_block" in refused.stderr
+    d.json("governance", "set", "add_block", "gov.blocks:v1-a")
+    assert d.json("governance", "show")["actionsPolicyMap"] == {"add_block": "gov.blocks:v1-a"}
+    assert d.json("governance", "check", "add_block", "--payload", '{"maxInstances": 9}')["payload"] == {
+        "maxInstances": 4}
+    veto = d.cli("governance", "check", "add_block", "--payload", '{"name": "forbidden-x"}')
+    assert veto.returncode == 1 and "refused by the pre-check policy gov.blocks:v1-a" in veto.stderr
+    in_use = d.cli("policy", "delete", "gov.blocks:v1-a")
+    assert in_use.returncode == 1 and "actionsPolicyMap.add_block" in in_use.stderr

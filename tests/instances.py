@@ -1,0 +1,31 @@
+"""Test cleanup for block instances: a stopped daemon leaves its instances running on purpose
+(the next daemon adopts them), so tests that start blocks must remove what they leave behind."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
+
+
+def kill_process_instances(root: Path) -> int:
+    """SIGKILL every process-driver instance whose socket lies under `root`; return how many."""
+    killed = 0
+    prefix = f"AIOSD_INSTANCE_SOCKET={root}"
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            env = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+            if any(e.decode(errors="replace").startswith(prefix) for e in env):
+                proc.kill()
+                killed += 1
+    return killed
+
+
+def remove_node_containers(node_id: str) -> None:
+    """Remove every container the podman driver started for `node_id` (label aiosd.node)."""
+    ids = subprocess.run(["podman", "ps", "-aq", "--filter", f"label=aiosd.node={node_id}"], capture_output=True,
+                         text=True, timeout=60, check=False).stdout.split()
+    if ids:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True, timeout=120, check=False)
