@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -79,15 +78,8 @@ class RuntimeService:
     async def __aenter__(self) -> Self:
         try:
             self.gpu_info = await self.inventory.aopen()
-            # `podman system service` inherits our environment and would send systemd READY=1 on our
-            # NOTIFY_SOCKET before the daemon is ready: hide it while the driver starts its children.
-            notify = os.environ.pop("NOTIFY_SOCKET", None)
-            try:
-                self.driver = await self._stack.enter_async_context(open_driver(
-                    self._settings.runtime.driver, self._data_dir / "runtime", self.node_id, self.cluster_id))
-            finally:
-                if notify is not None:
-                    os.environ["NOTIFY_SOCKET"] = notify
+            self.driver = await self._stack.enter_async_context(open_driver(
+                self._settings.runtime.driver, self._data_dir / "runtime", self.node_id, self.cluster_id))
             self.client = await self._stack.enter_async_context(InstanceClient())
             cfg = SupervisorConfig(node_id=self.node_id, data_dir=self._data_dir / "runtime",
                                    socket_dir=instance_socket_root(self._data_dir, Path(self._settings.socket_path)),

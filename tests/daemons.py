@@ -75,7 +75,9 @@ class Daemon:
         notify_path.unlink(missing_ok=True)
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(notify_path))
-        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), **self.env}
+        # Test daemons run blocks as processes unless a test asks for Podman (--driver podman):
+        # one Podman service per test daemon is slow on 2 cores and outlives a kill -9.
+        env = {"AIOSD_RUNTIME_DRIVER": "process", **os.environ, "NOTIFY_SOCKET": str(notify_path), **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115  # handed to the child, closed below
         t0 = time.monotonic()
         self.proc = subprocess.Popen([*self.prefix, *AIOSD, "run", *self.run_args], stdout=log, stderr=log,
@@ -142,8 +144,8 @@ class Daemon:
             return None
 
     def wait_status(self, timeout_s: float = 10) -> dict[str, Any]:
-        def ok() -> dict[str, Any] | None:
+        def ok() -> dict[str, Any]:
             r = self.cli("status", "--json")
-            return json.loads(r.stdout) if r.returncode == 0 else None
+            return json.loads(r.stdout) if r.returncode == 0 else {}
 
         return wait_sync(ok, timeout_s=timeout_s, interval_s=0.1)

@@ -155,9 +155,12 @@ class PodmanDriver:
         log.info("podman service started", extra={"socket": str(self.socket), "pid": self._service.pid})
 
     def _spawn_service(self, logf: Path) -> subprocess.Popen[bytes]:
+        env = podman_env(self.conf)
+        # The service would otherwise answer systemd's READY=1 for us before we are ready.
+        env.pop("NOTIFY_SOCKET", None)
         with open(logf, "ab") as out:
             return subprocess.Popen(
-                [self.binary, "system", "service", "--time=0", f"unix://{self.socket}"], env=podman_env(self.conf),
+                [self.binary, "system", "service", "--time=0", f"unix://{self.socket}"], env=env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
@@ -334,3 +337,4 @@ def _after(seen: list[str], tail: tuple[str, ...]) -> list[str]:
 def podman_available(binary: str = "podman") -> bool:
     path = shutil.which(binary)
     return path is not None and os.access(path, os.X_OK)
+
