@@ -395,6 +395,9 @@ class MembershipService:
             await asyncio.to_thread(self.ctx.store.update, put)
             if self._driver is not None:
                 self._driver.set_meta(self._meta())
+                for sr in new:
+                    if sr.revocation.subject_kind == "node":
+                        self._driver.declare_dead(NodeId(sr.revocation.subject), NodeId(self.ctx.identity.node_id))
         return new
 
     async def revoke(self, subject: str, subject_kind: Literal["node", "cert", "token"], reason: str = "") -> SignedRevocation:

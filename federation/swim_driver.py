@@ -23,6 +23,7 @@ from federation.membership.messages import (
     SWIM_TYPES,
     Ack,
     Alive,
+    Dead,
     Gossip,
     Ping,
     PingReq,
@@ -98,6 +99,13 @@ class SwimDriver:
     def join(self, seeds: list[str]) -> None:
         """Push-pull with `seeds` (addresses); the core retries while nobody knows us."""
         self.apply(self.swim.join(self.now, seeds))
+
+    def declare_dead(self, node: NodeId, me: NodeId) -> None:
+        """Mark `node` dead now and gossip it (its certificate was revoked: it cannot refute)."""
+        m = self.swim.member(node)
+        if m is None or node == me:
+            return
+        self.apply(self.swim.on_message(self.now, me, Gossip(updates=(Dead(node=node, inc=m.incarnation, src=me),))))
 
     def set_meta(self, meta: dict[str, str]) -> None:
         self.apply(self.swim.set_meta(self.now, meta))

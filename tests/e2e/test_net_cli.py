@@ -47,8 +47,6 @@ def test_bad_ttl_is_a_usage_error(tmp_path: Path, daemons: list[Daemon]) -> None
     assert first.json("token", "list")["tokens"] == []
 
 
-@pytest.mark.skip(reason="known bug (issue #3 note): in a fresh environment the removed node is revoked "
-                         "everywhere within ~2 s but can stay 'alive' in SWIM; to fix in the SWIM driver")
 def test_nodes_table_and_remove_reaches_every_node(tmp_path: Path, daemons: list[Daemon]) -> None:
     first = Daemon(tmp_path, "n1", p2p_host="127.0.0.2").start()
     daemons.append(first)
