@@ -20,7 +20,7 @@ from aiohttp import web
 
 from aiosd.api.routes import MAX_BODY_BYTES, ApiProblem, Route, json_ok, read_json
 from aiosd.catalog import RecordKind
-from aiosd.control.errors import PlacementError
+from aiosd.control.errors import ClusterRefused, PlacementError
 from aiosd.policies.errors import PolicyError
 from aiosd.specs import SpecError, check_value
 from runtime import InstanceState
@@ -65,11 +65,15 @@ def spec_routes(svc: BlockService) -> list[Route]:
         if not text.strip():
             raise ApiProblem(400, "bad_request", "the request needs a body: one or more AIOS JSON documents")
         dry = request.query.get("dry_run", "") in ("1", "true", "yes")
+        cluster = request.query.get("cluster", "") in ("1", "true", "yes")
         wait_s = _float_query(request, "wait", 0.0, MAX_WAIT_S)
         try:
-            out = await svc.apply(text, dry_run=dry, overrides=request.query.get("policy_overrides") or None)
+            out = await svc.apply(text, dry_run=dry, overrides=request.query.get("policy_overrides") or None,
+                                  cluster=cluster)
         except SpecError as e:
             raise spec_problem(e) from None
+        except ClusterRefused as e:
+            raise ApiProblem(e.status, e.code, str(e)) from None
         except PlacementError as e:
             raise ApiProblem(409, "no_room", str(e), "placement") from None
         except PolicyError as e:
@@ -118,12 +122,14 @@ def spec_routes(svc: BlockService) -> list[Route]:
             raise ApiProblem(404, "not_found", f"no {kind.value[:-1]} {key!r}", "id") from None
         except SpecError as e:
             raise ApiProblem(409, "in_use", str(e), "id") from None
+        except ClusterRefused as e:
+            raise ApiProblem(e.status, e.code, str(e)) from None
 
     async def h_infer(request: web.Request) -> web.Response:
         bid = request.match_info["id"]
         res = svc.resolved(bid)
         if res is None:
-            raise ApiProblem(404, "not_found", f"no block {bid!r}", "id")
+            raise _not_here(svc, bid)
         packet = await _read_packet(request)
         try:
             data = json.loads(packet["data"]) if packet["data"] else None
@@ -165,7 +171,7 @@ def spec_routes(svc: BlockService) -> list[Route]:
 
     async def h_mgmt(request: web.Request) -> web.Response:
         bid = request.match_info["id"]
-        res = svc.resolved(bid)
+        res = await svc.lookup(bid)
         if res is None:
             raise ApiProblem(404, "not_found", f"no block {bid!r}", "id")
         body = await read_json(request)
@@ -188,8 +194,12 @@ def spec_routes(svc: BlockService) -> list[Route]:
                 return json_ok(await svc.scale(bid, n))
             except SpecError as e:
                 raise spec_problem(e) from None
+            except ClusterRefused as e:
+                raise ApiProblem(e.status, e.code, str(e)) from None
             except RuntimeError as e:
                 raise ApiProblem(409, "runtime_refused", str(e)) from None
+        if svc.resolved(bid) is None:  # a cluster block with no instance here
+            raise _not_here(svc, bid)
         if service in ("autoscaler", "health"):
             st = svc.loop_state(bid)
             handle = (st.autoscaler if service == "autoscaler" else st.health) if st else None
@@ -218,7 +228,7 @@ def spec_routes(svc: BlockService) -> list[Route]:
         return json_ok({"blocks": [{"id": d["id"], "placement": d["placement"]} for d in blocks]})
 
     routes = [Route("POST", "/v1/apply", h_apply, "apply AIOS documents (?dry_run=1, ?wait=S, "
-                    "?policy_overrides=aios-examples)", tag="specs"),
+                    "?policy_overrides=aios-examples, ?cluster=1: placed by the cluster's controller)", tag="specs"),
               Route("POST", "/v1/allocate/dry-run", h_dry_run, "placement a block would get, changing nothing",
                     tag="specs"),
               Route("POST", "/v1/infer/block/{id}", h_infer, "one task to a block (JSON or msgpack packet)",
@@ -231,6 +241,17 @@ def spec_routes(svc: BlockService) -> list[Route]:
                    Route("DELETE", f"/v1/{kind.value}/{{id}}", h_delete, f"delete one of the {kind.value}",
                          tag="specs")]
     return routes
+
+
+def _not_here(svc: BlockService, bid: str) -> ApiProblem:
+    """404 for a block this node does not serve; names the nodes that run it when it is a cluster block."""
+    ctl = svc.controller
+    insts = ctl.view().blocks.get(bid, {}) if ctl is not None else {}
+    if insts:
+        nodes = sorted({i.node_id for i in insts.values()})
+        return ApiProblem(404, "not_here", f"block {bid!r} runs on node(s) {', '.join(nodes)}, not on this one; "
+                          "send the request there (routing between nodes comes with vDAGs)", "id")
+    return ApiProblem(404, "not_found", f"no block {bid!r}", "id")
 
 
 async def _read_packet(request: web.Request) -> dict[str, Any]:

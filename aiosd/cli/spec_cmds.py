@@ -64,6 +64,8 @@ async def _apply(settings: Settings, text: str, args: argparse.Namespace) -> int
         q.append("dry_run=1")
     if args.aios_example_overrides:
         q.append("policy_overrides=aios-examples")
+    if args.cluster_wide:
+        q.append("cluster=1")
     path = "/v1/apply" + ("?" + "&".join(q) if q else "")
     async with Client(settings.socket_path, timeout_s=600) as c:
         out = await c.request("POST", path, raw=text.encode(), content_type="application/json")
@@ -71,7 +73,11 @@ async def _apply(settings: Settings, text: str, args: argparse.Namespace) -> int
         if not args.json:
             for d in out["documents"]:
                 print(f"{d['kind']} {d['id']} {d['action']}")
-                if args.dry_run and d["kind"] == "block":
+                if d["kind"] == "block" and d["placement"].get("cluster") and not args.dry_run:
+                    for inst in d["placement"].get("placements", []):
+                        gpus = ",".join(map(str, inst.get("gpus", []))) or "-"
+                        print(f"  {inst['instance_id']} -> node {inst['node_id']} (gpus {gpus})")
+                elif args.dry_run and d["kind"] == "block":
                     pl = d["placement"]
                     print(f"  placement: {len(pl['placements'])}/{pl['requested']} instance(s), "
                           f"score {pl['score']:.2f}, policy {pl['policy']}")
@@ -120,11 +126,16 @@ def register_apply(sub: Sub) -> argparse.ArgumentParser:
              "  aiosd apply -f examples/echo/            # every *.json in the directory\n"
              "  cat block.json | aiosd apply -f -\n"
              "  aiosd apply -f block.json --dry-run      # validate and show the placement only\n"
-             "  aiosd apply -f aios-examples/ --dry-run --aios-example-overrides", cmd_apply)
+             "  aiosd apply -f aios-examples/ --dry-run --aios-example-overrides\n"
+             "  aiosd apply -f block.json --cluster      # the cluster's controller places it on its nodes",
+             cmd_apply)
     p.add_argument("-f", "--file", required=True, action="append", metavar="FILE|DIR|-",
                    help="documents to apply (repeatable; a DIR means its *.json, components first)")
     p.add_argument("--dry-run", action="store_true", help="validate and show the placement; change nothing")
     p.add_argument("--no-wait", action="store_true", help="print the task id and return at once")
+    p.add_argument("--cluster", dest="cluster_wide", action="store_true",
+                   help="place the blocks across this node's cluster (the elected controller decides, every "
+                        "node runs what is placed on it, instances move when a node dies) instead of on this node")
     p.add_argument("--aios-example-overrides", action="store_true",
                    help="map the policy URIs of the AIOS example specs to the built-ins (docs/blocks.md)")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
@@ -230,7 +241,10 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
             return await c.delete(f"/v1/{kind}/{args.id}")
 
     out = asyncio.run(go())
-    print(f"{kind[:-1]} {args.id} deleted" + (f" ({out['note']})" if out.get("note") else ""))
+    if args.json:
+        print_json(out)
+    else:
+        print(f"{kind[:-1]} {args.id} deleted" + (f" ({out['note']})" if out.get("note") else ""))
     return 0
 
 
@@ -240,6 +254,7 @@ def register_delete(sub: Sub) -> argparse.ArgumentParser:
              "examples:\n  aiosd delete block echo-1\n  aiosd delete component model.echo:1.0.0-stable", cmd_delete)
     p.add_argument("kind", help="component or block")
     p.add_argument("id", help="block id or component URI")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
     return p
 
 
@@ -360,6 +375,7 @@ def register_mgmt(sub: Sub) -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="JSON", help="mgmtData (a JSON object)")
     p.add_argument("--service", default="instances", choices=["instances", "executor", "autoscaler", "health"],
                    help="which service of the block (default instances)")
+    p.add_argument("--json", action="store_true", help="accepted for scripts: the answer is always JSON")
     return p
 
 

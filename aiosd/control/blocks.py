@@ -4,6 +4,11 @@ Apply = parse → validate → policies registered → store component → resol
 this node → instance specs → supervisor.set_desired, reported as a Task. All checks run before
 anything is stored, so a rejected document changes nothing. One lock serialises changes.
 Inference and management requests are served by aiosd.api.specs_api through this service.
+
+`apply(cluster=True)` (`aiosd apply --cluster`) places the block across the cluster instead: the
+same checks, then the block travels with a placement request to the elected controller (through
+the gateway, so any node accepts it); every node runs what the committed state places on it
+(follow.py). Scale and delete of such a block go to the controller too.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
+import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
+
 from aiosd.catalog import RecordKind, Registry
 from aiosd.control.apply import (
     INITIAL_FLOOR,
@@ -28,6 +35,10 @@ from aiosd.control.apply import (
     instance_specs,
     local_node_view,
 )
+from aiosd.control.cluster_state import Allocator, BlockSpec
+from aiosd.control.controller_wire import DryRunRequest, ForwardAnswer, ForwardRequest, PlaceRequest
+from aiosd.control.errors import ClusterRefused
+from aiosd.control.follow import PlacementFollower
 from aiosd.control.placement import Assignment, PlacementResult, place
 from aiosd.policies import (
     AIOS_EXAMPLE_OVERRIDES,
@@ -44,6 +55,7 @@ from aiosd.specs.parse import parse_document, split_documents
 from aiosd.specs.resolve import MAX_LISTED_URIS, component_policies, resolve_block
 from aiosd.tasks import TaskHandle, TaskService
 from runtime import InstanceState, build_block, image_exists
+from storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +66,9 @@ DEFAULT_AUTOSCALE_INTERVAL_S = 10.0
 READY_TIMEOUT_S = 120.0  # instances starting → healthy, per apply task
 REMOVE_TIMEOUT_S = 30.0
 HEALTH_PROBE_TIMEOUT_S = 5.0  # the SDK answers /health from a separate pool; 5 s means it is stuck
+# A block travels in one Raft entry (max_command_bytes 512 KiB with the lan profile): leave room.
+MAX_CLUSTER_SPEC_BYTES = 256 << 10
+CLUSTER = "cluster"  # the block record's "placement" when the cluster controller places it
 
 
 def canonical(doc_values: Mapping[str, Any], template_uri: str) -> dict[str, Any]:
@@ -103,11 +118,15 @@ class _Loop:
 class BlockService:
     name = "blocks"
 
-    def __init__(self, registry: Registry, runtime: RuntimeService, tasks: TaskService, node_id: str) -> None:
+    def __init__(self, registry: Registry, runtime: RuntimeService, tasks: TaskService, node_id: str,
+                 controller: Any = None, store: Store | None = None) -> None:
         self.registry = registry
         self.runtime = runtime
         self.tasks = tasks
         self.node_id = node_id
+        self.controller = controller  # ControllerService, or None on a node without one
+        self.follower: PlacementFollower | None = None
+        self._store = store
         self.policies = builtin_registry()
         self._resolved: dict[str, ResolvedBlock] = {}
         self._components: dict[str, ParsedComponent] = {}
@@ -118,6 +137,8 @@ class BlockService:
 
     async def __aenter__(self) -> Self:
         for rec in await self.registry.list(RecordKind.BLOCK):
+            if rec.get("placement") == CLUSTER:
+                continue  # the follower resolves it from the committed state
             try:
                 await self._remember(rec)
             except (SpecError, PolicyError, KeyError) as e:
@@ -125,9 +146,16 @@ class BlockService:
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._loop_task = self._tg.create_task(self._run_loops())
+        if self.controller is not None and self._store is not None:
+            follower = PlacementFollower(self.controller, self, self.runtime, self._store)
+            await follower.__aenter__()
+            self.follower = follower
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        follower, self.follower = self.follower, None
+        if follower is not None:
+            await follower.__aexit__(None, None, None)
         tg, self._tg = self._tg, None
         if tg is None:
             return
@@ -144,6 +172,18 @@ class BlockService:
     # ----- lookups --------------------------------------------------------------------------
     def resolved(self, block_id: str) -> ResolvedBlock | None:
         return self._resolved.get(block_id)
+
+    async def lookup(self, block_id: str) -> ResolvedBlock | None:
+        """The block as this node knows it: applied here, followed here, or committed for the cluster."""
+        res = self._resolved.get(block_id)
+        if res is None and self.controller is not None:
+            spec = self.controller.view().specs.get(block_id)
+            if spec is not None:
+                try:
+                    res = await self.resolve_spec(block_id, spec)
+                except (SpecError, PolicyError) as e:
+                    log.warning("committed block does not resolve here", extra={"block": block_id, "error": str(e)})
+        return res
 
     def component(self, uri: str) -> ParsedComponent | None:
         return self._components.get(uri)
@@ -181,11 +221,56 @@ class BlockService:
         comp = await self._component_doc(parsed.spec.block_component_uri)
         if comp is None:
             raise KeyError(parsed.spec.block_component_uri)
-        res = resolve_block(parsed, comp, catalog=self.registry_for(rec.get("policyOverrides")))
         bid = str(rec["id"])
-        self._resolved[bid] = dataclasses.replace(res, block_id=bid,
-                                                  parameters={**res.parameters, **rec.get("parameters", {})})
+        self._resolved[bid] = self._resolve_record(bid, rec, parsed, comp)
         self._loops[bid] = self._new_loop(self._resolved[bid])
+
+    def _resolve_record(self, bid: str, rec: Mapping[str, Any], parsed: ParsedBlock, comp: ParsedComponent
+                        ) -> ResolvedBlock:
+        res = resolve_block(parsed, comp, catalog=self.registry_for(rec.get("policyOverrides") or None))
+        return dataclasses.replace(res, block_id=bid, parameters={**res.parameters, **rec.get("parameters", {})})
+
+    # ----- the follower's host (follow.BlockHost) -----------------------------------------
+    async def resolve_spec(self, block_id: str, spec: BlockSpec) -> ResolvedBlock:
+        """The block a committed placement names, resolved on this node. Raises: SpecError, PolicyError."""
+        def go() -> ResolvedBlock:
+            block, component = _as_json(spec.block), _as_json(spec.component)  # the log decodes arrays as tuples
+            parsed = parse_document(block.get("document"))
+            comp = parse_document(component.get("document"))
+            if not isinstance(parsed, ParsedBlock) or not isinstance(comp, ParsedComponent):
+                raise SpecError.at("spec", "the placement's spec is not a block and its component")
+            return self._resolve_record(block_id, block, parsed, comp)
+
+        return await asyncio.to_thread(go)
+
+    async def ensure_image(self, res: ResolvedBlock, progress: Any = None) -> None:
+        """Build the block's image from its blockDir when this node lacks it (podman driver).
+        Raises: RuntimeError (no image and nothing to build it from), runtime build errors."""
+        code = code_for(res, self.runtime.driver_name)
+        if code.image is None:
+            if progress is not None:
+                await progress(f"block {res.block_id}: code from {code.block_dir}")
+            return
+        cli = await self.runtime.image_cli()
+        if await image_exists(code.image, cli):
+            if progress is not None:
+                await progress(f"image {code.image} present")
+            return
+        bdir, _ = block_dir_of(res)
+        if bdir is None:
+            raise RuntimeError(f"image {code.image!r} does not exist on node {self.node_id} and no blockDir "
+                               "names its source; build or load it there (`aiosd image build|load`)")
+        if progress is not None:
+            await progress(f"building image {code.image} from {bdir}")
+        await build_block(bdir, code.image, cli=cli)
+
+    def followed(self, block_id: str, res: ResolvedBlock | None) -> None:
+        """The follower runs (res) or stopped running (None) this cluster block here."""
+        if res is None:
+            if block_id not in self._loops:  # not a block applied on this node
+                self._resolved.pop(block_id, None)
+            return
+        self._resolved[block_id] = res
 
     def _new_loop(self, block: ResolvedBlock) -> _Loop:
         st = _Loop()
@@ -221,13 +306,16 @@ class BlockService:
                 return None
 
     # ----- apply ----------------------------------------------------------------------------
-    async def apply(self, text: str | bytes, *, dry_run: bool = False, overrides: str | None = None
-                    ) -> dict[str, Any]:
-        """Apply AIOS documents; all are checked before anything changes.
+    async def apply(self, text: str | bytes, *, dry_run: bool = False, overrides: str | None = None,
+                    cluster: bool = False) -> dict[str, Any]:
+        """Apply AIOS documents; all are checked before anything changes. `cluster`: blocks are
+        placed by the cluster's controller instead of on this node.
 
         Returns {"documents": [{kind, id, action, ...}], "task": Task | None, "warnings": [...]}.
-        Raises: SpecError (paths named), PlacementError, PolicyError.
+        Raises: SpecError (paths named), PlacementError, PolicyError, ClusterRefused.
         """
+        if cluster and self.controller is None:
+            raise ClusterRefused(503, "no_controller", "this node runs no controller service; apply without --cluster")
         docs = await asyncio.to_thread(split_documents, text)
         parsed: list[ParsedSpec] = []
         problems: list[Problem] = []
@@ -242,7 +330,7 @@ class BlockService:
             raise SpecError(problems)
         reg = self.registry_for(overrides)
         async with self._lock:
-            plan = await self._plan(parsed, reg, overrides, dry_run)
+            plan = await self._plan(parsed, reg, overrides, dry_run, cluster)
             if dry_run:
                 return {"dry_run": True, "documents": plan["documents"], "warnings": plan["warnings"], "task": None}
             for uri, rec in plan["components"].items():
@@ -250,6 +338,8 @@ class BlockService:
                 self._components[uri] = plan["parsed_components"][uri]
             task = None
             starts = plan["blocks"]
+            if cluster:
+                return await self._apply_cluster(plan, starts)
             for bid, (rec, res) in starts.items():
                 await self.registry.put(RecordKind.BLOCK, bid, rec)
                 self._resolved[bid] = res
@@ -260,8 +350,50 @@ class BlockService:
         return {"dry_run": False, "documents": plan["documents"], "warnings": plan["warnings"],
                 "task": task.model_dump(mode="json") if task is not None else None}
 
+    async def _apply_cluster(self, plan: dict[str, Any], starts: Mapping[str, tuple[dict[str, Any], ResolvedBlock]]
+                             ) -> dict[str, Any]:
+        """Send each changed block to the controller (caller holds the lock); records are stored
+        once the controller has committed the placement."""
+        placed: dict[str, Any] = {}
+        for bid, (rec, res) in starts.items():
+            comp = plan["components"].get(res.component_uri) or await self.registry.get(RecordKind.COMPONENT,
+                                                                                        res.component_uri)
+            rec = {**rec, "placement": CLUSTER}
+            spec = BlockSpec(block=rec, component=dict(comp or {}))
+            size = len(msgpack.packb(spec.model_dump(mode="python"), use_bin_type=True))
+            if size > MAX_CLUSTER_SPEC_BYTES:
+                raise SpecError.at(VALUES, f"block {bid} and its component take {size} bytes packed; a cluster "
+                                   f"placement carries at most {MAX_CLUSTER_SPEC_BYTES}")
+            if self.runtime.desired(bid):  # it ran here as a node-local block: the cluster takes over
+                await self.runtime.set_desired(bid, [])
+                self._loops.pop(bid, None)
+            answer = await self._submit(ForwardRequest(op="place", place=PlaceRequest(
+                block_id=bid, count=int(rec["desiredInstances"]), allocator=allocator_of(res), spec=spec)))
+            await self.registry.put(RecordKind.BLOCK, bid, rec)
+            self._resolved[bid] = res
+            placed[bid] = answer.result
+        for d in plan["documents"]:
+            if d["kind"] == "block" and d["id"] in placed:
+                d["placement"] = {"cluster": True, "term": placed[d["id"]].get("term"),
+                                  "placements": placed[d["id"]].get("instances", [])}
+        if self.follower is not None:
+            self.follower.poke()
+        return {"dry_run": False, "documents": plan["documents"], "warnings": plan["warnings"], "task": None}
+
+    async def _submit(self, req: ForwardRequest) -> ForwardAnswer:
+        """Through the controller gateway. Raises: ClusterRefused with the controller's status."""
+        if self.controller is None:
+            raise ClusterRefused(503, "no_controller", "this node runs no controller service")
+        answer: ForwardAnswer = await self.controller.submit(req)
+        if answer.status >= 400:
+            raise ClusterRefused(answer.status, answer.code or "error", answer.message)
+        return answer
+
+    def is_cluster_block(self, bid: str) -> bool:
+        return self.controller is not None and bid in self.controller.state.view().specs
+
     async def _plan(self, parsed: list[ParsedSpec], reg: PolicyRegistry, overrides: str | None,
-                    dry_run: bool) -> dict[str, Any]:
+                    dry_run: bool, cluster: bool = False) -> dict[str, Any]:
         n = len(parsed)
         problems: list[Problem] = []
         out_docs: list[dict[str, Any]] = []
@@ -319,16 +451,24 @@ class BlockService:
             rec = {**res.to_record(), "document": canonical(p.envelope.values, p.envelope.template_uri),
                    "policyOverrides": overrides or "", "nodeId": self.node_id}
             old = await self.registry.get(RecordKind.BLOCK, bid)
-            running = len(self.runtime.desired(bid))
+            committed = self.controller.state.view().blocks.get(bid, {}) if cluster and self.controller else {}
+            running = len(committed) if cluster else len(self.runtime.desired(bid))
             same = old is not None and old.get("document") == rec["document"] \
-                and old.get("policyOverrides") == rec["policyOverrides"]
+                and old.get("policyOverrides") == rec["policyOverrides"] \
+                and (old.get("placement") == CLUSTER) == cluster
             count = old.get("desiredInstances", 0) if same and old else max(res.min_instances, INITIAL_FLOOR)
             count = min(max(count, res.min_instances), res.max_instances)
-            placement = await self._place(res, count, dry_run=dry_run, exclude=bid)
+            if cluster:  # the controller places it; a dry run asks it for candidates and scores
+                placement: dict[str, Any] = {"cluster": True}
+                if dry_run:
+                    placement = (await self._submit(ForwardRequest(op="dry_run", dry_run=DryRunRequest(
+                        block_id=bid, count=max(count, 1), allocator=allocator_of(res))))).result
+            else:
+                placement = _placement_json(await self._place(res, count, dry_run=dry_run, exclude=bid))
             doc: dict[str, Any] = {"kind": "block", "id": bid, "component": uri, "instances": count,
                                    "code": {"image": code.image, "blockDir": str(code.block_dir or ""),
                                             "source": code.source},
-                                   "placement": _placement_json(placement)}
+                                   "placement": placement}
             if same and running == count:
                 doc["action"] = "unchanged"
             else:
@@ -451,10 +591,14 @@ class BlockService:
         Raises: KeyError (no block), SpecError (count out of range).
         """
         async with self._lock:
-            res = self._resolved[bid]
+            res = self._resolved.get(bid) or await self.lookup(bid)
+            if res is None:
+                raise KeyError(bid)
             if not res.min_instances <= count <= res.max_instances:
                 raise SpecError.at("mgmtData.instances", f"must be within minInstances..maxInstances "
                                    f"({res.min_instances}..{res.max_instances}), got {count}")
+            if self.is_cluster_block(bid):
+                return await self._scale_cluster(bid, res, count)
             rec = await self.registry.get(RecordKind.BLOCK, bid)
             if rec is None:
                 raise KeyError(bid)
@@ -470,13 +614,28 @@ class BlockService:
         log.info("block scaled", extra={"block": bid, "from": before, "to": count, "why": why})
         return {"block_id": bid, "from": before, "to": count}
 
+    async def _scale_cluster(self, bid: str, res: ResolvedBlock, count: int) -> dict[str, Any]:
+        """Scale a cluster block through the controller (the caller holds the lock)."""
+        assert self.controller is not None  # is_cluster_block checked it
+        before = len(self.controller.state.view().blocks.get(bid, {}))
+        answer = await self._submit(ForwardRequest(op="place", place=PlaceRequest(
+            block_id=bid, count=count, allocator=allocator_of(res))))
+        rec = await self.registry.get(RecordKind.BLOCK, bid)
+        if rec is not None:
+            rec["desiredInstances"] = count
+            await self.registry.put(RecordKind.BLOCK, bid, rec)
+        log.info("cluster block scaled", extra={"block": bid, "from": before, "to": count})
+        return {"block_id": bid, "from": before, "to": count, "cluster": True,
+                "placements": answer.result.get("instances", [])}
+
     async def delete(self, kind: RecordKind, key: str) -> dict[str, Any]:
         """Remove a record; a block's instances are stopped and removed first.
 
         Raises: KeyError (no such record), SpecError (a component still used by blocks).
         """
         async with self._lock:
-            if await self.registry.get(kind, key) is None:
+            cluster = kind is RecordKind.BLOCK and self.is_cluster_block(key)
+            if await self.registry.get(kind, key) is None and not cluster:
                 raise KeyError(key)
             if kind is RecordKind.COMPONENT:
                 users = [b["id"] for b in await self.registry.list(RecordKind.BLOCK) if b.get("componentUri") == key]
@@ -486,6 +645,10 @@ class BlockService:
                 await self.registry.delete(kind, key)
                 self._components.pop(key, None)
                 return {"kind": kind.value, "id": key, "deleted": True}
+            if cluster:  # every node stops its instances once the removal commits
+                await self._submit(ForwardRequest(op="remove", block_id=key))
+                if self.follower is not None:
+                    self.follower.poke()
             await self.runtime.set_desired(key, [])
             self._resolved.pop(key, None)
             self._loops.pop(key, None)
@@ -563,6 +726,23 @@ class BlockService:
                                                              "reason": act.get("reason")})
 
 
+def _as_json(value: Any) -> Any:
+    """`value` with every tuple turned back into a list (JSON's arrays, as specs expect them)."""
+    if isinstance(value, dict):
+        return {k: _as_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_json(v) for v in value]
+    return value
+
+
+def allocator_of(res: ResolvedBlock) -> Allocator:
+    """The block's resourceAllocator slot as the controller keeps it (default: best-fit)."""
+    slot = res.policy("resourceAllocator")
+    if slot is None:
+        return Allocator()
+    return Allocator(uri=slot.uri, parameters=dict(slot.parameters), settings=dict(slot.settings))
+
+
 def _placement_json(p: PlacementResult) -> dict[str, Any]:
     return {"policy": p.policy_uri, "requested": p.requested, "score": p.score, "unmet": p.unmet,
             "requirement": p.requirement.describe(),
@@ -572,7 +752,8 @@ def _placement_json(p: PlacementResult) -> dict[str, Any]:
 
 
 def block_service(ctx: Any) -> BlockService:
-    return BlockService(Registry(ctx.store), ctx.get("runtime"), ctx.get("tasks"), ctx.identity.node_id)
+    return BlockService(Registry(ctx.store), ctx.get("runtime"), ctx.get("tasks"), ctx.identity.node_id,
+                        ctx.services.get("controller"), ctx.store)
 
 
 __all__ = ["OVERRIDE_SETS", "BlockService", "block_service", "canonical", "unstorable"]

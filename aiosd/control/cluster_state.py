@@ -43,8 +43,19 @@ class Allocator(_Wire):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class BlockSpec(_Wire):
+    """What a node needs to run a block's instances: the block and component catalog records the
+    applying node stored (their AIOS documents, policy overrides, live parameters). It travels in
+    the Raft log with the placement, so every node of the cluster resolves the same block."""
+
+    block: dict[str, Any]
+    component: dict[str, Any]
+
+
 class PlaceBlock(_Wire):
-    """Set a block's whole placement (a new block, a scale change, or a re-placement)."""
+    """Set a block's whole placement (a new block, a scale change, or a re-placement).
+    `spec` None keeps the block's committed spec (a scale); a placement with no spec at all is
+    bookkeeping only (nothing runs it)."""
 
     kind: Literal["ctl.place"] = "ctl.place"
     v: Literal[1] = 1
@@ -52,6 +63,7 @@ class PlaceBlock(_Wire):
     block_id: _Id
     allocator: Allocator = Allocator()
     instances: tuple[InstanceSpec, ...] = Field(max_length=MAX_INSTANCES)
+    spec: BlockSpec | None = None
 
 
 class RemoveBlock(_Wire):
@@ -137,6 +149,7 @@ class ClusterView:
     blocks: dict[str, dict[str, Instance]] = field(default_factory=dict)
     allocators: dict[str, Allocator] = field(default_factory=dict)
     tasks: list[Task] = field(default_factory=list)
+    specs: dict[str, BlockSpec] = field(default_factory=dict)
 
     def instances_on(self, node_id: str) -> list[Instance]:
         return [i for insts in self.blocks.values() for i in insts.values() if i.node_id == node_id]
@@ -153,6 +166,7 @@ class ClusterState:
         self.rejected = 0
         self._blocks: dict[str, dict[str, Instance]] = {}
         self._allocators: dict[str, Allocator] = {}
+        self._specs: dict[str, BlockSpec] = {}
         self._tasks: OrderedDict[str, Task] = OrderedDict()
 
     # ----- StateMachine ------------------------------------------------------------------
@@ -181,9 +195,12 @@ class ClusterState:
                     for s in cmd.instances
                 }
                 self._allocators[cmd.block_id] = cmd.allocator
+                if cmd.spec is not None:
+                    self._specs[cmd.block_id] = cmd.spec
             case RemoveBlock():
                 self._blocks.pop(cmd.block_id, None)
                 self._allocators.pop(cmd.block_id, None)
+                self._specs.pop(cmd.block_id, None)
             case MoveInstances():
                 insts = self._blocks.get(cmd.block_id)
                 if insts is None:
@@ -209,6 +226,7 @@ class ClusterState:
                     for b, insts in self._blocks.items()
                 },
                 "allocators": {b: a.model_dump(mode="python") for b, a in self._allocators.items()},
+                "specs": {b: sp.model_dump(mode="python") for b, sp in self._specs.items()},
                 "tasks": [[t.task_id, t.kind, t.state, t.detail, t.term, t.index] for t in self._tasks.values()],
             }
         packed: bytes = msgpack.packb(state, use_bin_type=True)
@@ -225,6 +243,8 @@ class ClusterState:
                 for b, rows in state["blocks"].items()
             }
             self._allocators = {b: Allocator.model_validate(a) for b, a in state["allocators"].items()}
+            # Snapshots taken before specs travelled in the log have none.
+            self._specs = {b: BlockSpec.model_validate(sp) for b, sp in state.get("specs", {}).items()}
             self._tasks = OrderedDict(
                 (r[0], Task(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]))) for r in state["tasks"]
             )
@@ -240,6 +260,7 @@ class ClusterState:
                 blocks={b: dict(insts) for b, insts in self._blocks.items()},
                 allocators=dict(self._allocators),
                 tasks=list(self._tasks.values()),
+                specs=dict(self._specs),
             )
 
 
@@ -249,6 +270,7 @@ __all__ = [
     "MAX_TASKS",
     "Allocator",
     "AnyCommand",
+    "BlockSpec",
     "ClusterState",
     "ClusterView",
     "CommandError",

@@ -25,7 +25,7 @@ from typing import Any, Self
 from pydantic import BaseModel
 
 from aiosd.config import RaftSettings
-from aiosd.control.cluster_state import ClusterState, Instance
+from aiosd.control.cluster_state import ClusterState, ClusterView, Instance
 from aiosd.control.controller_role import ControllerRole, no_quorum
 from aiosd.control.controller_wire import (
     CONTROLLER_MODELS,
@@ -328,6 +328,10 @@ class ControllerService:
 
         got = await asyncio.gather(*(one(m.node, m.addr) for m in peers))
         return [await self.inventory(), *(i for i in got if i is not None)]
+
+    def view(self) -> ClusterView:
+        """A consistent copy of the committed state."""
+        return self.state.view()
 
     def subscribe_local(self, callback: Callable[[dict[str, Instance]], None]) -> None:
         """Call `callback(instances)` on the loop whenever the committed set for this node changes

@@ -89,6 +89,8 @@ class ControllerRole:
                     p = req.place
                     cmd = plan_scale(self.host.state.view(), await self.host.inventories(), p.block_id, p.count,
                                      p.allocator, self.host.runner, self.term)
+                    if p.spec is not None:
+                        cmd = cmd.model_copy(update={"spec": p.spec})
                     await self._commit(cmd)
                     insts = [{"instance_id": s.instance_id, "node_id": s.node_id, "gpus": list(s.gpus)}
                              for s in cmd.instances]

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiosd.control.cluster_state import Allocator
+from aiosd.control.cluster_state import Allocator, BlockSpec
 
 _Id = Annotated[str, Field(min_length=1, max_length=128)]
 # A LAN cluster is 1-100 nodes; a node has at most a few dozen GPUs.
@@ -29,6 +29,7 @@ class PlaceRequest(_Wire):
     block_id: _Id
     count: int = Field(ge=0, le=10_000)
     allocator: Allocator = Allocator()
+    spec: BlockSpec | None = None  # what nodes run (from `aiosd apply --cluster`); None keeps the committed one
 
 
 class DryRunRequest(_Wire):

@@ -7,6 +7,7 @@ No IO, no Raft: the controller role proposes what comes out.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 
@@ -124,7 +125,7 @@ def _applied(state: ClusterView, block_id: str, moves: Sequence[InstanceSpec], t
     for m in moves:
         insts[m.instance_id] = Instance(m.instance_id, block_id, m.node_id, m.gpus, term)
     blocks[block_id] = insts
-    return ClusterView(state.applied_index, state.max_term, state.fenced, blocks, state.allocators, state.tasks)
+    return dataclasses.replace(state, blocks=blocks)
 
 
 def _with_kept(views: list[NodeView], keep: Sequence[Instance], allocator: Allocator) -> list[NodeView]:

@@ -84,24 +84,61 @@ def placements(d: Daemon, block: str) -> dict[str, str]:
     return {i["instance_id"]: i["node_id"] for i in blocks.get(block, {}).get("instances", [])}
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def echo_docs(block_id: str, instances: int) -> str:
+    """examples/echo as a cluster block of `instances` instances, spread (0.1 vCPU each)."""
+    comp = json.loads((ROOT / "examples/echo/component.json").read_text())
+    block = json.loads((ROOT / "examples/echo/block.json").read_text())
+    values = block["body"]["spec"]["values"]
+    values.update(blockId=block_id, minInstances=instances, maxInstances=instances + 2)
+    values["policyRulesSpec"] = [{"values": {"name": "resourceAllocator", **SPREAD, "policyRuleURI": SPREAD["uri"]}}]
+    del values["policyRulesSpec"][0]["values"]["uri"]
+    return json.dumps(comp) + "\n" + json.dumps(block)
+
+
+def healthy_here(d: Daemon, block: str) -> set[str]:
+    """Instances of `block` this node's supervisor runs healthy."""
+    rows = api(d, "GET", "/v1/ps", timeout_s=3.0)["instances"]
+    return {r["instance_id"] for r in rows if r["block_id"] == block and r["state"] == "healthy"}
+
+
+def running_here(d: Daemon, block: str) -> set[str]:
+    return {r["instance_id"] for r in api(d, "GET", "/v1/ps", timeout_s=3.0)["instances"] if r["block_id"] == block}
+
+
 def test_failover_reassignment_and_stale_leader_rejoin(tmp_path: Path, daemons: list[Daemon]) -> None:
     nodes = start_cluster(tmp_path, daemons, 5)
     old = leader_of(nodes)
     old_id, old_term = node_id(old), ctl(old)["term"]
     follower = next(d for d in nodes if d is not old)
-    # A write on a follower is forwarded to the leader; 4 instances spread over 4 distinct nodes.
-    placed = api(follower, "POST", "/v1/controller/placements", {"block_id": "echo", "count": 4, "allocator": SPREAD})
-    assert len({i["node_id"] for i in placed["instances"]}) == 4
+    # `aiosd apply --cluster` on a follower: forwarded to the leader, 4 instances over 4 distinct
+    # nodes, and each node runs (for real, process driver) what the committed state places on it.
+    spec = tmp_path / "echo.json"
+    spec.write_text(echo_docs("echo", 4))
+    r = follower.cli("apply", "-f", str(spec), "--cluster", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = next(d for d in json.loads(r.stdout)["documents"] if d["kind"] == "block")
+    placed = doc["placement"]["placements"]
+    assert len({i["node_id"] for i in placed}) == 4
     wait_sync(lambda: all(len(placements(d, "echo")) == 4 for d in nodes), timeout_s=5)
     before = placements(follower, "echo")
+    by_node = {node_id(d): d for d in nodes}
+    wait_sync(lambda: all(healthy_here(by_node[n], "echo") >= {i for i, m in before.items() if m == n}
+                          for n in set(before.values())), timeout_s=60, interval_s=0.25)
     moved = sorted(i for i, n in before.items() if n == old_id)
     if not moved:  # make sure the leader hosts something, so its death forces a reassignment
-        api(follower, "POST", "/v1/controller/placements", {"block_id": "echo", "count": 5, "allocator": SPREAD})
+        r = follower.cli("mgmt", "echo", "scale", "--json", "--data", '{"instances": 5}')
+        assert r.returncode == 0, r.stdout + r.stderr
         before = placements(follower, "echo")
         moved = sorted(i for i, n in before.items() if n == old_id)
+        wait_sync(lambda: healthy_here(old, "echo") >= set(moved), timeout_s=60, interval_s=0.25)
     assert moved
-    wait_sync(lambda: any(i["instance_id"] in moved for i in api(old, "GET", "/v1/controller/local")["instances"]),
-              timeout_s=5)
+    # A node that runs an instance answers an inference; one that does not names where it runs.
+    host = by_node[before[sorted(before)[0]]]
+    out = api(host, "POST", "/v1/infer/block/echo", {"data": {"message": "hi"}})
+    assert "hi" in json.dumps(out["outputs"])
 
     t0 = time.monotonic()
     old.kill9()
@@ -116,24 +153,40 @@ def test_failover_reassignment_and_stale_leader_rejoin(tmp_path: Path, daemons: 
     assert found is not None
     new = found
     took_leader = time.monotonic() - t0
-    # Placements survive failover; the dead node's instances run elsewhere within 10 s.
-    wait_sync(lambda: set(placements(new, "echo")) == set(before)
-              and old_id not in placements(new, "echo").values(), timeout_s=10.0, interval_s=0.1)
+
+    # The dead node's instances run (healthy) elsewhere within 10 s, and answer there.
+    def moved_and_healthy() -> bool:
+        now = placements(new, "echo")
+        if set(now) != set(before) or old_id in now.values():
+            return False
+        return all(i in healthy_here(by_node[now[i]], "echo") for i in moved)
+
+    wait_sync(moved_and_healthy, timeout_s=10.0, interval_s=0.1)
     took_moved = time.monotonic() - t0
+    after = placements(new, "echo")
+    assert {i: n for i, n in after.items() if i not in moved} == {i: n for i, n in before.items() if i not in moved}
+    out = api(by_node[after[moved[0]]], "POST", "/v1/infer/block/echo", {"data": {"message": "again"}})
+    assert out["instance_id"] in healthy_here(by_node[after[moved[0]]], "echo")
     # The reassignment is recorded as a task (committed right after the moves).
     wait_sync(lambda: any(t["kind"] == "reassign" and t["state"] == "done" and moved[0] in t["detail"]
                           for t in api(new, "GET", "/v1/controller/tasks")["tasks"]), timeout_s=3)
-    after = placements(new, "echo")
-    assert {i: n for i, n in after.items() if i not in moved} == {i: n for i, n in before.items() if i not in moved}
 
-    # The old leader comes back as a follower of the newer term and drops what was moved away.
+    # The old leader comes back as a follower of the newer term and stops what was moved away
+    # (its instances outlived the kill -9 and were adopted on restart).
     old.start()
     wait_sync(lambda: ctl(old)["role"] == "follower" and ctl(old)["leader"] == node_id(new)
               and ctl(old)["term"] >= ctl(new)["term"], timeout_s=15, interval_s=0.1)
-    wait_sync(lambda: not {i["instance_id"] for i in api(old, "GET", "/v1/controller/local")["instances"]} & set(moved),
-              timeout_s=10)
+    wait_sync(lambda: not running_here(old, "echo") & set(moved), timeout_s=15, interval_s=0.2)
     assert placements(old, "echo") == placements(new, "echo")
-    print(f"failover: leader in {took_leader:.2f}s, instances moved in {took_moved:.2f}s")
+    # No instance runs twice: across the cluster, each placed instance runs exactly once.
+    runs = [i for d in nodes for i in running_here(d, "echo")]
+    assert sorted(runs) == sorted(after), runs
+    # Deleting the block anywhere stops it everywhere.
+    r = old.cli("delete", "block", "echo", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_sync(lambda: all(not running_here(d, "echo") for d in nodes) and not placements(new, "echo"),
+              timeout_s=20, interval_s=0.2)
+    print(f"failover: leader in {took_leader:.2f}s, instances answering elsewhere in {took_moved:.2f}s")
 
 
 def test_partition_majority_schedules_minority_refuses_then_one_history(
