@@ -1,5 +1,6 @@
 """Service "metrics": sample this node every few seconds, keep a bounded local series, publish
-the current summary to the replicated `metrics` table, and serve metrics over the API.
+the current summary to the replicated `metrics` table (when a capacity figure moved, else every
+`refresh_interval_s`: each summary costs ~80 signed pushes at N=10), and serve metrics over the API.
 
 Names follow AIOS paths (`vcpu.load_15m`, `gpu.totalFreeMem`, runtime/metrics.py). The summary
 record nests them (`{"vcpu": {"load_15m": ...}}`), so the filter language's dot paths reach them
@@ -27,6 +28,25 @@ METRICS_TABLE = "metrics"
 # Cluster sums: totals add up; loads and utilisations are averaged over the cluster's nodes.
 _SUMMED = ("vcpu.count", "memory.totalMem", "memory.freeMem", "memory.usedMem", "gpu.count", "gpu.totalMem",
            "gpu.totalUsedMem", "gpu.totalFreeMem", "disk.free", "disk.used", "disk.max")
+
+
+# Capacity figures placement filters read (`gpu.totalFreeMem > 8000`). A summary is gossiped to every
+# node (~80 pushes per summary at N=10), so it is republished early only when one of these moved by
+# CHANGE_FRACTION; loads, counters and temperatures wait for the refresh.
+_CAPACITY = ("vcpu.count", "memory.totalMem", "memory.freeMem", "disk.free", "disk.max", "gpu.count",
+             "gpu.totalMem", "gpu.totalFreeMem")
+CHANGE_FRACTION = 0.1
+
+
+def capacity_changed(old: dict[str, float] | None, new: dict[str, float]) -> bool:
+    """True if a capacity figure moved by CHANGE_FRACTION of its larger value (or nothing was published)."""
+    if old is None:
+        return True
+    for name in _CAPACITY:
+        a, b = old.get(name, 0.0), new.get(name, 0.0)
+        if abs(b - a) > CHANGE_FRACTION * max(abs(a), abs(b)):
+            return True
+    return False
 
 
 def compact(v: float) -> float | int:
@@ -115,7 +135,10 @@ class MetricsService:
         self.interval_s: float = ms.interval_s if ms is not None else 5.0
         self.retention = int(ms.retention_points) if ms is not None else 720
         self.publish_interval_s: float = ms.publish_interval_s if ms is not None else 15.0
+        self.refresh_interval_s: float = max(self.publish_interval_s, ms.refresh_interval_s if ms is not None
+                                             else 60.0)
         self._published_at = float("-inf")
+        self._published: dict[str, float] | None = None  # values of the last summary published
         self.node_id = str(ctx.identity.node_id)
         self.cluster = str(ctx.identity.cert.cluster)
         self.series: dict[str, deque[tuple[float, float]]] = {}
@@ -165,8 +188,11 @@ class MetricsService:
         self._ready.set()
         reg = self.ctx.services.get("registry")
         mono = time.monotonic()
-        if reg is not None and mono - self._published_at >= self.publish_interval_s:
-            self._published_at = mono
+        age = mono - self._published_at
+        flat = m.flat()
+        if reg is not None and (age >= self.refresh_interval_s or (
+                age >= self.publish_interval_s and capacity_changed(self._published, flat))):
+            self._published_at, self._published = mono, flat
             try:
                 await reg.put(METRICS_TABLE, self.node_id, self.summary(now))
             except Exception:  # e.g. the store is full; local metrics keep working
@@ -198,6 +224,10 @@ class MetricsService:
         if self.current is None:
             raise ApiProblem(503, "not_ready", "no metrics sample yet")
         return self.current
+
+    async def summaries(self) -> list[dict[str, Any]]:
+        """Every node's latest summary (from the replicated registry; this node's alone without one)."""
+        return await self._summaries()
 
     async def _summaries(self) -> list[dict[str, Any]]:
         reg = self.ctx.services.get("registry")
@@ -249,5 +279,5 @@ def metrics_service(ctx: Any) -> MetricsService:
     return MetricsService(ctx)
 
 
-__all__ = ["METRICS_TABLE", "MetricsService", "cluster_aggregates", "flatten", "metrics_service", "nest",
-           "prometheus_text", "summary_doc"]
+__all__ = ["CHANGE_FRACTION", "METRICS_TABLE", "MetricsService", "capacity_changed", "cluster_aggregates", "flatten",
+           "metrics_service", "nest", "prometheus_text", "summary_doc"]

@@ -364,21 +364,49 @@ class BlockService:
             if size > MAX_CLUSTER_SPEC_BYTES:
                 raise SpecError.at(VALUES, f"block {bid} and its component take {size} bytes packed; a cluster "
                                    f"placement carries at most {MAX_CLUSTER_SPEC_BYTES}")
+            target = await self._target_cluster(bid, res, int(rec["desiredInstances"]))
             if self.runtime.desired(bid):  # it ran here as a node-local block: the cluster takes over
                 await self.runtime.set_desired(bid, [])
                 self._loops.pop(bid, None)
-            answer = await self._submit(ForwardRequest(op="place", place=PlaceRequest(
+            answer = await self._submit(ForwardRequest(op="place", cluster=target, place=PlaceRequest(
                 block_id=bid, count=int(rec["desiredInstances"]), allocator=allocator_of(res), spec=spec)))
+            rec["cluster"] = target
             await self.registry.put(RecordKind.BLOCK, bid, rec)
             self._resolved[bid] = res
-            placed[bid] = answer.result
+            placed[bid] = {**answer.result, "cluster": target}
         for d in plan["documents"]:
             if d["kind"] == "block" and d["id"] in placed:
-                d["placement"] = {"cluster": True, "term": placed[d["id"]].get("term"),
+                d["placement"] = {"cluster": True, "clusterId": placed[d["id"]]["cluster"],
+                                  "term": placed[d["id"]].get("term"),
                                   "placements": placed[d["id"]].get("instances", [])}
         if self.follower is not None:
             self.follower.poke()
         return {"dry_run": False, "documents": plan["documents"], "warnings": plan["warnings"], "task": None}
+
+    async def _target_cluster(self, bid: str, res: ResolvedBlock, count: int) -> str:
+        """The cluster the block goes to: its clusterAllocator's pick, else this node's cluster;
+        a block already placed somewhere stays there (its controller scales and heals it)."""
+        assert self.controller is not None  # apply(cluster=True) checked it
+        old = await self.registry.get(RecordKind.BLOCK, bid)
+        if old is not None and old.get("placement") == CLUSTER and old.get("cluster"):
+            return str(old["cluster"])
+        slot = res.policy("clusterAllocator")
+        if slot is None:
+            return str(self.controller.cluster)
+        target: str = await self.controller.choose_cluster(slot.uri, dict(slot.parameters), dict(slot.settings), bid,
+                                                           count, allocator_of(res))
+        return target
+
+    async def _cluster_of(self, bid: str) -> str | None:
+        """The cluster whose controller places `bid`, or None for a block of this node alone."""
+        if self.controller is None:
+            return None
+        if bid in self.controller.view().specs:
+            return str(self.controller.cluster)
+        rec = await self.registry.get(RecordKind.BLOCK, bid)
+        if rec is not None and rec.get("placement") == CLUSTER:
+            return str(rec.get("cluster") or self.controller.cluster)
+        return None
 
     async def _submit(self, req: ForwardRequest) -> ForwardAnswer:
         """Through the controller gateway. Raises: ClusterRefused with the controller's status."""
@@ -388,9 +416,6 @@ class BlockService:
         if answer.status >= 400:
             raise ClusterRefused(answer.status, answer.code or "error", answer.message)
         return answer
-
-    def is_cluster_block(self, bid: str) -> bool:
-        return self.controller is not None and bid in self.controller.state.view().specs
 
     async def _plan(self, parsed: list[ParsedSpec], reg: PolicyRegistry, overrides: str | None,
                     dry_run: bool, cluster: bool = False) -> dict[str, Any]:
@@ -597,8 +622,9 @@ class BlockService:
             if not res.min_instances <= count <= res.max_instances:
                 raise SpecError.at("mgmtData.instances", f"must be within minInstances..maxInstances "
                                    f"({res.min_instances}..{res.max_instances}), got {count}")
-            if self.is_cluster_block(bid):
-                return await self._scale_cluster(bid, res, count)
+            target = await self._cluster_of(bid)
+            if target is not None:
+                return await self._scale_cluster(bid, res, count, target)
             rec = await self.registry.get(RecordKind.BLOCK, bid)
             if rec is None:
                 raise KeyError(bid)
@@ -614,12 +640,13 @@ class BlockService:
         log.info("block scaled", extra={"block": bid, "from": before, "to": count, "why": why})
         return {"block_id": bid, "from": before, "to": count}
 
-    async def _scale_cluster(self, bid: str, res: ResolvedBlock, count: int) -> dict[str, Any]:
-        """Scale a cluster block through the controller (the caller holds the lock)."""
-        assert self.controller is not None  # is_cluster_block checked it
-        before = len(self.controller.state.view().blocks.get(bid, {}))
-        answer = await self._submit(ForwardRequest(op="place", place=PlaceRequest(
+    async def _scale_cluster(self, bid: str, res: ResolvedBlock, count: int, target: str) -> dict[str, Any]:
+        """Scale a cluster block through its cluster's controller (the caller holds the lock)."""
+        assert self.controller is not None  # _cluster_of checked it
+        before = len(self.controller.view().blocks.get(bid, {}))
+        answer = await self._submit(ForwardRequest(op="place", cluster=target, place=PlaceRequest(
             block_id=bid, count=count, allocator=allocator_of(res))))
+        before = int(answer.result.get("before", before))  # the controller's count (another cluster's too)
         rec = await self.registry.get(RecordKind.BLOCK, bid)
         if rec is not None:
             rec["desiredInstances"] = count
@@ -634,8 +661,8 @@ class BlockService:
         Raises: KeyError (no such record), SpecError (a component still used by blocks).
         """
         async with self._lock:
-            cluster = kind is RecordKind.BLOCK and self.is_cluster_block(key)
-            if await self.registry.get(kind, key) is None and not cluster:
+            cluster = await self._cluster_of(key) if kind is RecordKind.BLOCK else None
+            if await self.registry.get(kind, key) is None and cluster is None:
                 raise KeyError(key)
             if kind is RecordKind.COMPONENT:
                 users = [b["id"] for b in await self.registry.list(RecordKind.BLOCK) if b.get("componentUri") == key]
@@ -645,8 +672,8 @@ class BlockService:
                 await self.registry.delete(kind, key)
                 self._components.pop(key, None)
                 return {"kind": kind.value, "id": key, "deleted": True}
-            if cluster:  # every node stops its instances once the removal commits
-                await self._submit(ForwardRequest(op="remove", block_id=key))
+            if cluster is not None:  # every node stops its instances once the removal commits
+                await self._submit(ForwardRequest(op="remove", cluster=cluster, block_id=key))
                 if self.follower is not None:
                     self.follower.poke()
             await self.runtime.set_desired(key, [])

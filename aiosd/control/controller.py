@@ -29,6 +29,7 @@ from aiosd.control.cluster_state import ClusterState, ClusterView, Instance
 from aiosd.control.controller_role import ControllerRole, no_quorum
 from aiosd.control.controller_wire import (
     CONTROLLER_MODELS,
+    DryRunRequest,
     ForwardAnswer,
     ForwardRequest,
     Inventory,
@@ -38,8 +39,10 @@ from aiosd.control.controller_wire import (
     StatusAnswer,
     StatusRequest,
 )
+from aiosd.control.errors import PlacementError
 from aiosd.control.inventory import LocalInventory
 from aiosd.errors import ConfigError
+from aiosd.metrics_service import cluster_aggregates, nest
 from aiosd.policies import PolicyRunner, builtin_registry
 from aiosd.services import NodeContext
 from federation.consensus import (
@@ -66,6 +69,7 @@ MEMBERS_INTERVAL_S = 1.0
 INVENTORY_TTL_S = 2.0
 INVENTORY_TIMEOUT_S = 1.0
 FORWARD_TIMEOUT_S = 8.0
+FORWARD_TRIES = 3  # nodes of another cluster asked in turn before its gateway counts as unreachable
 # Raft messages are small; a heartbeat that cannot leave within this is as good as lost.
 RAFT_SEND_TIMEOUT_S = 1.0
 # After start, a member membership has not heard of yet is presumed alive this long: longer than
@@ -245,9 +249,13 @@ class ControllerService:
             self.driver.deliver(v.sender, v.body)
 
     async def _on_forward(self, v: Verified) -> ForwardAnswer:
-        self._same_cluster(v)
         if not isinstance(v.body, ForwardRequest):
             raise AuthError(AuthReason.BAD_BODY, "not a ctl.forward")
+        target = v.body.cluster or v.cert.cluster
+        if target != self.cluster:
+            raise AuthError(AuthReason.FORBIDDEN, f"request for cluster {target}, this node is in {self.cluster}")
+        if v.cert.cluster != self.cluster:  # from another cluster's gateway: one more hop, to our leader
+            return await self.submit(v.body.model_copy(update={"cluster": ""}))
         role = self.role
         if role is None:
             return no_quorum(f"this node ({self.node_id}) no longer leads cluster {self.cluster}")
@@ -344,7 +352,10 @@ class ControllerService:
         return await self.driver.propose(command)
 
     async def submit(self, req: ForwardRequest) -> ForwardAnswer:
-        """Gateway: carry out `req` here if this node leads, else at the leader."""
+        """Gateway: carry out `req` here if this node leads, else at the leader; a request for
+        another cluster goes to one of its alive nodes, which relays it to its own leader."""
+        if req.cluster and req.cluster != self.cluster:
+            return await self._submit_elsewhere(req)
         role = self.role
         if role is not None:
             return await role.handle(req)
@@ -361,6 +372,74 @@ class ControllerService:
         if not isinstance(ans.body, ForwardAnswer):
             return ForwardAnswer(status=502, code="bad_answer", message="the leader answered something else")
         return ans.body
+
+    async def _submit_elsewhere(self, req: ForwardRequest) -> ForwardAnswer:
+        peers = [m for m in self._members_of(req.cluster) if m.state is MemberState.ALIVE]
+        if not peers:
+            return ForwardAnswer(status=404, code="no_cluster",
+                                 message=f"no alive node of cluster {req.cluster!r} is known to this node")
+        last = ""
+        for m in random.sample(peers, min(len(peers), FORWARD_TRIES)):
+            try:
+                ans = await self.membership.transport.request(m.addr, "ctl.forward", req, FORWARD_TIMEOUT_S, to=m.node)
+            except FederationError as e:
+                last = f"{m.node}: {e}"
+                continue
+            if isinstance(ans.body, ForwardAnswer):
+                return ans.body
+        return no_quorum(f"no node of cluster {req.cluster} answered ({last})")
+
+    def _members_of(self, cluster: str) -> list[Any]:
+        if self.membership is None:
+            return []
+        return [m for m in self.membership.swim.members() if m.meta.get("cluster") == cluster]
+
+    async def cluster_records(self) -> list[dict[str, Any]]:
+        """One AIOS-shaped cluster record per cluster membership knows (what clusterAllocator
+        filters see): id, status, node counts, and `cluster_metrics.cluster` (the metric aggregates)."""
+        members = self.membership.swim.members() if self.membership is not None else []
+        names = sorted({str(m.meta.get("cluster", "")) for m in members} | {self.cluster})
+        metrics = self.ctx.services.get("metrics")
+        aggregates: dict[str, dict[str, float]] = {}
+        if metrics is not None:
+            aggregates = cluster_aggregates(await metrics.summaries())
+        out = []
+        for name in names:
+            ms = self._members_of(name) if name != self.cluster or members else []
+            alive = sum(m.state is MemberState.ALIVE for m in ms) if ms else 1
+            agg = aggregates.get(name, {})
+            out.append({"id": name, "status": "live" if alive else "down",
+                        "nodes": {"count": max(len(ms), 1 if name == self.cluster else 0), "alive": alive},
+                        "vcpus": {"count": agg.get("vcpu.count", 0)}, "clusterMetadata": {"name": name},
+                        "cluster_metrics": {"cluster": nest(dict(agg))}})
+        return out
+
+    async def choose_cluster(self, uri: str, parameters: dict[str, Any], settings: dict[str, Any], block_id: str,
+                             count: int, allocator: Any) -> str:
+        """Run a block's clusterAllocator: filter the cluster records, dry-run the block's resourceAllocator
+        in each candidate cluster, let the policy pick. Raises: PlacementError naming why none fits,
+        PolicyError."""
+        handle = self.runner.load(uri, parameters=parameters, settings=settings, rule_id=f"{block_id}/clusterAllocator")
+        records = await self.cluster_records()
+        known = {r["id"] for r in records}
+        picked = handle.eval({"action": "selection", "filter_result": records, "block_id": block_id})
+        candidates = [c["id"] for c in picked.get("clusters", []) if isinstance(c, dict) and c.get("id") in known]
+        if not candidates:
+            raise PlacementError(f"no cluster satisfies the clusterAllocator filter of block {block_id} "
+                                 f"(known clusters: {', '.join(sorted(known))})")
+        scored, why = [], []
+        for cid in candidates:
+            ans = await self.submit(ForwardRequest(op="dry_run", cluster=cid, dry_run=DryRunRequest(
+                block_id=block_id, count=max(count, 1), allocator=allocator)))
+            score = float(ans.result.get("score", 0.0)) if ans.status < 400 else 0.0
+            scored.append({"cluster_id": cid, "score_data": {"score": score}})
+            why.append(f"{cid}: score {score:.2f}" + (f" ({ans.result.get('unmet') or ans.message})"
+                                                      if score <= 0 else ""))
+        best = handle.eval({"action": "post_dry_run", "clusters": scored}).get("cluster_id")
+        if best not in candidates:
+            raise PlacementError(f"no candidate cluster can take block {block_id}: {'; '.join(why)}")
+        log.info("cluster chosen", extra={"block": block_id, "cluster": best, "scores": "; ".join(why)})
+        return str(best)
 
     def status_answer(self) -> StatusAnswer:
         st = self.driver.status if self.driver is not None else None

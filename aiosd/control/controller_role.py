@@ -87,6 +87,7 @@ class ControllerRole:
             async with self._lock:
                 if req.op == "place" and req.place is not None:
                     p = req.place
+                    before = len(self.host.state.view().blocks.get(p.block_id, {}))
                     cmd = plan_scale(self.host.state.view(), await self.host.inventories(), p.block_id, p.count,
                                      p.allocator, self.host.runner, self.term)
                     if p.spec is not None:
@@ -95,7 +96,7 @@ class ControllerRole:
                     insts = [{"instance_id": s.instance_id, "node_id": s.node_id, "gpus": list(s.gpus)}
                              for s in cmd.instances]
                     return ForwardAnswer(status=200, result={"block_id": p.block_id, "term": self.term,
-                                                             "instances": insts})
+                                                             "before": before, "instances": insts})
                 if req.op == "remove" and req.block_id:
                     await self._commit(RemoveBlock(term=self.term, block_id=req.block_id))
                     return ForwardAnswer(status=200, result={"block_id": req.block_id, "removed": True})

@@ -45,6 +45,7 @@ class ForwardRequest(_Wire):
     place: PlaceRequest | None = None
     dry_run: DryRunRequest | None = None
     block_id: str = Field("", max_length=128)
+    cluster: str = Field("", max_length=64)  # the target cluster; "" = the sender's own
 
 
 class ForwardAnswer(_Wire):

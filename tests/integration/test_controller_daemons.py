@@ -340,3 +340,36 @@ def test_a_cluster_without_a_ca_holder_elects_its_own_controller(tmp_path: Path,
     placed = api(lab[0], "POST", "/v1/controller/placements", {"block_id": "w", "count": 3, "allocator": SPREAD})
     assert {i["node_id"] for i in placed["instances"]} == lab_ids
     assert placements(ca, "w") == {}
+
+    # A block whose clusterAllocator filters for "lab", applied on the CA's node (cluster default):
+    # the gateway dry-runs it in lab, forwards it to lab's leader, and lab's nodes run it.
+    def with_cluster_filter(docs: str, value: str) -> str:
+        comp, block = (json.loads(x) for x in docs.splitlines())
+        block["body"]["spec"]["values"]["policyRulesSpec"].append({"values": {
+            "name": "clusterAllocator", "policyRuleURI": "policy.clusterAllocator.filter:v1",
+            "parameters": {"filter": {"clusterQuery": {"variable": "id", "operator": "==", "value": value}}},
+            "settings": {"max_candidates": 3}}})
+        return json.dumps(comp) + "\n" + json.dumps(block)
+
+    spec = tmp_path / "lab-echo.json"
+    spec.write_text(with_cluster_filter(echo_docs("lab-echo", 2), "lab"))
+    r = ca.cli("apply", "-f", str(spec), "--cluster", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = next(d for d in json.loads(r.stdout)["documents"] if d["kind"] == "block")
+    assert doc["placement"]["clusterId"] == "lab"
+    assert {i["node_id"] for i in doc["placement"]["placements"]} <= lab_ids
+    wait_sync(lambda: sum(len(healthy_here(d, "lab-echo")) for d in lab) == 2, timeout_s=60, interval_s=0.25)
+    assert placements(ca, "lab-echo") == {} and not running_here(ca, "lab-echo")
+    # Scaled from the CA's node: the request reaches lab's controller.
+    r = ca.cli("mgmt", "lab-echo", "scale", "--data", '{"instances": 3}')
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["from"] == 2
+    wait_sync(lambda: sum(len(healthy_here(d, "lab-echo")) for d in lab) == 3, timeout_s=60, interval_s=0.25)
+    # No cluster matches: nothing changes and the user is told why.
+    spec.write_text(with_cluster_filter(echo_docs("nowhere", 1), "mars"))
+    r = ca.cli("apply", "-f", str(spec), "--cluster")
+    assert r.returncode == 1 and "no cluster satisfies the clusterAllocator filter" in r.stderr, r.stderr
+    assert all(placements(d, "nowhere") == {} for d in [ca, *lab])
+    # Deleted from the CA's node: lab stops it.
+    assert ca.cli("delete", "block", "lab-echo").returncode == 0
+    wait_sync(lambda: all(not running_here(d, "lab-echo") for d in lab), timeout_s=20, interval_s=0.2)
