@@ -4,10 +4,28 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def echo_block_docs(block_id: str, instances: int, allocator: dict[str, Any]) -> str:
+    """examples/echo (component + block) as block `block_id` with `instances` instances placed by
+    `allocator` ({uri, parameters, settings}); newline-separated JSON documents for `aiosd apply`."""
+    comp = json.loads((ROOT / "examples/echo/component.json").read_text())
+    block = json.loads((ROOT / "examples/echo/block.json").read_text())
+    values = block["body"]["spec"]["values"]
+    values.update(blockId=block_id, minInstances=instances, maxInstances=instances + 2)
+    values["policyRulesSpec"] = [{"values": {"name": "resourceAllocator", "policyRuleURI": allocator["uri"],
+                                             "parameters": allocator.get("parameters", {}),
+                                             "settings": allocator.get("settings", {})}}]
+    return json.dumps(comp) + "\n" + json.dumps(block)
 
 
 def kill_process_instances(root: Path) -> int:

@@ -486,8 +486,9 @@ class BlockService:
             if cluster:  # the controller places it; a dry run asks it for candidates and scores
                 placement: dict[str, Any] = {"cluster": True}
                 if dry_run:
-                    placement = (await self._submit(ForwardRequest(op="dry_run", dry_run=DryRunRequest(
-                        block_id=bid, count=max(count, 1), allocator=allocator_of(res))))).result
+                    target = await self._target_cluster(bid, res, count)
+                    placement = {**(await self._submit(ForwardRequest(op="dry_run", cluster=target, dry_run=DryRunRequest(
+                        block_id=bid, count=max(count, 1), allocator=allocator_of(res))))).result, "clusterId": target}
             else:
                 placement = _placement_json(await self._place(res, count, dry_run=dry_run, exclude=bid))
             doc: dict[str, Any] = {"kind": "block", "id": bid, "component": uri, "instances": count,

@@ -18,6 +18,7 @@ import pytest
 from aiosd.client import Client
 from aiosd.errors import ApiError
 from tests.daemons import Daemon, cli
+from tests.instances import echo_block_docs
 from tests.waiting import wait_sync
 
 pytestmark = pytest.mark.timeout(150)
@@ -84,18 +85,8 @@ def placements(d: Daemon, block: str) -> dict[str, str]:
     return {i["instance_id"]: i["node_id"] for i in blocks.get(block, {}).get("instances", [])}
 
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 def echo_docs(block_id: str, instances: int) -> str:
-    """examples/echo as a cluster block of `instances` instances, spread (0.1 vCPU each)."""
-    comp = json.loads((ROOT / "examples/echo/component.json").read_text())
-    block = json.loads((ROOT / "examples/echo/block.json").read_text())
-    values = block["body"]["spec"]["values"]
-    values.update(blockId=block_id, minInstances=instances, maxInstances=instances + 2)
-    values["policyRulesSpec"] = [{"values": {"name": "resourceAllocator", **SPREAD, "policyRuleURI": SPREAD["uri"]}}]
-    del values["policyRulesSpec"][0]["values"]["uri"]
-    return json.dumps(comp) + "\n" + json.dumps(block)
+    return echo_block_docs(block_id, instances, SPREAD)
 
 
 def healthy_here(d: Daemon, block: str) -> set[str]:
@@ -353,6 +344,11 @@ def test_a_cluster_without_a_ca_holder_elects_its_own_controller(tmp_path: Path,
 
     spec = tmp_path / "lab-echo.json"
     spec.write_text(with_cluster_filter(echo_docs("lab-echo", 2), "lab"))
+    dry = json.loads(ca.cli("apply", "-f", str(spec), "--cluster", "--dry-run", "--json").stdout)
+    dry_block = next(d for d in dry["documents"] if d["kind"] == "block")
+    assert dry_block["placement"]["clusterId"] == "lab" and dry_block["action"] == "would be created"
+    assert {c["node_id"] for c in dry_block["placement"]["candidates"]} == lab_ids
+    assert placements(lab[0], "lab-echo") == {}
     r = ca.cli("apply", "-f", str(spec), "--cluster", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     doc = next(d for d in json.loads(r.stdout)["documents"] if d["kind"] == "block")
