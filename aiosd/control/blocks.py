@@ -35,7 +35,7 @@ from aiosd.control.apply import (
     instance_specs,
     local_node_view,
 )
-from aiosd.control.cluster_state import Allocator, BlockSpec
+from aiosd.control.cluster_state import Allocator, BlockSpec, json_form
 from aiosd.control.controller_wire import DryRunRequest, ForwardAnswer, ForwardRequest, PlaceRequest
 from aiosd.control.errors import ClusterRefused
 from aiosd.control.follow import PlacementFollower
@@ -234,7 +234,7 @@ class BlockService:
     async def resolve_spec(self, block_id: str, spec: BlockSpec) -> ResolvedBlock:
         """The block a committed placement names, resolved on this node. Raises: SpecError, PolicyError."""
         def go() -> ResolvedBlock:
-            block, component = _as_json(spec.block), _as_json(spec.component)  # the log decodes arrays as tuples
+            block, component = json_form(spec.block), json_form(spec.component)
             parsed = parse_document(block.get("document"))
             comp = parse_document(component.get("document"))
             if not isinstance(parsed, ParsedBlock) or not isinstance(comp, ParsedComponent):
@@ -752,15 +752,6 @@ class BlockService:
                 else:  # the supervisor restarts unhealthy instances itself, with back-off
                     log.warning("instance unhealthy", extra={"block": bid, "instance": iid,
                                                              "reason": act.get("reason")})
-
-
-def _as_json(value: Any) -> Any:
-    """`value` with every tuple turned back into a list (JSON's arrays, as specs expect them)."""
-    if isinstance(value, dict):
-        return {k: _as_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_as_json(v) for v in value]
-    return value
 
 
 def allocator_of(res: ResolvedBlock) -> Allocator:

@@ -102,6 +102,16 @@ class CommandError(ValueError):
     """Bytes in the log are not a controller command (names the field)."""
 
 
+def json_form(value: Any) -> Any:
+    """`value` with every tuple turned into a list: the log decodes msgpack arrays as tuples,
+    JSON documents (and snapshots) hold lists."""
+    if isinstance(value, dict):
+        return {k: json_form(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_form(v) for v in value]
+    return value
+
+
 def encode_command(cmd: AnyCommand) -> bytes:
     packed: bytes = msgpack.packb(cmd.model_dump(mode="python"), use_bin_type=True)
     return packed
@@ -195,8 +205,9 @@ class ClusterState:
                     for s in cmd.instances
                 }
                 self._allocators[cmd.block_id] = cmd.allocator
-                if cmd.spec is not None:
-                    self._specs[cmd.block_id] = cmd.spec
+                if cmd.spec is not None:  # arrays as lists, whether it came from the log or a snapshot
+                    self._specs[cmd.block_id] = BlockSpec(block=json_form(cmd.spec.block),
+                                                          component=json_form(cmd.spec.component))
             case RemoveBlock():
                 self._blocks.pop(cmd.block_id, None)
                 self._allocators.pop(cmd.block_id, None)
@@ -283,4 +294,5 @@ __all__ = [
     "TaskState",
     "decode_command",
     "encode_command",
+    "json_form",
 ]

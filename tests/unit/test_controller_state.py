@@ -8,6 +8,7 @@ from aiosd.config import RaftSettings
 from aiosd.control.cluster_state import (
     MAX_TASKS,
     Allocator,
+    BlockSpec,
     ClusterState,
     CommandError,
     InstanceSpec,
@@ -76,6 +77,22 @@ def test_snapshot_restore_round_trip() -> None:
     other = ClusterState()
     other.restore(3, sm.snapshot())
     assert other.view() == sm.view()
+
+
+def test_block_specs_travel_with_placements_survive_scales_snapshots_and_go_with_removal() -> None:
+    spec = BlockSpec(block={"id": "b", "document": {"body": {"spec": {"values": {"policyRulesSpec": [1, 2]}}}}},
+                     component={"uri": "model.x:1.0.0-stable", "document": {}})
+    sm = ClusterState()
+    sm.apply(1, encode_command(PlaceBlock(term=1, block_id="b", spec=spec, instances=(
+        InstanceSpec(instance_id="b-0", node_id="n1"),))))
+    assert sm.view().specs["b"].block["id"] == "b"
+    sm.apply(2, place(1, "b", "n1", "n2"))  # a scale carries no spec: the committed one stays
+    assert sm.view().specs["b"].component["uri"] == "model.x:1.0.0-stable" and len(sm.view().blocks["b"]) == 2
+    copy = ClusterState()
+    copy.restore(2, sm.snapshot())
+    assert copy.view().specs["b"].block == sm.view().specs["b"].block
+    sm.apply(3, encode_command(RemoveBlock(term=1, block_id="b")))
+    assert "b" not in sm.view().specs and "b" not in sm.view().blocks
 
 
 def test_tasks_are_a_bounded_fifo() -> None:
