@@ -106,9 +106,25 @@ class MetricsSettings(_Section):
                               "gossiped as this node's summary, so lower = fresher views, more traffic")
     retention_points: int = Field(720, ge=1, le=100_000, description="samples kept per metric in memory "
                                   "(720 x 5 s = 1 hour)")
-    publish_interval_s: float = Field(15.0, ge=0.2, le=3600, description="seconds between this node's "
-                                      "summaries in the replicated metrics table; lower = fresher remote "
-                                      "views, more gossip (each summary is ~1 KB)")
+    publish_interval_s: float = Field(15.0, ge=0.2, le=3600, description="least seconds between this node's "
+                                      "summaries in the replicated metrics table, published when a capacity "
+                                      "figure (memory, disk, GPU memory) moved by 10% or more; lower = fresher "
+                                      "remote views, more gossip (each summary is ~1 KB)")
+    refresh_interval_s: float = Field(60.0, ge=0.2, le=3600, description="most seconds between summaries "
+                                      "even when nothing moved (loads, counters and ts refresh this often)")
+
+
+class AssetsSettings(_Section):
+    chunk_bytes: int = Field(1 << 20, ge=4096, le=16 << 20, description="chunk size of newly pushed assets; "
+                             "bigger = fewer requests and hashes per byte, more memory per in-flight request")
+    window_per_holder: int = Field(4, ge=1, le=64, description="chunk requests in flight per holder; more hides "
+                                   "more round trips, costs window x chunk_bytes of memory per holder")
+    chunk_timeout_s: float = Field(15.0, gt=0, le=600, description="deadline of one chunk request; a slower "
+                                   "holder is backed off and its chunk asked of another")
+    max_chunk_attempts: int = Field(8, ge=1, le=100, description="corrupt answers tolerated per chunk")
+    holder_max_failures: int = Field(3, ge=1, le=100, description="failed periods before a holder is dropped "
+                                     "from a fetch (back-off doubles from retry_backoff_s each time)")
+    retry_backoff_s: float = Field(0.25, gt=0, le=60, description="first back-off after a holder fails")
 
 
 class Settings(_Section):
@@ -122,6 +138,7 @@ class Settings(_Section):
     raft: RaftSettings = RaftSettings()
     replication: ReplicationSettings = ReplicationSettings()
     metrics: MetricsSettings = MetricsSettings()
+    assets: AssetsSettings = AssetsSettings()
 
     @property
     def data_dir(self) -> Path:

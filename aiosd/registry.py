@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
@@ -28,7 +28,7 @@ from nacl.signing import VerifyKey
 from pydantic import BaseModel, ConfigDict
 
 from aiosd.filters import Predicate
-from federation.certs import NodeCert
+from federation.certs import NodeCert, verify_cert
 from federation.envelope import Verified, schemas_of
 from federation.errors import FederationError
 from federation.replication import (
@@ -46,6 +46,7 @@ from federation.replication.lmdb_store import LmdbRecordStore
 from federation.replication.wire import AeBuckets, AeDigest, AeEntries, AeRecords, Push, ReplMessage
 from federation.replication_driver import ReplicationDriver
 from federation.sansio import NodeId
+from storage import StorageError, Table
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ ADMIN_ROLE = "admin"
 MAX_WATCHERS = 64
 WATCH_QUEUE = 1024
 MAX_CERTS = 4096
+# Peer certificates seen (node id -> CA-signed cert bytes), so that a restarted node can check
+# origin signatures at once instead of rejecting records until each origin's cert comes back.
+CERTS: Table[bytes] = Table.raw("registry.certs")
 
 
 class UnknownTable(KeyError):
@@ -117,17 +121,23 @@ class PeerCerts:
     """Node id → CA-verified certificate, as learned from verified envelopes (bounded)."""
 
     def __init__(self, own: NodeCert, fallback: Callable[[str], NodeCert | None] = lambda _: None,
-                 on_miss: Callable[[str], None] = lambda _: None) -> None:
+                 on_miss: Callable[[str], None] = lambda _: None,
+                 on_new: Callable[[NodeCert], None] = lambda _: None) -> None:
         self._certs: dict[str, NodeCert] = {own.node_id: own}
         self._fallback = fallback
         self._on_miss = on_miss
+        self._on_new = on_new
 
-    def learn(self, cert: NodeCert) -> None:
+    def learn(self, cert: NodeCert, *, announce: bool = True) -> None:
+        """Keep `cert` (CA-verified by the caller) unless we hold a newer one of that node;
+        `on_new` hears of a certificate we did not hold (not of the same one seen again)."""
         old = self._certs.get(cert.node_id)
         if old is None or cert.not_before >= old.not_before:
             self._certs[cert.node_id] = cert
             while len(self._certs) > MAX_CERTS:
                 self._certs.pop(next(iter(self._certs)))
+            if announce and (old is None or old.serial != cert.serial):
+                self._on_new(cert)
 
     def get(self, node: str) -> NodeCert | None:
         c = self._certs.get(node)
@@ -185,7 +195,7 @@ class RegistryService:
         ident = ctx.identity
         self.node_id = NodeId(ident.node_id)
         self.config = replication_config(ctx.settings)
-        self.certs = PeerCerts(ident.cert, self._transport_cert, self._cert_missing)
+        self.certs = PeerCerts(ident.cert, self._transport_cert, self._cert_missing, self._cert_new)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fetching: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -197,6 +207,7 @@ class RegistryService:
         self._watchers: set[asyncio.Queue[Event | None]] = set()
         self._stack = contextlib.AsyncExitStack()
         self.watch_dropped = 0
+        self.unaddressed = 0  # replication messages dropped: no address known for the peer
 
     # ----- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -205,6 +216,7 @@ class RegistryService:
         core = Replicator(self.node_id, self.config, self.records, ident.key.sign, self.certs.verify,
                           self.authority, random.Random(), wall_offset_s=time.time() - time.monotonic())
         self._membership = self.ctx.services.get("membership")
+        await self._load_certs()
         self._loop = asyncio.get_running_loop()
         await self._stack.__aenter__()
         try:
@@ -313,8 +325,10 @@ class RegistryService:
         return {
             "written": s.written, "merged": s.merged, "duplicates": s.duplicates,
             "rejected": {r.value: n for r, n in s.rejected.items()}, "pushes_sent": s.pushes_sent,
-            "ae_rounds": s.ae_rounds, "ae_records_merged": s.ae_records_merged, "queued": d.core.queued,
+            "ae_rounds": s.ae_rounds, "ae_rounds_answered": s.ae_rounds_answered,
+            "ae_records_merged": s.ae_records_merged, "queued": d.core.queued,
             "peers": len(d.core.peers), "send_failures": d.send_failures, "sends_dropped": d.sends_dropped,
+            "unaddressed": self.unaddressed,
             "watchers": len(self._watchers), "watch_dropped": self.watch_dropped,
         }
 
@@ -355,9 +369,17 @@ class RegistryService:
         await self.driver.deliver(NodeId(v.sender), body)
 
     async def _send(self, to: NodeId, msg: ReplMessage) -> None:
-        addr = self._addrs.get(to)
-        if addr is None or self._membership is None:
+        if self._membership is None:
             return
+        addr = self._addrs.get(to)
+        if addr is None:
+            # The core only starts exchanges with alive peers, so this is an answer to a node we
+            # still hold suspect or dead (just resumed or restarted: exactly the one that needs
+            # anti-entropy). Answer at its last known address instead of dropping the round.
+            addr = next((p.addr for p in self._membership.peer_views() if p.node_id == to), None)
+            if addr is None:
+                self.unaddressed += 1
+                return
         await self._membership.transport.send(addr, msg.kind, msg, to=to, ack=False)
 
     def _spawn(self, coro: Any) -> None:
@@ -371,6 +393,37 @@ class RegistryService:
         self._spawn(self._refresh_peers())
         if getattr(ev.state, "value", ev.state) == "alive":
             self.certs.get(ev.node)  # an unknown certificate is fetched now, not on the first record
+
+    async def _load_certs(self) -> None:
+        """Certificates seen in an earlier life, re-checked (CA signature, validity, revocation)."""
+        ca = self.ctx.identity.network.ca_public
+        revoked: Container[str] = getattr(self._membership, "revoked", frozenset())
+        now = time.time()
+        stale: list[bytes] = []
+        for key, raw in await asyncio.to_thread(self.ctx.store.scan, CERTS):
+            try:
+                cert = NodeCert.from_bytes(raw)
+                verify_cert(cert, ca, now, revoked)
+            except (ValueError, FederationError):  # expired, revoked or unreadable: forget it
+                stale.append(key)
+                continue
+            self.certs.learn(cert, announce=False)
+        for key in stale:
+            await asyncio.to_thread(self.ctx.store.delete, CERTS, key)
+
+    def _cert_new(self, cert: NodeCert) -> None:
+        """A certificate we did not hold (maybe from a worker thread): remember it on disk."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._spawn_save_cert, cert)
+
+    def _spawn_save_cert(self, cert: NodeCert) -> None:
+        self._spawn(self._save_cert(cert))
+
+    async def _save_cert(self, cert: NodeCert) -> None:
+        try:
+            await asyncio.to_thread(self.ctx.store.put, CERTS, cert.node_id, cert.to_bytes())
+        except StorageError as e:  # a cache: the cert comes back from the peer after a restart
+            log.warning("peer certificate not saved", extra={"peer": cert.node_id, "error": str(e)})
 
     def _cert_missing(self, node: str) -> None:
         """An origin without a known certificate (maybe from a worker thread): fetch it."""

@@ -58,11 +58,16 @@ class Balancer:
         return self._outstanding.get(instance_id, 0)
 
     def pick(self, block_id: str, session_id: str | None = None, sticky: bool = False,
-             exclude: str | None = None) -> tuple[str, Endpoint]:
-        """Choose an instance. Raises NoHealthyInstance."""
+             exclude: str | None = None, prefer: str | None = None) -> tuple[str, Endpoint]:
+        """Choose an instance (`prefer`: the one a load-balancer policy chose, while it is healthy).
+        Raises NoHealthyInstance."""
         candidates = [c for c in self._source.healthy(block_id) if c[0] != exclude]
         if not candidates:
             raise NoHealthyInstance(block_id)
+        if prefer is not None:
+            for c in candidates:
+                if c[0] == prefer:
+                    return c
         if sticky and session_id is not None:
             key = (block_id, session_id)
             held = self._sticky.get(key)
@@ -88,7 +93,7 @@ class Balancer:
         return best
 
     async def submit(self, block_id: str, packet: bytes | Mapping[str, Any], session_id: str | None = None,
-                     *, sticky: bool = False) -> TaskReply:
+                     *, sticky: bool = False, prefer: str | None = None) -> TaskReply:
         """Send one task (msgpack bytes, or a packet map to encode) to one healthy instance.
 
         A transport failure (refused or dropped connection: the instance died) is retried once on
@@ -96,7 +101,7 @@ class Balancer:
         Raises: NoHealthyInstance, InstanceBusy, TaskFailed, TaskError (transport failure / timeout).
         """
         body = packet if isinstance(packet, bytes) else msgpack.packb(packet, use_bin_type=True)
-        iid, ep = self.pick(block_id, session_id, sticky)
+        iid, ep = self.pick(block_id, session_id, sticky, prefer=prefer)
         try:
             return await self._send(block_id, iid, ep, body)
         except TimeoutError:

@@ -21,7 +21,7 @@ from aiohttp import web
 from aiosd.api.routes import MAX_BODY_BYTES, ApiProblem, Route, json_ok, read_json
 from aiosd.catalog import RecordKind
 from aiosd.control.errors import ClusterRefused, PlacementError
-from aiosd.policies.errors import PolicyError
+from aiosd.policies.errors import PolicyError, PolicyVetoed
 from aiosd.specs import SpecError, check_value
 from runtime import InstanceState
 from runtime.errors import InstanceBusy, NoHealthyInstance, TaskError, TaskFailed
@@ -62,6 +62,13 @@ def spec_routes(svc: BlockService) -> list[Route]:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise ApiProblem(413, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes")
         text = await request.read()
+        spec_uri = request.query.get("specUri")
+        if spec_uri:  # a spec from the spec store (aiosd spec push), applied like a body
+            stored = svc.policy_svc.specs.get(spec_uri) if svc.policy_svc is not None else None
+            if stored is None:
+                raise ApiProblem(404, "not_found", f"no spec {spec_uri[:200]!r} in the spec store; "
+                                 "push it with `aiosd spec push`", "specUri")
+            text = json.dumps(stored.specData).encode()
         if not text.strip():
             raise ApiProblem(400, "bad_request", "the request needs a body: one or more AIOS JSON documents")
         dry = request.query.get("dry_run", "") in ("1", "true", "yes")
@@ -76,6 +83,8 @@ def spec_routes(svc: BlockService) -> list[Route]:
             raise ApiProblem(e.status, e.code, str(e)) from None
         except PlacementError as e:
             raise ApiProblem(409, "no_room", str(e), "placement") from None
+        except PolicyVetoed as e:
+            raise ApiProblem(403, "vetoed", str(e)) from None
         except PolicyError as e:
             raise ApiProblem(422, "policy", str(e), "policyRulesSpec") from None
         task = out.get("task")
@@ -124,6 +133,8 @@ def spec_routes(svc: BlockService) -> list[Route]:
             raise ApiProblem(409, "in_use", str(e), "id") from None
         except ClusterRefused as e:
             raise ApiProblem(e.status, e.code, str(e)) from None
+        except PolicyVetoed as e:
+            raise ApiProblem(403, "vetoed", str(e)) from None
 
     async def h_infer(request: web.Request) -> web.Response:
         bid = request.match_info["id"]
@@ -145,10 +156,14 @@ def spec_routes(svc: BlockService) -> list[Route]:
         if bal is None:
             raise ApiProblem(503, "not_ready", "the runtime is not running")
         t0 = time.perf_counter()
+        try:  # a published loadBalancer policy chooses; built-in ones run natively in the balancer
+            prefer = await svc.choose_instance(bid, res, {k: v for k, v in packet.items() if k not in ("_raw", "files")})
+        except PolicyError as e:
+            raise ApiProblem(502, "policy_failed", f"the block's loadBalancer policy failed: {e}") from None
         # A msgpack body that decoded to a packet as-is goes to the instance as the same bytes.
         wire: bytes | dict[str, Any] = packet.pop("_raw", None) or packet
         try:
-            reply = await bal.submit(bid, wire, packet["session_id"] or None, sticky=sticky)
+            reply = await bal.submit(bid, wire, packet["session_id"] or None, sticky=sticky, prefer=prefer)
         except TaskFailed as e:
             raise ApiProblem(422, "task_failed", str(e), "data") from None
         except (NoHealthyInstance, InstanceBusy) as e:
@@ -196,10 +211,20 @@ def spec_routes(svc: BlockService) -> list[Route]:
                 raise spec_problem(e) from None
             except ClusterRefused as e:
                 raise ApiProblem(e.status, e.code, str(e)) from None
+            except PolicyVetoed as e:
+                raise ApiProblem(403, "vetoed", str(e)) from None
             except RuntimeError as e:
                 raise ApiProblem(409, "runtime_refused", str(e)) from None
         if svc.resolved(bid) is None:  # a cluster block with no instance here
             raise _not_here(svc, bid)
+        try:
+            checked = await svc.precheck("block_mgmt", {"block_id": bid, "service": service, "mgmtCommand": cmd,
+                                                        "mgmtData": data}, ("mgmtData",))
+        except PolicyVetoed as e:
+            raise ApiProblem(403, "vetoed", str(e)) from None
+        data = checked["mgmtData"]
+        if not isinstance(data, dict):
+            raise ApiProblem(403, "vetoed", "the block_mgmt pre-check rewrote mgmtData into a non-object")
         if service in ("autoscaler", "health"):
             st = svc.loop_state(bid)
             handle = (st.autoscaler if service == "autoscaler" else st.health) if st else None
@@ -228,7 +253,8 @@ def spec_routes(svc: BlockService) -> list[Route]:
         return json_ok({"blocks": [{"id": d["id"], "placement": d["placement"]} for d in blocks]})
 
     routes = [Route("POST", "/v1/apply", h_apply, "apply AIOS documents (?dry_run=1, ?wait=S, "
-                    "?policy_overrides=aios-examples, ?cluster=1: placed by the cluster's controller)", tag="specs"),
+                    "?policy_overrides=aios-examples, ?cluster=1: placed by the cluster's controller, ?specUri=URI: a stored spec "
+                    "instead of a body)", tag="specs"),
               Route("POST", "/v1/allocate/dry-run", h_dry_run, "placement a block would get, changing nothing",
                     tag="specs"),
               Route("POST", "/v1/infer/block/{id}", h_infer, "one task to a block (JSON or msgpack packet)",

@@ -60,8 +60,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aiosd", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # `aiosd get` is registry_cmds' (tables and, through spec_cmds.cmd_get, the catalog).
+    specs = [r for r in spec_cmds.REGISTER if r is not spec_cmds.register_get]
     for register in [*node_cmds.REGISTER, *image_cmds.REGISTER, *net_cmds.REGISTER, *cluster_cmds.REGISTER,
-                     *spec_cmds.REGISTER, *runtime_cmds.REGISTER,
+                     *specs, *runtime_cmds.REGISTER,
                      *policy_cmds.REGISTER, *registry_cmds.REGISTER]:
         p = register(sub)
         if p.get_default("handler") is not None:

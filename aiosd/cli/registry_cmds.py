@@ -1,4 +1,8 @@
-"""`aiosd registry`, `aiosd watch`, `aiosd top`, `aiosd metrics`: the registries and metrics."""
+"""`aiosd get`, `aiosd watch`, `aiosd top`, `aiosd metrics`: the registries and metrics.
+
+`aiosd get` reads registry tables and this node's component/block catalog (the catalog view
+comes from spec_cmds); `aiosd registry` is the older name for the table reads.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from aiosd.cli import spec_cmds
 from aiosd.cli.node_cmds import Sub, _add
 from aiosd.cli.output import print_json, print_table
 from aiosd.client import Client
@@ -25,6 +30,11 @@ from aiosd.config import Settings
 from aiosd.errors import DaemonNotRunning, UsageError
 
 MAX_TOP_REFRESHES = 1_000_000  # bounded loop: ~58 days at 5 s
+# Registry tables (aiosd.registry.TABLES; not imported: the CLI starts without the replication stack).
+TABLES = ("assets", "clusters", "components", "images", "inference_servers", "metrics", "nodes", "policies",
+          "specs", "tasks", "templates", "vdags")
+# Names `aiosd get` hands to the local component/block catalog (unless --filter or --registry).
+CATALOG_KINDS = ("component", "components", "block", "blocks")
 
 
 def _api(settings: Settings, method: str, path: str, body: Any = None) -> Any:
@@ -54,7 +64,42 @@ def _short(v: Any, width: int = 60) -> str:
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
-# ----- registry -------------------------------------------------------------------------------------
+# ----- get / registry -------------------------------------------------------------------------------
+def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
+    name = args.table.lower()
+    if name in CATALOG_KINDS and not (args.filter or args.registry):
+        catalog = argparse.Namespace(kind=name, id=args.key, json=args.json, wide=args.wide)
+        return spec_cmds.cmd_get(catalog, settings)
+    if name not in TABLES:
+        raise UsageError(f"unknown kind {args.table!r}; use a registry table ({', '.join(TABLES)}) "
+                         "or component, block")
+    args.table = name
+    return cmd_registry(args, settings)
+
+
+def register_get(sub: Sub) -> argparse.ArgumentParser:
+    p = _add(sub, "get", "list or read registry records (with an AIOS filter), components or blocks",
+             "Read the network's replicated registries from this node's copy, or this node's catalog.\n"
+             f"Tables: {', '.join(TABLES)}.\n"
+             "`components`/`component` and `blocks`/`block` show the local catalog (as `aiosd apply` stored\n"
+             "it); with --filter or --registry, `components` is the replicated table instead.\n"
+             "A filter is the AIOS one: {variable, operator, value} on dot paths of the record's value,\n"
+             "operators ==, !=, IN, IN ANY, >, >=, <, <=, LIKE, nested {logicalOperator: AND|OR, conditions}.",
+             "examples:\n  aiosd get nodes\n  aiosd get specs my-spec --json\n"
+             "  aiosd get tasks --filter '{\"variable\": \"state\", \"operator\": \"==\", \"value\": \"done\"}'\n"
+             "  aiosd get metrics --filter '{\"variable\": \"gpu.totalFreeMem\", \"operator\": \">\", "
+             "\"value\": 8000}' --json\n"
+             "  aiosd get templates --filter filter.json\n"
+             "  aiosd get blocks --wide\n  aiosd get block echo-1 --json", cmd_get)
+    p.add_argument("table", metavar="TABLE", help="registry table, or component(s)/block(s) for the catalog")
+    p.add_argument("key", nargs="?", metavar="KEY", help="one record's key (block id or component URI)")
+    p.add_argument("--filter", metavar="FILE|JSON", help="an AIOS filter document (inline JSON or a file)")
+    p.add_argument("--registry", action="store_true", help="read the replicated table even for `components`")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.add_argument("--wide", action="store_true", help="more columns (catalog views)")
+    return p
+
+
 def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
     if args.key:
         out = _api(settings, "GET", f"/v1/registry/{args.table}/{args.key}")
@@ -73,8 +118,8 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register_registry(sub: Sub) -> argparse.ArgumentParser:
-    p = _add(sub, "registry", "list or read records of a replicated registry table",
-             "Read the network's registries from this node's replicated copy.\n"
+    p = _add(sub, "registry", "the same as `aiosd get TABLE` (registry tables only; older name)",
+             "Read the network's registries from this node's replicated copy (see `aiosd get`).\n"
              "Tables: nodes, clusters, components, specs, templates, policies, vdags, inference_servers,\n"
              "assets, images, tasks, metrics.",
              "examples:\n  aiosd registry nodes\n  aiosd registry specs my-spec --json\n"
@@ -222,6 +267,6 @@ def register_top(sub: Sub) -> argparse.ArgumentParser:
     return p
 
 
-REGISTER = [register_registry, register_watch, register_metrics, register_top]
+REGISTER = [register_get, register_registry, register_watch, register_metrics, register_top]
 
 __all__ = ["REGISTER", "load_filter", "render_top"]

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import sys
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ async def _apply(settings: Settings, text: str, args: argparse.Namespace) -> int
         q.append("policy_overrides=aios-examples")
     if args.cluster_wide:
         q.append("cluster=1")
+    if args.spec_uri:
+        q.append("specUri=" + urllib.parse.quote(args.spec_uri, safe=""))
     path = "/v1/apply" + ("?" + "&".join(q) if q else "")
     async with Client(settings.socket_path, timeout_s=600) as c:
         out = await c.request("POST", path, raw=text.encode(), content_type="application/json")
@@ -114,7 +117,10 @@ async def _apply(settings: Settings, text: str, args: argparse.Namespace) -> int
 
 
 def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_apply(settings, "\n".join(read_spec_text(f) for f in args.file), args))
+    if bool(args.file) == bool(args.spec_uri):
+        raise UsageError("give documents with -f FILE|DIR|- or a stored spec with --spec-uri URI (one of them)")
+    text = "\n".join(read_spec_text(f) for f in args.file) if args.file else ""
+    return asyncio.run(_apply(settings, text, args))
 
 
 def register_apply(sub: Sub) -> argparse.ArgumentParser:
@@ -127,10 +133,12 @@ def register_apply(sub: Sub) -> argparse.ArgumentParser:
              "  cat block.json | aiosd apply -f -\n"
              "  aiosd apply -f block.json --dry-run      # validate and show the placement only\n"
              "  aiosd apply -f aios-examples/ --dry-run --aios-example-overrides\n"
-             "  aiosd apply -f block.json --cluster      # the cluster's controller places it on its nodes",
+             "  aiosd apply -f block.json --cluster      # the cluster's controller places it on its nodes\n"
+             "  aiosd apply --spec-uri specs.echo:v1-a    # a spec from the spec store (aiosd spec push)",
              cmd_apply)
-    p.add_argument("-f", "--file", required=True, action="append", metavar="FILE|DIR|-",
+    p.add_argument("-f", "--file", action="append", metavar="FILE|DIR|-",
                    help="documents to apply (repeatable; a DIR means its *.json, components first)")
+    p.add_argument("--spec-uri", metavar="URI", help="apply a spec from the spec store instead of files")
     p.add_argument("--dry-run", action="store_true", help="validate and show the placement; change nothing")
     p.add_argument("--no-wait", action="store_true", help="print the task id and return at once")
     p.add_argument("--cluster", dest="cluster_wide", action="store_true",

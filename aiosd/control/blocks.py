@@ -43,16 +43,16 @@ from aiosd.control.placement import Assignment, PlacementResult, place
 from aiosd.policies import (
     AIOS_EXAMPLE_OVERRIDES,
     PolicyHandle,
-    PolicyRegistry,
     PolicyRunner,
     builtin_registry,
 )
-from aiosd.policies.errors import PolicyError
+from aiosd.policies.errors import PolicyError, PolicyOutputError, PolicyVetoed
+from aiosd.policies.runner import Catalog
 from aiosd.runtime_service import RuntimeService
 from aiosd.specs import ParsedBlock, ParsedComponent, ParsedMgmt, ParsedSpec, ResolvedBlock, SpecError
 from aiosd.specs.errors import Problem, join_path
 from aiosd.specs.parse import parse_document, split_documents
-from aiosd.specs.resolve import MAX_LISTED_URIS, component_policies, resolve_block
+from aiosd.specs.resolve import MAX_LISTED_URIS, PolicyCatalog, component_policies, resolve_block
 from aiosd.tasks import TaskHandle, TaskService
 from runtime import InstanceState, build_block, image_exists
 from storage import Store
@@ -119,7 +119,7 @@ class BlockService:
     name = "blocks"
 
     def __init__(self, registry: Registry, runtime: RuntimeService, tasks: TaskService, node_id: str,
-                 controller: Any = None, store: Store | None = None) -> None:
+                 controller: Any = None, store: Store | None = None, policy_service: Any = None) -> None:
         self.registry = registry
         self.runtime = runtime
         self.tasks = tasks
@@ -127,6 +127,9 @@ class BlockService:
         self.controller = controller  # ControllerService, or None on a node without one
         self.follower: PlacementFollower | None = None
         self._store = store
+        # The policies service (published policies, templates, governance); None = built-ins only.
+        self.policy_svc = policy_service
+        self._lb: dict[str, tuple[str, Any]] = {}  # block -> (configuration key, published LB policy handle)
         self.policies = builtin_registry()
         self._resolved: dict[str, ResolvedBlock] = {}
         self._components: dict[str, ParsedComponent] = {}
@@ -191,18 +194,63 @@ class BlockService:
     def loop_state(self, block_id: str) -> _Loop | None:
         return self._loops.get(block_id)
 
-    def registry_for(self, overrides: str | None) -> PolicyRegistry:
-        """The policy registry, with a named override set (`aios-examples`) when asked.
+    def registry_for(self, overrides: str | None) -> PolicyCatalog:
+        """The policies a spec may name: built-ins (with a named override set, `aios-examples`, when
+        asked) and the policies published on this node.
 
         Raises: SpecError naming the unknown set.
         """
-        if not overrides:
-            return self.policies
-        mapping = OVERRIDE_SETS.get(overrides)
-        if mapping is None:
-            raise SpecError.at("policy_overrides", f"{overrides!r} is not an override set; known: "
-                               f"{', '.join(OVERRIDE_SETS)}")
-        return self.policies.with_overrides(mapping)
+        reg = self.policies
+        if overrides:
+            mapping = OVERRIDE_SETS.get(overrides)
+            if mapping is None:
+                raise SpecError.at("policy_overrides", f"{overrides!r} is not an override set; known: "
+                                   f"{', '.join(OVERRIDE_SETS)}")
+            reg = self.policies.with_overrides(mapping)
+        if self.policy_svc is None:
+            return reg
+        return Catalog(reg, self.policy_svc.policies)
+
+    # ----- published policies: load balancing, governance ------------------------------------
+    async def choose_instance(self, bid: str, res: ResolvedBlock, packet: Mapping[str, Any]) -> str | None:
+        """The instance a published loadBalancer policy picks for `packet`; None when the block uses a
+        built-in one (the runtime's balancer implements those natively) or has no healthy instance.
+        Raises: PolicyError (the policy failed or answered an instance that is not a healthy one)."""
+        slot = res.policy("loadBalancer")
+        if slot is None or self.policy_svc is None or self.policies.find(slot.uri) is not None:
+            return None
+        healthy = [iid for iid, _ in self.runtime.sup.healthy(bid)]
+        if not healthy:
+            return None
+        key = json.dumps([slot.uri, slot.parameters, slot.settings], sort_keys=True, default=str)
+        cached = self._lb.get(bid)
+        if cached is None or cached[0] != key:
+            handle = await self.policy_svc.runner.load(slot.uri, parameters=dict(slot.parameters),
+                                                       settings=dict(slot.settings), rule_id=f"{bid}/loadBalancer")
+            cached = self._lb[bid] = (key, handle)
+        bal = self.runtime.balancer
+        out = await cached[1].eval({"mode": "load_balance", "packet": dict(packet), "instances": [
+            {"instance_id": iid, "outstanding": bal.outstanding(iid) if bal is not None else 0} for iid in healthy]})
+        iid = out.get("instance_id")
+        if iid not in healthy:
+            raise PolicyOutputError(slot.uri, f"instance_id {str(iid)[:80]!r} is not one of the healthy instances "
+                                    f"{', '.join(healthy[:10])}")
+        return str(iid)
+
+    async def precheck(self, action: str, payload: dict[str, Any], may_rewrite: tuple[str, ...] = ()
+                       ) -> dict[str, Any]:
+        """The governance pre-check of `action` (a no-op without one mapped). Only the keys in
+        `may_rewrite` may change; any other rewrite is refused, so a policy cannot slip past the
+        checks that already ran. Raises: PolicyVetoed."""
+        if self.policy_svc is None:
+            return payload
+        out: dict[str, Any] = await self.policy_svc.precheck(action, payload)
+        changed = sorted(k for k in {*payload, *out} if k not in may_rewrite and out.get(k) != payload.get(k))
+        if changed:
+            uri = self.policy_svc.governance.mapping.get(action, "?")
+            raise PolicyVetoed(action, uri, f"it rewrote {', '.join(changed)}; for {action} only "
+                               f"{', '.join(may_rewrite) or 'nothing'} may be rewritten")
+        return out
 
     async def _component_doc(self, uri: str) -> ParsedComponent | None:
         comp = self._components.get(uri)
@@ -321,6 +369,8 @@ class BlockService:
         problems: list[Problem] = []
         for i, doc in enumerate(docs):
             try:
+                if self.policy_svc is not None:  # a templateUri other than Parser/V1: its template converts it
+                    doc = await self.policy_svc.convert(doc)
                 parsed.append(await asyncio.to_thread(parse_document, doc))
             except SpecError as e:
                 problems += _prefix(e.problems, i, len(docs))
@@ -417,7 +467,7 @@ class BlockService:
             raise ClusterRefused(answer.status, answer.code or "error", answer.message)
         return answer
 
-    async def _plan(self, parsed: list[ParsedSpec], reg: PolicyRegistry, overrides: str | None,
+    async def _plan(self, parsed: list[ParsedSpec], reg: PolicyCatalog, overrides: str | None,
                     dry_run: bool, cluster: bool = False) -> dict[str, Any]:
         n = len(parsed)
         problems: list[Problem] = []
@@ -499,6 +549,11 @@ class BlockService:
                 doc["action"] = "unchanged"
             else:
                 doc["action"] = "configured" if old else "created"
+                checked = await self.precheck("add_block", {"block_id": bid, "component_uri": uri, "instances": count,
+                                                            "values": dict(p.envelope.values)}, ("instances",))
+                if checked["instances"] != count:
+                    count = _count(checked["instances"], res, "add_block")
+                    doc["instances"] = count
                 rec.update(desiredInstances=count, code=doc["code"])
                 if same and old is not None:  # parameters changed live (mgmt) survive a re-apply
                     rec["parameters"] = old.get("parameters", rec["parameters"])
@@ -514,7 +569,7 @@ class BlockService:
                 "blocks": blocks}
 
     @staticmethod
-    def _unregistered(reg: PolicyRegistry, path: str, uri: str) -> Problem:
+    def _unregistered(reg: PolicyCatalog, path: str, uri: str) -> Problem:
         known = reg.known_uris()
         listed = ", ".join(known[:MAX_LISTED_URIS]) + (" ..." if len(known) > MAX_LISTED_URIS else "")
         return Problem(path, f"policy {uri!r} is not registered; registered: {listed or 'none'}")
@@ -623,6 +678,9 @@ class BlockService:
             if not res.min_instances <= count <= res.max_instances:
                 raise SpecError.at("mgmtData.instances", f"must be within minInstances..maxInstances "
                                    f"({res.min_instances}..{res.max_instances}), got {count}")
+            if why == "mgmt":  # the autoscaler's own decisions are the block's policy already
+                checked = await self.precheck("scale_block", {"block_id": bid, "instances": count}, ("instances",))
+                count = _count(checked["instances"], res, "scale_block")
             target = await self._cluster_of(bid)
             if target is not None:
                 return await self._scale_cluster(bid, res, count, target)
@@ -665,6 +723,8 @@ class BlockService:
             cluster = await self._cluster_of(key) if kind is RecordKind.BLOCK else None
             if await self.registry.get(kind, key) is None and cluster is None:
                 raise KeyError(key)
+            await self.precheck("remove_block" if kind is RecordKind.BLOCK else "remove_component",
+                                {"block_id" if kind is RecordKind.BLOCK else "uri": key})
             if kind is RecordKind.COMPONENT:
                 users = [b["id"] for b in await self.registry.list(RecordKind.BLOCK) if b.get("componentUri") == key]
                 if users:
@@ -754,6 +814,15 @@ class BlockService:
                                                              "reason": act.get("reason")})
 
 
+def _count(value: Any, res: ResolvedBlock, action: str) -> int:
+    """An instance count a pre-check rewrote, checked like the user's own. Raises: SpecError."""
+    if not isinstance(value, int) or isinstance(value, bool) or not res.min_instances <= value <= res.max_instances:
+        raise SpecError.at("instances", f"the {action} pre-check rewrote the instance count to {str(value)[:40]}; it "
+                           f"must be an integer within minInstances..maxInstances ({res.min_instances}.."
+                           f"{res.max_instances})")
+    return value
+
+
 def allocator_of(res: ResolvedBlock) -> Allocator:
     """The block's resourceAllocator slot as the controller keeps it (default: best-fit)."""
     slot = res.policy("resourceAllocator")
@@ -772,7 +841,7 @@ def _placement_json(p: PlacementResult) -> dict[str, Any]:
 
 def block_service(ctx: Any) -> BlockService:
     return BlockService(Registry(ctx.store), ctx.get("runtime"), ctx.get("tasks"), ctx.identity.node_id,
-                        ctx.services.get("controller"), ctx.store)
+                        ctx.services.get("controller"), ctx.store, ctx.services.get("policies"))
 
 
 __all__ = ["OVERRIDE_SETS", "BlockService", "block_service", "canonical", "unstorable"]

@@ -7,6 +7,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from federation.replication.digest import DEFAULT_BUCKETS, MAX_BUCKETS
+from federation.replication.wire import MAX_MSG_BYTES
 
 
 class ReplicationConfig(BaseModel):
@@ -28,9 +29,15 @@ class ReplicationConfig(BaseModel):
     # Push-pull anti-entropy with one random peer, jittered +-20%. Lower = faster repair of
     # lost deltas and returning nodes, more digest traffic (~1 KB per round when in sync).
     ae_interval_s: float = Field(5.0, gt=0, le=3600)
-    # Caps on one anti-entropy message (entries: ~60 B each; records: up to a value each).
+    # Caps on one anti-entropy message (entries: ~60 B + key each; records: up to a value each)
+    # and on its encoded size: under the p2p transport's 1 MiB envelope cap, with room to spare.
     max_ae_entries_per_msg: int = Field(4096, ge=16, le=65536)
     max_ae_records_per_msg: int = Field(1024, ge=1, le=4096)
+    max_ae_msg_bytes: int = Field(512 * 1024, ge=4096, le=MAX_MSG_BYTES // 2)
+    # Entries one round lists (in several messages): a node that missed this many records
+    # catches up in one round. Bounds the memory and CPU of a round (~200 B per entry while it
+    # is built); past it the round covers a random part and the next rounds the rest.
+    max_ae_entries_per_round: int = Field(65536, ge=16, le=1 << 20)
     # Hash buckets per table: must be equal on every node of the network.
     buckets: int = Field(DEFAULT_BUCKETS, ge=1, le=MAX_BUCKETS)
     # Refuse records whose HLC is this far ahead of our clock (NTP keeps honest nodes < 1 s).

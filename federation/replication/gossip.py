@@ -41,6 +41,7 @@ from federation.replication.record import (
 )
 from federation.replication.store import RecordStore
 from federation.replication.wire import (
+    MAX_ENTRIES_PER_MSG,
     AeBuckets,
     AeDigest,
     AeEntries,
@@ -86,6 +87,7 @@ class ReplicationStats:
     pushes_sent: int = 0
     push_records_sent: int = 0
     ae_rounds: int = 0
+    ae_rounds_answered: int = 0  # digests received: rounds a peer started with us
     ae_records_sent: int = 0
     ae_records_merged: int = 0
     expired_tombstones: int = 0
@@ -427,10 +429,13 @@ class Replicator:
         return effects
 
     def _on_ae_digest(self, src: NodeId, msg: AeDigest) -> list[Effect]:
+        self.stats.ae_rounds_answered += 1
         return [Send(src, m) for m in ae.buckets_to_compare(self.store, msg, self._empty_root)]
 
     def _on_ae_buckets(self, src: NodeId, msg: AeBuckets) -> list[Effect]:
-        out = ae.entries_to_send(self.store, msg, self.config.max_ae_entries_per_msg, self._rng)
+        c = self.config
+        budget = ae.AeBudget(c.max_ae_entries_per_msg, c.max_ae_msg_bytes, c.max_ae_entries_per_round)
+        out = ae.entries_to_send(self.store, msg, budget, self._rng)
         if out is None:
             self.stats.bad_messages += 1
             return []
@@ -465,15 +470,8 @@ class Replicator:
             self.store.put_many([], expired)
             self.stats.tombstones_collected += len(expired)
             records = [r for r in records if not (r.tombstone and hlcmod.wall_s(r.version.hlc) < horizon)]
-        cap = self.config.max_ae_records_per_msg
-        out: list[Effect] = []
-        for i in range(0, max(len(records), 1), cap):
-            chunk = tuple(records[i : i + cap])
-            w = tuple(want) if i == 0 else ()
-            if chunk or w:
-                out.append(Send(to, AeRecords(records=chunk, want=w)))
         self.stats.ae_records_sent += len(records)
-        return out
+        return [Send(to, m) for m in _chunk_records(records, want, self.config)]
 
     # ----- tombstone GC -----------------------------------------------------------------
     def _gc(self, now: float) -> list[Effect]:
@@ -486,6 +484,31 @@ class Replicator:
             self.stats.tombstones_collected += len(expired)
             log.debug("tombstones collected", extra={"count": len(expired)})
         return [Wake(now + self.config.gc_interval_s, TimerKey.GC)]
+
+
+def _chunk_records(records: list[Record], want: list[KeyRef], c: ReplicationConfig) -> list[AeRecords]:
+    """AeRecords messages carrying `records` and `want`, each within the count and byte caps."""
+    out: list[AeRecords] = []
+    recs: list[Record] = []
+    keys: list[KeyRef] = []
+    size = 0
+    for r in records:
+        s = wire_size(r)
+        if recs and (len(recs) >= c.max_ae_records_per_msg or size + s > c.max_ae_msg_bytes):
+            out.append(AeRecords(records=tuple(recs)))
+            recs, size = [], 0
+        recs.append(r)
+        size += s
+    for k in want:
+        s = ae.keyref_size(k)
+        if (recs or keys) and (len(keys) >= MAX_ENTRIES_PER_MSG or size + s > c.max_ae_msg_bytes):
+            out.append(AeRecords(records=tuple(recs), want=tuple(keys)))
+            recs, keys, size = [], [], 0
+        keys.append(k)
+        size += s
+    if recs or keys:
+        out.append(AeRecords(records=tuple(recs), want=tuple(keys)))
+    return out
 
 
 __all__ = ["Changed", "Effect", "ReplicationStats", "Replicator", "TimerKey", "retransmit_limit"]

@@ -12,6 +12,7 @@ import pytest
 
 from aiosd.policies.service import sandbox_root
 from tests.daemons import Daemon
+from tests.instances import echo_block_docs, kill_process_instances
 from tests.integration.test_policy_governance import PRECHECK
 from tests.integration.test_policy_sandbox import HOSTILE
 
@@ -112,3 +113,60 @@ def test_templates_spec_store_and_governance(tmp_path: Path, daemons: list[Daemo
     assert veto.returncode == 1 and "refused by the pre-check policy gov.blocks:v1-a" in veto.stderr
     in_use = d.cli("policy", "delete", "gov.blocks:v1-a")
     assert in_use.returncode == 1 and "actionsPolicyMap.add_block" in in_use.stderr
+
+
+GATE = '''
+class AIOSv1PolicyRule:
+    def __init__(self, rule_id, settings, parameters):
+        pass
+    def eval(self, parameters, input_data, context):
+        p = dict(input_data["payload"])
+        if input_data["action"] == "add_block" and p["block_id"].startswith("forbidden"):
+            return {"allowed": False, "reason": "no forbidden blocks here"}
+        if input_data["action"] == "scale_block":
+            p["instances"] = min(p["instances"], 2)
+        return {"allowed": True, "payload": p}
+'''
+
+
+def test_blocks_use_published_policies_stored_specs_and_governance(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """A block whose loadBalancer is a pushed policy: every task goes where that policy says; a block
+    applied from the spec store; governance vetoes an apply and caps a scale."""
+    d = Daemon(tmp_path)
+    daemons.append(d.start())
+    d.json("policy", "push", str(ROOT / "examples" / "policies" / "least-busy"), "--uri", LB)
+    docs = [json.loads(x) for x in echo_block_docs("lb-echo", 2, {"uri": "policy.resourceAllocator.cpu:v1",
+                                                                   "parameters": {"cpus": 0.1}}).splitlines()]
+    block = docs[1]
+    block["body"]["spec"]["values"]["policyRulesSpec"].append(
+        {"values": {"name": "loadBalancer", "policyRuleURI": LB, "parameters": {}, "settings": {}}})
+    (tmp_path / "comp.json").write_text(json.dumps(docs[0]))
+    assert d.cli("apply", "-f", str(tmp_path / "comp.json")).returncode == 0
+    # The block comes from the spec store, not a file.
+    (tmp_path / "block.json").write_text(json.dumps(block))
+    d.json("spec", "push", str(tmp_path / "block.json"), "--uri", "specs.lb-echo:v1-a", "--type", "block")
+    r = d.cli("apply", "--spec-uri", "specs.lb-echo:v1-a", timeout_s=120)
+    assert r.returncode == 0 and "ready" in r.stdout, r.stdout + r.stderr
+    # least-busy: no task in flight anywhere -> ties broken by id -> always the first instance.
+    answered = {d.json("infer", "lb-echo", "--data", '{"message": "x"}')["instance_id"] for _ in range(6)}
+    assert answered == {"lb-echo-0"}
+    # No -f and no --spec-uri, or an unknown stored spec: clear errors.
+    assert "one of them" in d.cli("apply").stderr
+    assert "no spec" in d.cli("apply", "--spec-uri", "specs.nope:v1").stderr
+    # A document of a template that is not in the template store is refused at apply, naming it.
+    (tmp_path / "odd.json").write_text(json.dumps({"header": {"templateUri": "Odd/V1:v1"}, "body": {}}))
+    odd = d.cli("apply", "-f", str(tmp_path / "odd.json"))
+    assert odd.returncode == 2 and "not in the template store" in odd.stderr, odd.stderr
+    # Governance: add_block vetoes forbidden-*, scale_block caps at 2 instances.
+    (tmp_path / "gate" / "code").mkdir(parents=True)
+    (tmp_path / "gate" / "code" / "function.py").write_text(GATE)
+    d.json("policy", "push", str(tmp_path / "gate"), "--uri", "gov.gate:v1-a")
+    for action in ("add_block", "scale_block"):
+        d.json("governance", "set", action, "gov.gate:v1-a")
+    block["body"]["spec"]["values"]["blockId"] = "forbidden-echo"
+    (tmp_path / "forbidden.json").write_text(json.dumps(block))
+    veto = d.cli("apply", "-f", str(tmp_path / "forbidden.json"))
+    assert veto.returncode == 1 and "no forbidden blocks here" in veto.stderr, veto.stderr
+    assert d.cli("describe", "block", "forbidden-echo").returncode == 1  # nothing stored
+    scaled = json.loads(d.cli("mgmt", "lb-echo", "scale", "--data", '{"instances": 4}').stdout)
+    assert scaled["to"] == 2

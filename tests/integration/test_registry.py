@@ -185,3 +185,46 @@ async def test_cli_watch_prints_changes_and_stops_after_count(tmp_path: Path, da
         out, err = await proc.communicate()
     assert proc.returncode == 0, err
     assert out.decode().split() == ["put", "specs/w1", '{"x":1}']
+
+
+def test_cli_get_reads_tables_with_filters_and_keeps_catalog_and_alias(tmp_path: Path, daemons: list[Daemon]) -> None:
+    d = Daemon(tmp_path, "n1").start()
+    daemons.append(d)
+
+    async def seed() -> None:
+        async with Client(d.socket) as c:
+            for k, v in GPU_NODES.items():
+                await c.put(f"/v1/registry/templates/{k}", v)
+            await c.put("/v1/registry/components/reg-only", {"uri": "x"})
+
+    asyncio.run(seed())
+    # `aiosd get TABLE`: a table (plain and --json), one key, inline and file filters.
+    table = d.cli("get", "templates")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.split()[:3] == ["KEY", "ORIGIN", "VALUE"] and "labels" in table.stdout
+    assert [i["key"] for i in d.json("get", "templates")["items"]] == ["a", "b", "c"]
+    assert d.json("get", "templates", "b")["value"] == GPU_NODES["b"]
+    assert d.cli("get", "Templates", "a").stdout.strip().startswith("{")
+    inline = d.json("get", "templates", "--filter", '{"variable": "labels.zone", "operator": "LIKE", "value": "eu%"}')
+    assert [i["key"] for i in inline["items"]] == ["a", "c"]
+    f = tmp_path / "gpu.json"
+    f.write_text(json.dumps({"logicalOperator": "AND", "conditions": [
+        {"variable": "gpus.memory", "operator": ">=", "value": 16},
+        {"variable": "load", "operator": ">", "value": 1}]}))
+    assert [i["key"] for i in d.json("get", "templates", "--filter", str(f))["items"]] == ["b"]
+    # Bad input: usage errors exit 2 with one sentence; a bad filter names the field.
+    bad = d.cli("get", "templates", "--filter", '{"variable": "a", "operator": "~", "value": 1}')
+    assert bad.returncode == 2 and "filter.operator" in bad.stderr and "Traceback" not in bad.stderr
+    unknown = d.cli("get", "widgets")
+    assert unknown.returncode == 2 and "unknown kind 'widgets'" in unknown.stderr and "templates" in unknown.stderr
+    missing = d.cli("get", "templates", "--filter", str(tmp_path / "nope.json"))
+    assert missing.returncode == 2 and "--filter" in missing.stderr
+    # `components` is the local catalog unless --registry/--filter; blocks stay the catalog view.
+    assert d.json("get", "components")["kind"] == "components" and d.json("get", "blocks")["items"] == []
+    assert [i["key"] for i in d.json("get", "components", "--registry")["items"]] == ["reg-only"]
+    by_filter = d.json("get", "components", "--filter", '{"variable": "uri", "operator": "==", "value": "x"}')
+    assert [i["key"] for i in by_filter["items"]] == ["reg-only"]
+    # `aiosd registry` still works as the older name.
+    assert d.json("registry", "templates", "--filter", str(f)) == d.json("get", "templates", "--filter", str(f))
+    helptext = d.cli("get", "--help").stdout
+    assert "aiosd get metrics --filter" in helptext and "Tables: assets" in helptext

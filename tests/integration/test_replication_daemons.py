@@ -151,3 +151,36 @@ def test_five_daemons_replicate_catch_up_and_refuse_forgeries(tmp_path: Path, da
     for d in nodes:
         assert not _has(d, "specs", "evil-spec") and not _has(d, "nodes", me)
         assert _get(d, f"/v1/registry/nodes/{ids[0]}")["value"] == {"name": "n1"}
+
+
+def test_killed_daemon_missing_10000_records_catches_up_at_default_settings(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Default replication settings (anti-entropy every 5 s): a daemon killed while 10,000 records
+    are written elsewhere converges after a restart, knowing every origin's certificate at once
+    (remembered on disk), so no record is refused on the way. Not timed: bench/replication_catchup.py."""
+    env = {"AIOSD_MEMBERSHIP_PROFILE": "test"}
+    first = Daemon(tmp_path, "n1", p2p_host="127.0.0.2", env=env).start()
+    daemons.append(first)
+    tok = json.loads(first.cli("token", "create", "--json", "--uses", "2", "--ttl", "10m").stdout)["token"]
+    nodes = [first]
+    for i in (2, 3):
+        assert cli("join", tok, "--data-dir", str(tmp_path / f"n{i}"), "--json").returncode == 0
+        nodes.append(Daemon(tmp_path, f"n{i}", p2p_host=f"127.0.0.{i + 1}", env=env).start())
+        daemons.append(nodes[-1])
+    for d in nodes:
+        wait_sync(lambda d=d: sum(x["state"] == "alive" for x in d.json("nodes")["nodes"]) == 3,  # type: ignore[misc]
+                  timeout_s=20, interval_s=0.2)
+    writer, other, victim = nodes
+    _send(other, "PUT", "/v1/registry/tasks/from-n2", {"x": 1})  # a second origin the victim must check
+    wait_sync(lambda: _has(victim, "tasks", "from-n2"), timeout_s=10, interval_s=0.2)
+    victim.kill9()
+    for b in range(10):
+        items = {f"k{b * 1000 + i:05d}": {"i": b * 1000 + i} for i in range(1000)}
+        assert _send(writer, "POST", "/v1/registry/tasks", {"items": items})["written"] == 1000
+    victim.start()
+    want = _digests(writer)["tasks"]
+    assert want["count"] == 10_001
+    wait_sync(lambda: all(_digests(d).get("tasks") == want for d in nodes), timeout_s=60, interval_s=0.3)
+    assert len(_get(victim, "/v1/registry/tasks?limit=100000")["items"]) == 10_001
+    stats = _get(victim, "/v1/registry/_digests")["stats"]
+    assert stats["rejected"] == {} and stats["ae_records_merged"] >= 9_000, stats

@@ -29,7 +29,7 @@ from federation.replication import hlc as hlcmod
 from federation.replication.digest import bucket_of
 from federation.replication.gossip import retransmit_limit
 from federation.replication.record import Draft
-from federation.replication.wire import AeBuckets, AeDigest, AeEntries, AeRecords, Entry, Push
+from federation.replication.wire import AeBuckets, AeDigest, AeEntries, AeRecords, Entry, Push, encode
 from federation.sansio import NodeId, Send, Wake
 
 CFG = ReplicationConfig.test()
@@ -289,6 +289,46 @@ def test_anti_entropy_syncs_a_bucket_bigger_than_one_message_over_rounds(holder:
         (False, False),
         (False, True),
     }
+
+
+@pytest.mark.parametrize("holder", ["initiator", "responder"])
+def test_anti_entropy_catches_up_in_one_round_with_bounded_messages(holder: str) -> None:
+    """Big buckets go in windows and records in chunks, all in the same round, each message
+    within the entry, record and byte caps; a round budget below the gap takes more rounds."""
+    cfg = ReplicationConfig.test().model_copy(update={
+        "buckets": 4, "max_ae_entries_per_msg": 100, "max_ae_records_per_msg": 64, "max_ae_msg_bytes": 8192})
+    a, b = make("n1", cfg=cfg), make("n2", cfg=cfg)
+    a.set_peers(0.0, [NodeId("n2")])
+    full, empty = (a, b) if holder == "initiator" else (b, a)
+    for j in range(2):
+        full.write_many(0.0, [("reg", f"k{j}-{i:03d}-" + "p" * 40, b"v" * 50) for i in range(500)])
+    empty.write(0.0, "reg", "k0-250x", b"only here")
+    sizes: list[tuple[str, int]] = []
+    queue = [(a, s) for s in sends(a.on_timer(1.0, TimerKey.ANTI_ENTROPY))]
+    while queue:
+        frm, s = queue.pop(0)
+        to = b if s.to == b.self_id else a
+        sizes.append((s.msg.kind, len(encode(s.msg))))
+        queue.extend((to, x) for x in sends(to.on_message(1.0, frm.self_id, s.msg)))
+    sa, sb = a.store, b.store
+    assert isinstance(sa, MemoryStore) and isinstance(sb, MemoryStore)
+    assert sa.all_records() == sb.all_records() and len(sa) == 1001
+    assert [k for k, _ in sizes].count("repl.ae.digest") == 1  # one round
+    assert max(n for _, n in sizes) <= 8192 + 512, sizes  # the estimate is within a few hundred bytes
+    assert sum(k == "repl.ae.records" for k, _ in sizes) >= 1000 // 64
+
+    small = cfg.model_copy(update={"max_ae_entries_per_round": 100})
+    c, d = make("n3", cfg=small), make("n4", cfg=small)
+    c.set_peers(0.0, [NodeId("n4")])
+    c.write_many(0.0, [("reg", f"x{i:04d}", b"v") for i in range(1000)])
+    cs, ds = c.store, d.store
+    assert isinstance(cs, MemoryStore) and isinstance(ds, MemoryStore)
+    rounds = 0
+    while cs.all_records() != ds.all_records():
+        rounds += 1
+        assert rounds < 200
+        _deliver(c, d, c.on_timer(1.0 + rounds, TimerKey.ANTI_ENTROPY), 1.0 + rounds, [])
+    assert rounds >= 1000 // 100
 
 
 def test_malformed_anti_entropy_messages_are_counted_and_ignored() -> None:
