@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -231,7 +232,10 @@ def spec_routes(svc: BlockService) -> list[Route]:
             if handle is None:
                 raise ApiProblem(404, "not_found", f"block {bid!r} has no {service} policy", "service")
             try:
-                return json_ok({"block_id": bid, "service": service, "result": handle.management(cmd, data)})
+                result = handle.management(cmd, data)
+                if inspect.isawaitable(result):  # a published policy, in the sandbox
+                    result = await result
+                return json_ok({"block_id": bid, "service": service, "result": result})
             except PolicyError as e:
                 raise ApiProblem(422, "policy", str(e), "mgmtCommand") from None
         if cmd in PARAMETER_COMMANDS:

@@ -207,6 +207,9 @@ def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
             return await c.get(f"/v1/{kind}/{args.id}")
 
     r = asyncio.run(go())
+    if args.json:
+        print_json(r)
+        return 0
     if kind == "components":
         v = r["document"]["body"]["spec"]["values"]
         print_kv([("uri", r["uri"]), ("image", v["containerRegistryInfo"]["containerImage"]),
@@ -238,6 +241,7 @@ def register_describe(sub: Sub) -> argparse.ArgumentParser:
              cmd_describe)
     p.add_argument("kind", help="component or block")
     p.add_argument("id", help="block id or component URI")
+    p.add_argument("--json", action="store_true", help="print the whole record as JSON")
     return p
 
 

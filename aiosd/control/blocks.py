@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -52,7 +53,7 @@ from aiosd.runtime_service import RuntimeService
 from aiosd.specs import ParsedBlock, ParsedComponent, ParsedMgmt, ParsedSpec, ResolvedBlock, SpecError
 from aiosd.specs.errors import Problem, join_path
 from aiosd.specs.parse import parse_document, split_documents
-from aiosd.specs.resolve import MAX_LISTED_URIS, PolicyCatalog, component_policies, resolve_block
+from aiosd.specs.resolve import MAX_LISTED_URIS, PolicyCatalog, PolicySlot, component_policies, resolve_block
 from aiosd.tasks import TaskHandle, TaskService
 from runtime import InstanceState, build_block, image_exists
 from storage import Store
@@ -103,11 +104,12 @@ def _prefix(problems: Sequence[Problem], i: int, n: int) -> list[Problem]:
 class _Loop:
     """Per-block autoscaler/health state (policy handles keep their cooldown/retry state)."""
 
-    autoscaler: PolicyHandle | None = None
+    autoscaler: Any = None  # PolicyHandle (built-in) or AsyncPolicyHandle (published, in the sandbox)
     autoscale_every_s: float = DEFAULT_AUTOSCALE_INTERVAL_S
     next_autoscale: float = 0.0
     peak: dict[str, int] = dataclasses.field(default_factory=dict)
-    health: PolicyHandle | None = None
+    health: Any = None
+    pending: dict[str, tuple[PolicySlot, str]] = dataclasses.field(default_factory=dict)  # published: loaded on first turn
     health_every_s: float = 10.0
     next_health: float = 0.0
     given_up: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -325,7 +327,10 @@ class BlockService:
         runner = PolicyRunner(self.policies)
         a = block.policy("autoscaler")
         if a is not None:
-            st.autoscaler = self._load(runner, a.uri, a.parameters, a.settings, f"{block.block_id}/autoscaler")
+            if self._published(a.uri):
+                st.pending["autoscaler"] = (a, f"{block.block_id}/autoscaler")
+            else:
+                st.autoscaler = self._load(runner, a.uri, a.parameters, a.settings, f"{block.block_id}/autoscaler")
             every = a.settings.get("intervalSeconds", a.parameters.get("intervalSeconds", DEFAULT_AUTOSCALE_INTERVAL_S))
             st.autoscale_every_s = float(every) if isinstance(every, int | float) and every > 0 else \
                 DEFAULT_AUTOSCALE_INTERVAL_S
@@ -334,11 +339,30 @@ class BlockService:
             st.hold_s = float(hold) if isinstance(hold, int | float) and hold >= 0 else 60.0
         h = block.policy("stabilityChecker")
         if h is not None:
-            st.health = self._load(runner, h.uri, h.parameters, h.settings, f"{block.block_id}/stabilityChecker")
+            if self._published(h.uri):
+                st.pending["health"] = (h, f"{block.block_id}/stabilityChecker")
+            else:
+                st.health = self._load(runner, h.uri, h.parameters, h.settings, f"{block.block_id}/stabilityChecker")
             every = h.settings.get("health_check_interval", h.settings.get("check_interval_sec", 10))
             st.health_every_s = float(every) if isinstance(every, int | float) and every > 0 else 10.0
             st.next_health = time.monotonic() + st.health_every_s
         return st
+
+    def _published(self, uri: str) -> bool:
+        return self.policy_svc is not None and self.policies.find(uri) is None
+
+    async def _load_pending(self, bid: str, st: _Loop) -> None:
+        """Load the block's published autoscaler/health policies into the sandbox (first turn)."""
+        for name, (slot, rule_id) in list(st.pending.items()):
+            del st.pending[name]
+            try:
+                handle = await self.policy_svc.runner.load(slot.uri, parameters=dict(slot.parameters),
+                                                           settings=dict(slot.settings), rule_id=rule_id)
+            except PolicyError as e:
+                log.error("block policy not loaded", extra={"block": bid, "policy": slot.uri, "error": str(e)})
+                st.last_decision = f"{name} policy {slot.uri} not loaded: {e}"
+                continue
+            setattr(st, name, handle)
 
     @staticmethod
     def _load(runner: PolicyRunner, uri: str, parameters: Mapping[str, Any], settings: Mapping[str, Any],
@@ -766,6 +790,8 @@ class BlockService:
         res = self._resolved.get(bid)
         if res is None:
             return
+        if st.pending:
+            await self._load_pending(bid, st)
         rows = [s for s in self.runtime.sup.status() if s.block_id == bid]
         bal = self.runtime.balancer
         for s in rows:
@@ -776,9 +802,9 @@ class BlockService:
             load = [{"instance_id": s.instance_id, "queue_length": st.peak.get(s.instance_id, 0), "utilization": 0.0}
                     for s in rows]
             st.peak.clear()
-            out = st.autoscaler.eval({"block_data": {"minInstances": res.min_instances,
-                                                     "maxInstances": res.max_instances, "instances": load},
-                                      "now": now})
+            out = await _answer(st.autoscaler.eval({"block_data": {"minInstances": res.min_instances,
+                                                                   "maxInstances": res.max_instances, "instances": load},
+                                                    "now": now}))
             st.last_decision = str(out.get("reason", ""))
             if not out.get("skip", True) and not self._lock.locked():
                 cur = len(rows)
@@ -803,7 +829,7 @@ class BlockService:
             answers = await asyncio.gather(*(client.health(s.endpoint, HEALTH_PROBE_TIMEOUT_S) for s in live
                                              if s.endpoint is not None))
             data = {s.instance_id: ok for s, ok in zip(live, answers, strict=True)}
-            out = st.health.eval({"health_check_data": data})
+            out = await _answer(st.health.eval({"health_check_data": data}))
             for act in out.get("actions", []):
                 iid, what = str(act.get("instance_id")), act.get("action")
                 if what == "give_up":
@@ -812,6 +838,12 @@ class BlockService:
                 else:  # the supervisor restarts unhealthy instances itself, with back-off
                     log.warning("instance unhealthy", extra={"block": bid, "instance": iid,
                                                              "reason": act.get("reason")})
+
+
+async def _answer(out: Any) -> dict[str, Any]:
+    """A policy's answer, whether the handle is a built-in (a dict) or a sandboxed one (awaitable)."""
+    got = await out if inspect.isawaitable(out) else out
+    return got if isinstance(got, dict) else {}
 
 
 def _count(value: Any, res: ResolvedBlock, action: str) -> int:

@@ -12,7 +12,8 @@ import pytest
 
 from aiosd.policies.service import sandbox_root
 from tests.daemons import Daemon
-from tests.instances import echo_block_docs, kill_process_instances
+from tests.instances import echo_block_docs
+from tests.waiting import wait_sync
 from tests.integration.test_policy_governance import PRECHECK
 from tests.integration.test_policy_sandbox import HOSTILE
 
@@ -170,3 +171,22 @@ def test_blocks_use_published_policies_stored_specs_and_governance(tmp_path: Pat
     assert d.cli("describe", "block", "forbidden-echo").returncode == 1  # nothing stored
     scaled = json.loads(d.cli("mgmt", "lb-echo", "scale", "--data", '{"instances": 4}').stdout)
     assert scaled["to"] == 2
+    # A published autoscaler runs in the sandbox and its decisions change the instance count.
+    (tmp_path / "up" / "code").mkdir(parents=True)
+    (tmp_path / "up" / "code" / "function.py").write_text(
+        "class AIOSv1PolicyRule:\n"
+        "    def __init__(self, rule_id, settings, parameters):\n        pass\n"
+        "    def eval(self, parameters, input_data, context):\n"
+        "        return {'skip': False, 'operation': 'upscale', 'instances_count': 1, 'reason': 'always up'}\n")
+    d.json("policy", "push", str(tmp_path / "up"), "--uri", "test.always-up:v1-a")
+    auto = json.loads(echo_block_docs("auto-echo", 1, {"uri": "policy.resourceAllocator.cpu:v1",
+                                                        "parameters": {"cpus": 0.1}}).splitlines()[1])
+    auto["body"]["spec"]["values"]["policyRulesSpec"].append({"values": {
+        "name": "autoscaler", "policyRuleURI": "test.always-up:v1-a", "parameters": {},
+        "settings": {"intervalSeconds": 1}}})
+    (tmp_path / "auto.json").write_text(json.dumps(auto))
+    r = d.cli("apply", "-f", str(tmp_path / "auto.json"), timeout_s=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_sync(lambda: len(d.json("describe", "block", "auto-echo")["status"]["instances"]) == 2, timeout_s=30,
+              interval_s=0.5)
+    assert "always up" in d.json("describe", "block", "auto-echo")["status"]["autoscaler"]
