@@ -85,12 +85,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--driver", default="process", choices=["process", "podman"])
     ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--profile", metavar="PATH", help="run the daemon under cProfile, stats written to PATH")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="aiosd-bi"))
     sock = tmp / "a.sock"
     env = {**os.environ}
     env.pop("NOTIFY_SOCKET", None)
-    proc = subprocess.Popen([sys.executable, "-m", "aiosd.cli", "run", "--data-dir", str(tmp / "d"), "--socket",
+    prof = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    proc = subprocess.Popen([sys.executable, *prof, "-m", "aiosd.cli", "run", "--data-dir", str(tmp / "d"), "--socket",
                              str(sock), "--p2p-host", "127.0.0.1", "--p2p-port", "0", "--driver", args.driver,
                              "--log-level", "warning"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=open(tmp / "log", "wb"), start_new_session=True)  # noqa: SIM115

@@ -1,4 +1,5 @@
-"""HTTP client for instance endpoints: one keep-alive aiohttp session per instance socket.
+"""HTTP client for instance endpoints: tasks over taskconn.py's keep-alive connections (the hot
+path), everything else over one aiohttp session per instance socket.
 
 Speaks the instance contract (POST /v1/task msgpack, GET /health); knows nothing of
 which instance to pick (that is balancer.py) or when to restart (supervisor.py).
@@ -9,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Self
 
 import aiohttp
 
 from runtime.spec import Endpoint
+from runtime.taskconn import RawReply, TaskPool
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +24,12 @@ CONNECTIONS_PER_INSTANCE = 64  # concurrent requests per instance; the SDK's que
 MAX_REPLY_BYTES = 256 << 20  # a reply larger than this is refused (bounds daemon memory)
 
 
-@dataclass(frozen=True, slots=True)
-class RawReply:
-    status: int
-    body: bytes
-
-
 class InstanceClient:
     """Pool of aiohttp sessions keyed by endpoint. Use as an async context manager."""
 
     def __init__(self, max_sessions: int = MAX_SESSIONS) -> None:
         self._sessions: OrderedDict[Endpoint, aiohttp.ClientSession] = OrderedDict()
+        self._pools: OrderedDict[Endpoint, TaskPool] = OrderedDict()
         self._max = max_sessions
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -46,6 +42,9 @@ class InstanceClient:
 
     async def close(self) -> None:
         self._closed = True
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
         sessions = list(self._sessions.values())
         self._sessions.clear()
         for s in sessions:
@@ -82,19 +81,30 @@ class InstanceClient:
         s = self._sessions.pop(ep, None)
         if s is not None:
             self._spawn_close(s)
+        pool = self._pools.pop(ep, None)
+        if pool is not None:
+            pool.close()
 
     @staticmethod
     def _url(ep: Endpoint, path: str) -> str:
         return f"http://localhost{path}" if ep.socket is not None else f"http://127.0.0.1:{ep.port}{path}"
 
+    def _pool(self, ep: Endpoint) -> TaskPool:
+        pool = self._pools.get(ep)
+        if pool is not None:
+            self._pools.move_to_end(ep)
+            return pool
+        if self._closed:
+            raise RuntimeError("InstanceClient is closed")
+        pool = self._pools[ep] = TaskPool(ep, CONNECTIONS_PER_INSTANCE, MAX_REPLY_BYTES)
+        while len(self._pools) > self._max:
+            self._pools.popitem(last=False)[1].close()
+        return pool
+
     async def task(self, ep: Endpoint, body: bytes, timeout_s: float) -> RawReply:
         """POST /v1/task. Raises aiohttp.ClientError / TimeoutError on transport failure."""
         async with asyncio.timeout(timeout_s):
-            async with self._session(ep).post(self._url(ep, "/v1/task"), data=body,
-                                              headers={"Content-Type": "application/msgpack"}) as r:
-                if r.content_length is not None and r.content_length > MAX_REPLY_BYTES:
-                    raise aiohttp.ClientPayloadError(f"reply of {r.content_length} bytes is over the limit")
-                return RawReply(r.status, await r.read())
+            return await self._pool(ep).post("/v1/task", body, "application/msgpack")
 
     async def health(self, ep: Endpoint, timeout_s: float) -> bool:
         """GET /health → True on 200; False on any other answer or transport failure."""
