@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from federation.assets import Fetch, FetchPlanner, Manifest, PlanConfig
 from federation.errors import FederationError
@@ -124,9 +124,10 @@ class BlobFetch:
             for t in tasks:
                 t.cancel()
             hasher.cancel()
-            for t in (*tasks, hasher):
+            owned: list[asyncio.Future[Any]] = [*tasks, hasher]
+            for fut in owned:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+                    await fut
             self._close()
 
     def _record(self, plan: FetchPlanner, f: Fetch, outcome: Outcome, now: float) -> None:

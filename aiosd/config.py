@@ -88,7 +88,8 @@ class RaftSettings(_Section):
         "lower = faster failover, more split votes")
     election_timeout_max_s: float | None = Field(None, gt=0, le=120, description="override (lan 1.0 s)")
     heartbeat_interval_s: float | None = Field(
-        None, gt=0, le=30, description="override: leader heartbeat (lan 0.1 s); at most half the minimum timeout")
+        None, gt=0, le=30, description="override: leader heartbeat to voters (lan 0.25 s; learners every 1 s); at most "
+        "half the minimum timeout")
     max_voters: int = Field(5, ge=1, le=9, description="voters per cluster; 5 tolerates 2 failures")
 
 

@@ -67,6 +67,9 @@ def default_services() -> list[ServiceFactory]:
     from aiosd.registry import registry_service
 
     factories.append(registry_service)
+    from aiosd.assets_service import assets_service
+
+    factories.append(assets_service)
     from aiosd.metrics_service import metrics_service
 
     factories.append(metrics_service)

@@ -131,7 +131,7 @@ def node_death(nodes: list[Daemon], rounds: int, root: Path) -> list[tuple[float
         t0 = time.monotonic()
         victim.kill9()
 
-        def committed(block: str = block, vid: str = names[victim]) -> dict[str, str] | None:
+        def committed(block: str = block, vid: str = names[victim], lead: Daemon = lead) -> dict[str, str] | None:
             now = {i["instance_id"]: i["node_id"]
                    for i in api(lead, "GET", "/v1/controller/placements")["blocks"][block]["instances"]}
             return now if vid not in now.values() else None

@@ -4,7 +4,8 @@ Every inbound message goes through EnvelopeVerifier before a handler sees it; ev
 envelope verified the same way and bound to its request (`re` = request nonce). Bounded: inbound
 in-flight requests (503 past the cap), the one-way queue (503 when full), the peer session pool
 (LRU). `faults` drops traffic to/from chosen peers (tests; the partition seam). The pre-trust
-`open` channel carries only join requests (no envelope: the joiner has no cert yet).
+`open` channel carries only join requests (no envelope: the joiner has no cert yet). The `raw`
+channel answers a signed request with unsigned bytes (bulk data whose hash the caller knows).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 PATH = "/p2p/v1/msg"
 WS_PATH = "/p2p/v1/ws"
 OPEN_PATH = "/p2p/v1/open/{kind}"
+RAW_PATH = "/p2p/v1/raw"
 _CT = "application/x-aiosd-envelope"
 _STATUS: dict[AuthReason, int] = {
     AuthReason.TOO_LARGE: 413,
@@ -54,6 +56,7 @@ _STATUS: dict[AuthReason, int] = {
 
 RequestHandler = Callable[[Verified], Awaitable[BaseModel]]
 OneWayHandler = Callable[[Verified], Awaitable[None]]
+RawHandler = Callable[[Verified], Awaitable[bytes]]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -130,6 +133,7 @@ class Transport:
         self.counters: Counter[str] = Counter()
         self._routes: dict[str, RequestHandler] = {}
         self._oneway: dict[str, OneWayHandler] = {}
+        self._raw: dict[str, RawHandler] = {}
         self._open: dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[BaseModel]]]] = {}
         self._inflight = 0
         self._open_inflight = 0
@@ -165,6 +169,14 @@ class Transport:
         self._check_kind(kind)
         self._oneway[kind] = handler
 
+    def route_raw(self, kind: str, handler: RawHandler) -> None:
+        """Answer signed requests of `kind` with raw bytes (unsigned: the caller must know their hash).
+
+        A handler refuses with AuthError(FORBIDDEN) (→ 403) or LookupError (→ 404); else → 500.
+        """
+        self._check_kind(kind)
+        self._raw[kind] = handler
+
     def route_open(self, model: type[M], handler: Callable[[M], Awaitable[BaseModel]]) -> None:
         """A pre-trust route (joins only): msgpack `model` in, msgpack model out, no envelope."""
         kind = model.model_fields["kind"].default
@@ -173,7 +185,7 @@ class Transport:
     def _check_kind(self, kind: str) -> None:
         if kind not in self.verifier.schemas:
             raise ValueError(f"kind: {kind!r} is not in the schema registry")
-        if kind in self._routes or kind in self._oneway:
+        if kind in self._routes or kind in self._oneway or kind in self._raw:
             raise ValueError(f"kind: {kind!r} already has a handler")
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -183,6 +195,7 @@ class Transport:
         app = web.Application(client_max_size=max(s.max_bytes, s.open_max_bytes))
         app.router.add_post(PATH, self._on_msg)
         app.router.add_post(OPEN_PATH, self._on_open)
+        app.router.add_post(RAW_PATH, self._on_raw)
         app.router.add_get(WS_PATH, self._on_ws)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_grace_s)
         await runner.setup()
@@ -289,6 +302,47 @@ class Transport:
             raise
         except Exception:
             log.exception("p2p handler failed", extra={"path": request.path})
+            self.counters["handler_errors"] += 1
+            return web.Response(status=500, text="handler error")
+        finally:
+            self._inflight -= 1
+
+    async def _on_raw(self, request: web.Request) -> web.StreamResponse:
+        s = self.settings
+        if self._inflight >= s.max_inflight:
+            self.counters["inbound_busy"] += 1
+            return web.Response(status=503, text="busy")
+        self._inflight += 1
+        try:
+            if (request.content_length or 0) > s.max_bytes:
+                self.verifier.rejected[AuthReason.TOO_LARGE] += 1
+                return web.Response(status=413, text=AuthReason.TOO_LARGE.value)
+            raw = await _read_capped(request.content, s.max_bytes)
+            try:
+                v = self.verifier.open(raw, self.clock(), source=request.remote or "")
+            except AuthError as e:
+                return web.Response(status=_STATUS.get(e.reason, 401), text=e.reason.value)
+            if v.sender in self.faults.blocked:
+                self.faults.dropped_in += 1
+                if request.transport is not None:
+                    request.transport.abort()
+                return web.Response(status=503)
+            handler = self._raw.get(v.kind)
+            if handler is None:
+                return web.Response(status=404, text="no route")
+            try:
+                data = await handler(v)
+            except AuthError as e:
+                return web.Response(status=_STATUS.get(e.reason, 403), text=e.reason.value)
+            except LookupError:
+                return web.Response(status=404, text="not found")
+            self.counters["raw_served"] += 1
+            self.counters["raw_bytes_out"] += len(data)
+            return web.Response(body=data, content_type="application/octet-stream")
+        except (asyncio.CancelledError, web.HTTPException):
+            raise
+        except Exception:
+            log.exception("p2p raw handler failed", extra={"path": request.path})
             self.counters["handler_errors"] += 1
             return web.Response(status=500, text="handler error")
         finally:
@@ -504,7 +558,8 @@ class Transport:
         return sess
 
     async def _post(
-        self, addr: str, path: str, data: bytes, timeout_s: float | None, to: NodeId | None
+        self, addr: str, path: str, data: bytes, timeout_s: float | None, to: NodeId | None,
+        cap: int | None = None,
     ) -> tuple[int, bytes]:
         self._check_faults(addr, to)
         while self._evicted:
@@ -517,11 +572,12 @@ class Transport:
             async with self._session(addr).post(
                 path, data=data, timeout=timeout, headers={"Content-Type": _CT}
             ) as resp:
-                if resp.content_length is not None and resp.content_length > s.max_bytes:
-                    raise RemoteProtocolError(f"peer {addr}: answer larger than {s.max_bytes} bytes")
-                data = await _read_capped(resp.content, s.max_bytes)
-                if len(data) > s.max_bytes:
-                    raise RemoteProtocolError(f"peer {addr}: answer larger than {s.max_bytes} bytes")
+                limit = s.max_bytes if cap is None else cap
+                if resp.content_length is not None and resp.content_length > limit:
+                    raise RemoteProtocolError(f"peer {addr}: answer larger than {limit} bytes")
+                data = await _read_capped(resp.content, limit)
+                if len(data) > limit:
+                    raise RemoteProtocolError(f"peer {addr}: answer larger than {limit} bytes")
                 return resp.status, data
         except TimeoutError as e:
             self.counters["timeouts"] += 1
@@ -600,6 +656,29 @@ class Transport:
         status, data = await self._post(addr, PATH, raw, timeout_s, to)
         if status != 202:
             raise RemoteRejected(status, data[:200].decode("utf-8", "replace"))
+
+    async def request_raw(
+        self,
+        addr: str,
+        kind: str,
+        body: BaseModel,
+        *,
+        max_bytes: int,
+        timeout_s: float | None = None,
+        to: NodeId | None = None,
+    ) -> bytes:
+        """Send a signed request; return the peer's raw answer (at most max_bytes, NOT signed:
+        the caller checks it against a hash it already trusts).
+
+        Raises:
+            PeerUnreachable, RemoteRejected (404: the peer lacks it), RemoteProtocolError (too large).
+        """
+        raw = seal(self.key, self.cert, kind, body, self.clock(), to=to, cert_bytes=self._cert_b)
+        status, data = await self._post(addr, RAW_PATH, raw, timeout_s, to, cap=max_bytes)
+        if status != 200:
+            raise RemoteRejected(status, data[:200].decode("utf-8", "replace"))
+        self.counters["raw_bytes_in"] += len(data)
+        return data
 
     async def request_open(
         self, addr: str, body: BaseModel, answer: type[M], timeout_s: float | None = None
@@ -789,6 +868,7 @@ async def request_open(
 
 __all__ = [
     "OneWayHandler",
+    "RawHandler",
     "RequestHandler",
     "Transport",
     "TransportFaults",

@@ -1,7 +1,8 @@
 """Content-addressed blobs (sha256) in a directory: put, get (verified), path, has, delete.
 
 Layout: `<root>/sha256/<first 2 hex>/<64 hex>`; a write goes to a temp file, is fsynced and renamed,
-so a blob is either whole or absent. This module does not index blobs (the registries do) and
+so a blob is either whole or absent. Transfers assemble under `<root>/partial/` and `adopt` the
+finished file. `BlobWriter` hashes the whole blob and each fixed-size chunk in one pass. This module does not index blobs (the registries do) and
 does not transfer them. Every method does disk IO: async callers use `asyncio.to_thread`.
 """
 
@@ -47,6 +48,35 @@ class BlobStore:
         self.root = Path(root)
         (self.root / "sha256").mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.root / "tmp").mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.root / "partial").mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def partial_path(self, digest: str) -> Path:
+        """Where a transfer of `digest` assembles the blob (kept across restarts, for resume)."""
+        return self.root / "partial" / f"{check_digest(digest)}.part"
+
+    def adopt(self, digest: str, src: Path) -> None:
+        """Move `src`, whose sha256 the caller verified to be `digest`, into the store (fsync + rename)."""
+        final = self.path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(src, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(src, final)
+
+    def writer(self, chunk_bytes: int = CHUNK_BYTES) -> BlobWriter:
+        """A streaming writer into a temp file; `commit()` stores it and returns its digest."""
+        return BlobWriter(self, chunk_bytes)
+
+    def put_file_chunked(self, src: Path, chunk_bytes: int = CHUNK_BYTES) -> tuple[str, list[bytes]]:
+        """Store a file's content (one read); return its digest and each chunk's raw sha256."""
+        w = self.writer(chunk_bytes)
+        try:
+            with open(src, "rb") as f:
+                for piece in iter(lambda: f.read(chunk_bytes), b""):
+                    w.write(piece)
+        except BaseException:
+            w.abort()
+            raise
+        return w.commit()
 
     def path(self, digest: str) -> Path:
         d = check_digest(digest)
@@ -124,4 +154,79 @@ class BlobStore:
             raise
 
 
-__all__ = ["CHUNK_BYTES", "BlobCorrupt", "BlobNotFound", "BlobStore", "check_digest", "sha256_hex"]
+class BlobWriter:
+    """Bytes in any pieces → a temp file, the blob sha256 and per-chunk sha256s (one pass)."""
+
+    def __init__(self, store: BlobStore, chunk_bytes: int = CHUNK_BYTES) -> None:
+        if chunk_bytes < 1:
+            raise ValueError("chunk_bytes: must be >= 1")
+        self.store, self.chunk_bytes = store, chunk_bytes
+        fd, tmp = tempfile.mkstemp(dir=store.root / "tmp", prefix="blob-")
+        self.tmp = Path(tmp)
+        self._f = os.fdopen(fd, "wb")
+        self._whole = hashlib.sha256()
+        self._chunk = hashlib.sha256()
+        self._in_chunk = 0
+        self.size = 0
+        self.chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self._f.write(data)
+        self._whole.update(data)
+        self.size += len(data)
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self.chunk_bytes - self._in_chunk)
+            self._chunk.update(view[:take])
+            self._in_chunk += take
+            view = view[take:]
+            if self._in_chunk == self.chunk_bytes:
+                self.chunks.append(self._chunk.digest())
+                self._chunk, self._in_chunk = hashlib.sha256(), 0
+
+    def commit(self) -> tuple[str, list[bytes]]:
+        """Store the blob (no-op if present); return (digest, chunk digests)."""
+        if self._in_chunk:
+            self.chunks.append(self._chunk.digest())
+            self._chunk, self._in_chunk = hashlib.sha256(), 0
+        digest = self._whole.hexdigest()
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            if self.store.has(digest):
+                self.tmp.unlink(missing_ok=True)
+            else:
+                final = self.store.path(digest)
+                final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.replace(self.tmp, final)
+        except BaseException:
+            self.abort()
+            raise
+        return digest, self.chunks
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def chunk_digests(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[bytes]:
+    """The raw sha256 of each `chunk_bytes` piece of a file (the last may be shorter)."""
+    out: list[bytes] = []
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(chunk_bytes), b""):
+            out.append(hashlib.sha256(piece).digest())
+    return out
+
+
+__all__ = [
+    "CHUNK_BYTES",
+    "BlobCorrupt",
+    "BlobNotFound",
+    "BlobStore",
+    "BlobWriter",
+    "check_digest",
+    "chunk_digests",
+    "sha256_hex",
+]

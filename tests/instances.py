@@ -11,7 +11,6 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

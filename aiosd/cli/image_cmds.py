@@ -92,7 +92,8 @@ def register_image(sub: Sub) -> argparse.ArgumentParser:
         description="Build the aiosd base image (Debian + Python + the block SDK, via debootstrap) and block\n"
                     "images from a directory holding block.py. Needs root and podman.",
         epilog="examples:\n  aiosd image build-base\n  aiosd image build examples/echo -t localhost/aiosd-echo:latest\n"
-               "  aiosd image list --json",
+               "  aiosd image list --json\n  aiosd image push localhost/aiosd-echo:latest\n"
+               "  aiosd image pull localhost/aiosd-echo:latest",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     isub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     b = isub.add_parser("build-base", help="build (or reuse) localhost/aiosd-base:latest",
@@ -116,7 +117,9 @@ def register_image(sub: Sub) -> argparse.ArgumentParser:
     ls.add_argument("--all", action="store_true", help="include images from registries")
     ls.add_argument("--json", action="store_true", help="print as JSON")
     ls.set_defaults(handler=cmd_list)
-    for q in (b, k, ls):
+    from aiosd.cli.asset_cmds import register_image_dist
+
+    for q in (b, k, ls, *register_image_dist(isub)):
         _common_opts(q)
     return p
 

@@ -13,9 +13,9 @@ import pytest
 from aiosd.policies.service import sandbox_root
 from tests.daemons import Daemon
 from tests.instances import echo_block_docs
-from tests.waiting import wait_sync
 from tests.integration.test_policy_governance import PRECHECK
 from tests.integration.test_policy_sandbox import HOSTILE
+from tests.waiting import wait_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 from aiosd.specs.mgmt import BLOCK_SERVICES

@@ -127,7 +127,7 @@ def test_failover_reassignment_and_stale_leader_rejoin(tmp_path: Path, daemons: 
         wait_sync(lambda: healthy_here(old, "echo") >= set(moved), timeout_s=60, interval_s=0.25)
     assert moved
     # A node that runs an instance answers an inference; one that does not names where it runs.
-    host = by_node[before[sorted(before)[0]]]
+    host = by_node[before[min(before)]]
     out = api(host, "POST", "/v1/infer/block/echo", {"data": {"message": "hi"}})
     assert "hi" in json.dumps(out["outputs"])
 

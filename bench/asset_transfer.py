@@ -1,0 +1,188 @@
+"""Asset transfer between real daemons over loopback vs `cp` of the same file (issue #7 target: >= 0.5).
+
+Part 1: 2 daemons; a random file (--size MB, default 256; the issue's figure is 1024) is pushed on
+n1 and fetched by n2 (chunks over the signed p2p raw channel, each chunk's sha256 checked, the whole
+blob hashed and fsynced before it becomes visible). The same file is `cp`ed in the same run; the
+ratio is transfer throughput / cp throughput (cp without fsync, and cp + fsync, both printed).
+Part 2 (--holders-size MB, default 64; 0 skips): 4 daemons, the asset held by 3; n4 fetches it and
+the chunks per holder are printed; then a second asset is fetched while one holder is SIGKILLed
+mid-transfer. Run: .venv/bin/python bench/asset_transfer.py [--size 256] [--holders-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from aiosd.client import Client  # after sys.path
+from tests.daemons import Daemon, cli
+from tests.waiting import wait_sync
+
+ENV = {"AIOSD_TEST_FAULTS": "1"}  # only for part 2's kill timing (a small per-chunk delay); off in part 1
+
+
+def api(d: Daemon, method: str, path: str, body: Any = None) -> Any:
+    async def go() -> Any:
+        async with Client(d.socket, timeout_s=600) as c:
+            return await c.request(method, path, body)
+
+    return asyncio.run(go())
+
+
+def start(root: pathlib.Path, n: int) -> list[Daemon]:
+    root.mkdir(parents=True, exist_ok=True)
+    first = Daemon(root, "n1", p2p_host="127.0.0.2", env=ENV).start()
+    nodes = [first]
+    try:
+        tok = json.loads(first.cli("token", "create", "--json", "--uses", str(n), "--ttl", "10m").stdout)["token"]
+        for i in range(2, n + 1):
+            r = cli("join", tok, "--data-dir", str(root / f"n{i}"), "--json")
+            assert r.returncode == 0, r.stderr
+            nodes.append(Daemon(root, f"n{i}", p2p_host=f"127.0.0.{i + 1}", env=ENV).start())
+        for d in nodes:
+            wait_sync(lambda d=d: sum(x["state"] == "alive" for x in d.json("nodes")["nodes"]) == n,  # type: ignore[misc]
+                      timeout_s=60, interval_s=0.5)
+    except BaseException:
+        for d in nodes:
+            d.stop()
+        raise
+    return nodes
+
+
+def make_file(path: pathlib.Path, mb: int) -> None:
+    with open(path, "wb") as f:
+        f.writelines(os.urandom(1 << 20) for _ in range(mb))
+
+
+CHUNK_KB: list[int] = []
+
+
+def push(d: Daemon, path: pathlib.Path, uri: str) -> tuple[dict[str, Any], float]:
+    t0 = time.perf_counter()
+    extra = ["--chunk-bytes", str(CHUNK_KB[0] * 1024)] if CHUNK_KB else []
+    r = d.cli("asset", "push", str(path), "--uri", uri, "--json", *extra, timeout_s=900)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout), time.perf_counter() - t0
+
+
+def fetch(d: Daemon, uri: str, sha: str, on_progress: Any = None) -> dict[str, Any]:
+    wait_sync(lambda: any(i["uri"] == uri for i in d.json("asset", "list")), timeout_s=30, interval_s=0.2)
+    job = api(d, "POST", "/v1/assets/fetch", {"uri": uri})
+    while job["state"] == "running":
+        time.sleep(0.1 if on_progress is None else 0.02)  # the daemon times the fetch itself
+        job = api(d, "GET", f"/v1/assets/fetches/{sha}")
+        if on_progress is not None:
+            on_progress(job)
+    assert job["state"] == "done", job
+    done: dict[str, Any] = job
+    return done
+
+
+def timed_cp(src: pathlib.Path, dst: pathlib.Path, fsync: bool) -> float:
+    dst.unlink(missing_ok=True)
+    os.sync()
+    t0 = time.perf_counter()
+    subprocess.run(["cp", str(src), str(dst)], check=True)
+    if fsync:
+        fd = os.open(dst, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    took = time.perf_counter() - t0
+    dst.unlink()
+    return took
+
+
+def part1(root: pathlib.Path, mb: int) -> None:
+    nodes = start(root, 2)
+    try:
+        n1, n2 = nodes
+        src = root / "src.bin"
+        make_file(src, mb)
+        rec, push_s = push(n1, src, "bench/file:1")
+        os.sync()  # same start for both: no dirty pages from writing the source and n1's blob
+        job = fetch(n2, "bench/file:1", rec["sha256"])
+        blob = n2.data_dir / "blobs" / "sha256" / rec["sha256"][:2] / rec["sha256"]
+        assert blob.stat().st_size == src.stat().st_size
+        cp_s = min(timed_cp(src, root / "cp.bin", False) for _ in range(3))
+        cp_sync_s = min(timed_cp(src, root / "cp.bin", True) for _ in range(3))
+        size = src.stat().st_size
+        t = job["elapsed_s"]
+        mbps = size / 2**20 / t
+        print(f"file: {mb} MiB, {rec['chunks']} chunks of {rec['chunk_bytes'] >> 10} KiB")
+        print(f"push on n1 (CLI streams to the daemon, one-pass hash + chunk hashes, fsync): {push_s:.2f} s")
+        print(f"fetch n1 -> n2 (verified, fsynced):  {t:.3f} s  {mbps:7.1f} MiB/s")
+        print(f"cp (page cache, no fsync):           {cp_s:.3f} s  {size / 2**20 / cp_s:7.1f} MiB/s"
+              f"  ratio {cp_s / t:.2f}")
+        print(f"cp + fsync:                          {cp_sync_s:.3f} s  {size / 2**20 / cp_sync_s:7.1f} MiB/s"
+              f"  ratio {cp_sync_s / t:.2f}")
+    finally:
+        for d in nodes:
+            d.stop()
+
+
+def part2(root: pathlib.Path, mb: int) -> None:
+    nodes = start(root, 4)
+    try:
+        n1, n2, n3, n4 = nodes
+        ids = [d.json("status")["node_id"] for d in nodes]
+        for name in ("a", "b"):
+            src = root / f"{name}.bin"
+            make_file(src, mb)
+            rec, _ = push(n1, src, f"bench/{name}:1")
+            for d in (n2, n3):
+                fetch(d, f"bench/{name}:1", rec["sha256"])
+            wait_sync(lambda u=f"bench/{name}:1": len(next(i for i in n4.json("asset", "list")  # type: ignore[misc]
+                                                          if i["uri"] == u)["holders"]) == 3,
+                      timeout_s=30, interval_s=0.2)
+            if name == "a":
+                job = fetch(n4, "bench/a:1", rec["sha256"])
+                share = {f"n{ids.index(h) + 1}": c for h, c in job["per_holder"].items()}
+                print(f"3 holders, {mb} MiB: {job['elapsed_s']:.3f} s "
+                      f"({mb / job['elapsed_s']:.1f} MiB/s), chunks per holder {share}")
+            else:
+                for d in (n1, n2, n3):  # slow holders a little so that the kill lands mid-transfer
+                    api(d, "POST", "/v1/assets/_faults", {"delay_s": 0.01})
+                killed: list[float] = []
+
+                def kill_mid(j: dict[str, Any], killed: list[float] = killed) -> None:
+                    if not killed and j["chunks_done"] >= j["chunks_total"] // 3:
+                        n3.kill9()
+                        killed.append(j["chunks_done"])
+
+                job = fetch(n4, "bench/b:1", rec["sha256"], kill_mid)
+                share = {f"n{ids.index(h) + 1}": c for h, c in job["per_holder"].items()}
+                print(f"3 holders, n3 SIGKILLed after {killed[0] if killed else '?'}/{job['chunks_total']} chunks: "
+                      f"{job['state']} in {job['elapsed_s']:.3f} s, chunks per holder {share}, "
+                      f"failed requests {job['errors']}")
+    finally:
+        for d in nodes:
+            d.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=256, help="file size in MiB for part 1 (default 256)")
+    ap.add_argument("--holders-size", type=int, default=64, help="file size in MiB for part 2 (0 skips it)")
+    ap.add_argument("--chunk-kb", type=int, help="chunk size of the pushed assets (default: settings, 1024)")
+    args = ap.parse_args()
+    if args.chunk_kb:
+        CHUNK_KB.append(args.chunk_kb)
+    with tempfile.TemporaryDirectory(prefix="aiosd-bench-assets-", dir="/var/tmp") as tmp:
+        root = pathlib.Path(tmp)
+        part1(root / "p1", args.size)
+        if args.holders_size:
+            part2(root / "p2", args.holders_size)
+
+
+if __name__ == "__main__":
+    main()
