@@ -41,6 +41,8 @@ from aiosd.control.controller_wire import DryRunRequest, ForwardAnswer, ForwardR
 from aiosd.control.errors import ClusterRefused
 from aiosd.control.follow import PlacementFollower
 from aiosd.control.placement import Assignment, PlacementResult, place
+from aiosd.errors import AiosdError
+from aiosd.image_dist import IMAGES
 from aiosd.policies import (
     AIOS_EXAMPLE_OVERRIDES,
     PolicyHandle,
@@ -131,6 +133,7 @@ class BlockService:
         self._store = store
         # The policies service (published policies, templates, governance); None = built-ins only.
         self.policy_svc = policy_service
+        self.assets: Any = None  # the assets service (images published by peers), set by block_service()
         self._lb: dict[str, tuple[str, Any]] = {}  # block -> (configuration key, published LB policy handle)
         self.policies = builtin_registry()
         self._resolved: dict[str, ResolvedBlock] = {}
@@ -306,6 +309,16 @@ class BlockService:
             if progress is not None:
                 await progress(f"image {code.image} present")
             return
+        if self.assets is not None and await self._published_image(code.image):
+            if progress is not None:
+                await progress(f"fetching image {code.image} from peers")
+            try:
+                if await self.assets.ensure_image_from_peers(code.image):
+                    return
+            except AiosdError as e:  # the peers' copy failed: building it here is still possible
+                if block_dir_of(res)[0] is None:
+                    raise RuntimeError(f"image {code.image!r}: {e}") from None
+                log.warning("image from peers failed; building it", extra={"image": code.image, "error": str(e)})
         bdir, _ = block_dir_of(res)
         if bdir is None:
             raise RuntimeError(f"image {code.image!r} does not exist on node {self.node_id} and no blockDir "
@@ -604,11 +617,20 @@ class BlockService:
         if await image_exists(code.image, await self.runtime.image_cli()):
             return
         bdir, _ = block_dir_of(res)
-        if bdir is None:
+        if bdir is None and not await self._published_image(code.image):
             raise SpecError.at(f"{VALUES}.blockComponentURI",
                                f"image {code.image!r} (containerRegistryInfo.containerImage of component "
-                               f"{res.component_uri}) does not exist on this node and no registry is reachable; "
-                               "build it with `aiosd image build DIR -t IMAGE` or name a blockDir")
+                               f"{res.component_uri}) does not exist on this node, no peer published it and no "
+                               "registry is reachable; build it with `aiosd image build DIR -t IMAGE` (and "
+                               "`aiosd image push` to share it), or name a blockDir")
+
+    async def _published_image(self, name: str) -> bool:
+        """Whether some node published image `name` to the network (`aiosd image push`)."""
+        if self.assets is None:
+            return False
+        with contextlib.suppress(Exception):  # no registry here: not published as far as we can tell
+            return await self.assets.registry().get(IMAGES, name) is not None
+        return False
 
     async def _place(self, res: ResolvedBlock, count: int, *, dry_run: bool, exclude: str) -> PlacementResult:
         assignments = [Assignment(block_id=s.block_id, instance_id=s.instance_id)
@@ -622,17 +644,7 @@ class BlockService:
         out: dict[str, Any] = {}
         for bid, (rec, res) in starts.items():
             code = code_for(res, self.runtime.driver_name)
-            cli = await self.runtime.image_cli()
-            if code.image is not None and not await image_exists(code.image, cli):
-                bdir, _ = block_dir_of(res)
-                if bdir is None:
-                    raise RuntimeError(f"image {code.image!r} does not exist")
-                await h.progress(f"building image {code.image} from {bdir}")
-                await build_block(bdir, code.image, cli=cli)
-            elif code.image is not None:
-                await h.progress(f"image {code.image} present")
-            else:
-                await h.progress(f"block {bid}: code from {code.block_dir}")
+            await self.ensure_image(res, h.progress)
             count = int(rec["desiredInstances"])
             async with self._lock:
                 await self._set_count(bid, res, code, count, rebuild=True)
@@ -872,8 +884,10 @@ def _placement_json(p: PlacementResult) -> dict[str, Any]:
 
 
 def block_service(ctx: Any) -> BlockService:
-    return BlockService(Registry(ctx.store), ctx.get("runtime"), ctx.get("tasks"), ctx.identity.node_id,
-                        ctx.services.get("controller"), ctx.store, ctx.services.get("policies"))
+    svc = BlockService(Registry(ctx.store), ctx.get("runtime"), ctx.get("tasks"), ctx.identity.node_id,
+                       ctx.services.get("controller"), ctx.store, ctx.services.get("policies"))
+    svc.assets = ctx.services.get("assets")
+    return svc
 
 
 __all__ = ["OVERRIDE_SETS", "BlockService", "block_service", "canonical", "unstorable"]

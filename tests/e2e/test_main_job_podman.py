@@ -82,3 +82,26 @@ def test_missing_image_is_built_by_the_apply_task(daemons: list[Daemon], tmp_pat
     assert r.returncode == 0 and json.loads(r.stdout)["outputs"][0]["top_words"][0] == ["b", 2]
     assert d.cli("delete", "block", "text-stats-1", timeout_s=120).returncode == 0
     wait_sync(lambda: containers("text-stats-1") == [], timeout_s=60)
+
+
+def test_an_image_published_to_the_network_is_fetched_by_the_apply_task(daemons: list[Daemon], tmp_path: Path) -> None:
+    """`aiosd image push` makes an image an asset; a node that lacks it gets it from the asset's
+    holders (here: its own blob store) and `podman load`s it instead of building it."""
+    base = cli("image", "build-base", "--data-dir", str(tmp_path / "img"), "--json", timeout_s=900)
+    if base.returncode != 0:
+        pytest.skip(f"the base image cannot be built here: {base.stderr.strip()[-300:]}")
+    name = "localhost/aiosd-text-stats:latest"
+    d = Daemon(tmp_path, "p3", extra=["--driver", "podman"]).start(timeout_s=60)
+    daemons.append(d)
+    built = d.cli("image", "build", str(ROOT / "examples" / "text-stats"), "-t", name, timeout_s=600)
+    assert built.returncode == 0, built.stderr
+    pushed = d.cli("image", "push", name, "--json", timeout_s=300)
+    assert pushed.returncode == 0, pushed.stderr
+    assert subprocess.run(["podman", "rmi", "-f", name], capture_output=True, check=False, timeout=60).returncode == 0
+    r = d.cli("apply", "-f", str(ROOT / "examples" / "text-stats"), timeout_s=600)
+    assert r.returncode == 0, r.stderr + d.logs()[-3000:]
+    assert f"fetching image {name} from peers" in r.stdout and "building image" not in r.stdout, r.stdout
+    r = d.cli("infer", "text-stats-1", "--data", json.dumps({"text": "a b b."}), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["outputs"][0]["top_words"][0] == ["b", 2]
+    assert d.cli("delete", "block", "text-stats-1", timeout_s=120).returncode == 0
+    wait_sync(lambda: containers("text-stats-1") == [], timeout_s=60)
