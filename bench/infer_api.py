@@ -4,7 +4,9 @@
    records apply → first answer (CLI-free: API apply with ?wait, then one infer; target <= 3 s).
 2. Latency, 1 KB msgpack tasks, sequential, interleaved blocks of 100: direct POST /v1/task on the
    instance's unix socket vs POST /v1/infer/block/echo-1 on the daemon socket (msgpack in and out).
-   Reports p50/p99 and the added p50 (target <= 200 us).
+   Reports p50/p99 and the added p50 (target <= 200 us). Floor, same run: a minimal aiohttp proxy
+   (bench/support/min_proxy.py: forward the bytes, nothing else) in front of the same instance;
+   what it adds is the cost of any aiohttp hop in the path on this machine.
 
 Usage: .venv/bin/python bench/infer_api.py [--driver process|podman] [--samples 2000]
 """
@@ -61,24 +63,39 @@ async def bench(sock: Path, samples: int) -> dict[str, float]:
         inst_sock = ep.removeprefix("unix:")
         hdr = {"Content-Type": "application/msgpack"}
         api_hdr = {**hdr, "Accept": "application/msgpack"}
-        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=inst_sock)) as direct:
-            for i in range(200):  # warm both paths
-                await timed(direct, "http://localhost/v1/task", task_body(i), hdr)
-                await timed(api, "http://aiosd/v1/infer/block/echo-1", task_body(i), api_hdr)
-            d_lat: list[float] = []
-            a_lat: list[float] = []
-            for block in range(samples // 100):
-                for i in range(100):
-                    d_lat.append(await timed(direct, "http://localhost/v1/task", task_body(i), hdr))
-                for i in range(100):
-                    a_lat.append(await timed(api, "http://aiosd/v1/infer/block/echo-1", task_body(i), api_hdr))
-                _ = block
+        proxy_sock = sock.parent / "proxy.sock"
+        proxy = subprocess.Popen([sys.executable, str(ROOT / "bench" / "support" / "min_proxy.py"), str(proxy_sock),  # noqa: ASYNC220
+                                  inst_sock], cwd=ROOT)
+        try:
+            while not proxy_sock.exists():
+                await asyncio.sleep(0.05)
+            async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=inst_sock)) as direct, \
+                    aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(proxy_sock))) as floor:
+                for i in range(200):  # warm every path
+                    await timed(direct, "http://localhost/v1/task", task_body(i), hdr)
+                    await timed(floor, "http://localhost/v1/task", task_body(i), hdr)
+                    await timed(api, "http://aiosd/v1/infer/block/echo-1", task_body(i), api_hdr)
+                d_lat: list[float] = []
+                p_lat: list[float] = []
+                a_lat: list[float] = []
+                for _block in range(samples // 100):
+                    for i in range(100):
+                        d_lat.append(await timed(direct, "http://localhost/v1/task", task_body(i), hdr))
+                    for i in range(100):
+                        p_lat.append(await timed(floor, "http://localhost/v1/task", task_body(i), hdr))
+                    for i in range(100):
+                        a_lat.append(await timed(api, "http://aiosd/v1/infer/block/echo-1", task_body(i), api_hdr))
+        finally:
+            proxy.terminate()
+            proxy.wait(timeout=10)
     q = statistics.quantiles
-    d50, a50 = statistics.median(d_lat), statistics.median(a_lat)
+    d50, a50, p50 = statistics.median(d_lat), statistics.median(a_lat), statistics.median(p_lat)
     return {"apply_to_first_answer_s": round(first_answer_s, 3),
             "direct_p50_us": round(d50 * 1e6, 1), "direct_p99_us": round(q(d_lat, n=100)[98] * 1e6, 1),
             "api_p50_us": round(a50 * 1e6, 1), "api_p99_us": round(q(a_lat, n=100)[98] * 1e6, 1),
-            "added_p50_us": round((a50 - d50) * 1e6, 1), "samples": len(d_lat)}
+            "added_p50_us": round((a50 - d50) * 1e6, 1),
+            "floor_proxy_p50_us": round(p50 * 1e6, 1), "floor_added_p50_us": round((p50 - d50) * 1e6, 1),
+            "daemon_work_over_floor_p50_us": round((a50 - p50) * 1e6, 1), "samples": len(d_lat)}
 
 
 def main() -> int:
