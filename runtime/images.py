@@ -14,12 +14,16 @@ import importlib.util
 import logging
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.errors import ImageBuildError, ImageNotFound
+
+DEPS_DIR = ".aiosd-deps"  # where a block's requirements are installed inside /block
+PIP_TIMEOUT_S = 600.0  # a cold install of a few wheels takes seconds; big ML wheels take minutes
 
 log = logging.getLogger(__name__)
 
@@ -232,31 +236,67 @@ async def build_base(work_dir: Path, *, recipe: BaseRecipe = BaseRecipe(), sdk_d
 
 async def build_block(block_dir: Path, tag: str, *, base: str = BASE_LATEST, cli: PodmanCli = PodmanCli(),
                       progress: Progress | None = None) -> str:
-    """Build a block image from a directory holding `block.py` (+ an empty or comment-only requirements.txt).
+    """Build a block image from a directory holding `block.py` and, optionally, `requirements.txt`.
 
-    Raises: ImageBuildError naming the file or tag that is wrong; ImageNotFound when `base` is missing.
+    Requirements are installed on the host, not in the build (which has no network: `--network=none`):
+    `pip install --target` for the base image's Python version, binary wheels only, from the block's
+    `wheels/` directory alone when it has one (offline), else from the configured package index. The
+    packages land in `/block/.aiosd-deps`, on the instance's PYTHONPATH.
+    Raises: ImageBuildError naming the file, requirement or tag that is wrong; ImageNotFound when
+    `base` is missing.
     """
     if not _TAG_RE.match(tag):
         raise ImageBuildError(f"tag {tag!r} is not a valid image name (lowercase, e.g. localhost/echo:1)")
     if not (block_dir / "block.py").is_file():
         raise ImageBuildError(f"{block_dir}/block.py does not exist; a block directory needs one")
     req = block_dir / "requirements.txt"
-    if req.is_file():
-        wanted = [ln.strip() for ln in req.read_text(encoding="utf-8").splitlines()
-                  if ln.strip() and not ln.strip().startswith("#")]
-        if wanted:
-            raise ImageBuildError(f"{req} lists {wanted[0]!r}: installing requirements needs a package index, "
-                                  "which block builds do not reach; vendor the package into the block directory")
+    wanted = [ln.strip() for ln in req.read_text(encoding="utf-8").splitlines()
+              if ln.strip() and not ln.strip().startswith("#")] if req.is_file() else []
     if not await image_exists(base, cli):
         raise ImageNotFound(base)
     _say(progress, f"building {tag} from {block_dir}")
     with tempfile.TemporaryDirectory(prefix="aiosd-cf-") as d:
+        ctx = Path(d) / "ctx"
+        await asyncio.to_thread(shutil.copytree, block_dir, ctx, ignore=shutil.ignore_patterns(DEPS_DIR))
+        env_line = ""
+        if wanted:
+            _say(progress, f"installing {len(wanted)} requirement(s) for {tag}: {', '.join(wanted[:5])}")
+            await _install_requirements(cli, base, ctx, block_dir)
+            env_line = f"ENV PYTHONPATH=/block/{DEPS_DIR}\n"
         cf = Path(d) / "Containerfile"
-        cf.write_text(f"FROM {base}\nCOPY . /block\nWORKDIR /block\nCMD [\"python3\", \"block.py\"]\n",
+        cf.write_text(f"FROM {base}\nCOPY . /block\n{env_line}WORKDIR /block\nCMD [\"python3\", \"block.py\"]\n",
                       encoding="utf-8")
-        await _run(cli, [cli.binary, "build", "--network=none", "-f", str(cf), "-t", tag, str(block_dir)],
+        await _run(cli, [cli.binary, "build", "--network=none", "-f", str(cf), "-t", tag, str(ctx)],
                    what=f"podman build {tag}")
     return tag
+
+
+async def _install_requirements(cli: PodmanCli, base: str, ctx: Path, block_dir: Path) -> None:
+    """pip-install requirements.txt into ctx/DEPS_DIR for the base image's Python. Raises: ImageBuildError."""
+    version = (await _run(cli, [cli.binary, "run", "--rm", "--network=none", base, "python3", "-c",
+                                "import sys; print('%d.%d' % sys.version_info[:2])"],
+                          what="python version of the base image")).strip().splitlines()[-1:]
+    if not version or not re.fullmatch(r"3\.\d+", version[0]):
+        raise ImageBuildError(f"cannot tell the Python version of {base} (answered {version!r})")
+    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "install", "--no-cache-dir",
+           "--target", str(ctx / DEPS_DIR), "--python-version", version[0], "--only-binary=:all:",
+           "-r", str(block_dir / "requirements.txt")]
+    wheels = block_dir / "wheels"
+    if wheels.is_dir():
+        cmd[cmd.index("install") + 1:cmd.index("install") + 1] = ["--no-index", f"--find-links={wheels}"]
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=block_dir, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    try:
+        async with asyncio.timeout(PIP_TIMEOUT_S):
+            out, _ = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise ImageBuildError(f"installing {block_dir / 'requirements.txt'} took over {PIP_TIMEOUT_S:g} s") from None
+    if proc.returncode != 0:
+        tail = " | ".join(out.decode(errors="replace").strip().splitlines()[-_OUTPUT_TAIL:])
+        raise ImageBuildError(f"installing {block_dir / 'requirements.txt'} for Python {version[0]} failed "
+                              f"(binary wheels only; a wheels/ directory beside it installs offline): {tail}")
 
 
 def _say(progress: Progress | None, message: str) -> None:

@@ -104,7 +104,8 @@ def register_image(sub: Sub) -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the result as JSON (no progress lines)")
     b.set_defaults(handler=cmd_build_base)
     k = isub.add_parser("build", help="build a block image from a directory",
-                        description="Build DIR (block.py + optional empty requirements.txt) FROM the base image.",
+                        description="Build DIR (block.py + optional requirements.txt, with wheels/ to install offline) FROM "
+                                    "the base image; requirements are installed on the host for the image's Python.",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog="example:\n  aiosd image build examples/echo -t localhost/aiosd-echo:latest")
     k.add_argument("dir", help="block directory holding block.py")
