@@ -23,27 +23,11 @@ import aiohttp
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from aiosd.client import Client  # after sys.path
-from tests.daemons import Daemon, cli
-from tests.waiting import wait_sync
+from tests.daemons import Daemon, start_network
 
 
 def start(root: pathlib.Path, n: int) -> list[Daemon]:
-    first = Daemon(root, "n1", p2p_host="127.0.0.2").start()
-    nodes = [first]
-    try:
-        tok = json.loads(first.cli("token", "create", "--json", "--uses", str(n), "--ttl", "10m").stdout)["token"]
-        for i in range(2, n + 1):
-            r = cli("join", tok, "--data-dir", str(root / f"n{i}"), "--json")
-            assert r.returncode == 0, r.stderr
-            nodes.append(Daemon(root, f"n{i}", p2p_host=f"127.0.0.{i + 1}").start())
-        for d in nodes:
-            wait_sync(lambda d=d: sum(x["state"] == "alive" for x in d.json("nodes")["nodes"]) == n,  # type: ignore[misc]
-                      timeout_s=60, interval_s=0.5)
-    except BaseException:
-        for d in nodes:
-            d.stop()
-        raise
-    return nodes
+    return start_network(root, n)
 
 
 async def measure(nodes: list[Daemon], writes: int, gap_s: float) -> list[float]:

@@ -149,3 +149,27 @@ class Daemon:
             return json.loads(r.stdout) if r.returncode == 0 else {}
 
         return wait_sync(ok, timeout_s=timeout_s, interval_s=0.1)
+
+
+def start_network(root: Path, n: int, env: dict[str, str] | None = None, alive_timeout_s: float = 60) -> list[Daemon]:
+    """n daemons on 127.0.0.2.. (data dirs root/n1..): the first creates the network, the others
+    join with one token; returns once every node sees all n alive. Stops them all on failure."""
+    first = Daemon(root, "n1", p2p_host="127.0.0.2", env=env).start()
+    nodes = [first]
+    try:
+        tok = json.loads(first.cli("token", "create", "--json", "--uses", str(n), "--ttl", "10m").stdout)["token"]
+        for i in range(2, n + 1):
+            r = cli("join", tok, "--data-dir", str(root / f"n{i}"), "--json")
+            assert r.returncode == 0, r.stderr
+            nodes.append(Daemon(root, f"n{i}", p2p_host=f"127.0.0.{i + 1}", env=env).start())
+        for d in nodes:
+            deadline = time.monotonic() + alive_timeout_s
+            while sum(x["state"] == "alive" for x in d.json("nodes")["nodes"]) != n:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{d.data_dir.name} does not see {n} alive nodes within {alive_timeout_s}s")
+                time.sleep(0.5)
+    except BaseException:
+        for d in nodes:
+            d.stop()
+        raise
+    return nodes
