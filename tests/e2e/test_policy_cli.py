@@ -187,6 +187,7 @@ def test_blocks_use_published_policies_stored_specs_and_governance(tmp_path: Pat
     (tmp_path / "auto.json").write_text(json.dumps(auto))
     r = d.cli("apply", "-f", str(tmp_path / "auto.json"), timeout_s=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    wait_sync(lambda: len(d.json("describe", "block", "auto-echo")["status"]["instances"]) == 2, timeout_s=30,
+    # It always says "up": the count climbs to maxInstances (1 + 2) and stops there.
+    wait_sync(lambda: len(d.json("describe", "block", "auto-echo")["status"]["instances"]) == 3, timeout_s=30,
               interval_s=0.5)
     assert "always up" in d.json("describe", "block", "auto-echo")["status"]["autoscaler"]
