@@ -136,7 +136,7 @@ class MetricsService:
         self.retention = int(ms.retention_points) if ms is not None else 720
         self.publish_interval_s: float = ms.publish_interval_s if ms is not None else 15.0
         self.refresh_interval_s: float = max(self.publish_interval_s, ms.refresh_interval_s if ms is not None
-                                             else 60.0)
+                                             else 300.0)
         self._published_at = float("-inf")
         self._published: dict[str, float] | None = None  # values of the last summary published
         self.node_id = str(ctx.identity.node_id)

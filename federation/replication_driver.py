@@ -36,6 +36,10 @@ class ReplicationDriver:
         self._send = send
         self._lock = asyncio.Lock()
         self._timers: dict[object, asyncio.TimerHandle] = {}
+        # A gossip round with nothing queued sends nothing: its timer is parked here (when it was
+        # due) instead of costing a task and a thread hop 5 times a second on an idle node, and
+        # `_apply` arms it again after the first call that queues a delta.
+        self._gossip_parked: float | None = None
         self._subs: list[Callable[[Changed], None]] = []
         self._sends: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
@@ -104,6 +108,9 @@ class ReplicationDriver:
                     old = self._timers.pop(e.key, None)
                     if old is not None:
                         old.cancel()
+                    if e.key == TimerKey.GOSSIP and not self.core.queued:
+                        self._gossip_parked = e.at
+                        continue
                     delay = max(0.0, e.at - time.monotonic())
                     self._timers[e.key] = loop.call_later(delay, self._on_wake, e.key)
                 case Changed():
@@ -112,6 +119,11 @@ class ReplicationDriver:
                             cb(e)
                         except Exception:
                             log.exception("replication subscriber failed", extra={"table": e.table})
+        # Runs right after the core call, before another can start: `queued` is current.
+        if self._gossip_parked is not None and self.core.queued:
+            at, self._gossip_parked = self._gossip_parked, None
+            delay = max(0.0, at - time.monotonic())  # overdue: at once
+            self._timers[TimerKey.GOSSIP] = loop.call_later(delay, self._on_wake, TimerKey.GOSSIP)
 
     def _on_wake(self, key: object) -> None:
         self._timers.pop(key, None)

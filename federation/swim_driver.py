@@ -17,7 +17,7 @@ from typing import Self
 
 from federation.envelope import Verified
 from federation.errors import FederationError
-from federation.membership.effects import Effect, MemberChanged, SendAddr
+from federation.membership.effects import Effect, GossipTick, MemberChanged, SendAddr
 from federation.membership.messages import (
     SWIM_KINDS,
     SWIM_TYPES,
@@ -61,6 +61,10 @@ class SwimDriver:
         self.counters: Counter[str] = Counter()
         self._subs: list[Subscriber] = []
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        # A gossip round with no broadcast queued sends nothing: its timer is parked here (when it
+        # was due) instead of waking the loop 5 times a second, and armed again by `apply` as soon
+        # as an input queues a broadcast.
+        self._gossip_parked: float | None = None
         self._outboxes: dict[str, tuple[deque[tuple[NodeId | None, SwimMsg]], asyncio.Event]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._loop = asyncio.get_running_loop()
@@ -132,13 +136,20 @@ class SwimDriver:
                 case SendAddr(addr=addr, msg=msg):
                     self._enqueue(addr, None, msg)
                 case Wake(at=at, key=key):
-                    self._arm(at, key)
+                    if isinstance(key, GossipTick) and not self.swim.pending_broadcasts:
+                        self._arm(float("inf"), key)
+                        self._gossip_parked = at
+                    else:
+                        self._arm(at, key)
                 case MemberChanged():
                     for cb in list(self._subs):
                         try:
                             cb(e)
                         except Exception:
                             log.exception("membership subscriber failed", extra={"peer": e.node})
+        if self._gossip_parked is not None and self.swim.pending_broadcasts:
+            at, self._gossip_parked = self._gossip_parked, None
+            self._arm(at, GossipTick())  # overdue: fires at once
 
     def _arm(self, at: float, key: Hashable) -> None:
         old = self._timers.pop(key, None)

@@ -116,6 +116,10 @@ class Supervisor:
         self._state_file = cfg.data_dir / "supervisor" / "desired.json"
         self._sock_root = cfg.socket_dir or cfg.data_dir / "sock"
         self.ticks = 0
+        # The driver owned nothing at the last look, taken while idle (see _idle). Nothing can start
+        # then, so an idle node stops asking (a thread hop and a directory scan, or a Podman call,
+        # 4 times a second) until set_desired changes something.
+        self._none_owned = False
 
     # lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -187,6 +191,7 @@ class Supervisor:
                 log.info("instance no longer desired", extra={"block": block_id, "instance": iid})
             for s in specs:
                 self._apply_spec(s)
+        self._none_owned = False  # look again: a removed slot's instance is stopped as an orphan by _tick
         self._wake.set()
 
     def _check_gpus(self, specs: Sequence[InstanceSpec], leaving: set[str]) -> None:
@@ -285,8 +290,10 @@ class Supervisor:
             except Exception:
                 log.exception("supervisor tick failed")
             self.ticks += 1
+            # Idle with nothing owned: sleep until set_desired wakes us instead of ticking for nothing.
+            tick_s = None if self._none_owned and self._idle() else self.cfg.tick_s
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.cfg.tick_s):
+                async with asyncio.timeout(tick_s):
                     await self._wake.wait()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], slot: _Slot | None = None) -> None:
@@ -311,8 +318,12 @@ class Supervisor:
     async def _tick(self) -> None:
         # A slot that started, exited or changed while the driver was being asked is judged on
         # the next tick: its observation may predate the change (e.g. a start that just finished).
+        idle = self._idle()
+        if self._none_owned and idle:
+            return
         before = {iid: (slot, slot.generation) for iid, slot in self._slots.items()}
         observed = await self.driver.list_owned()
+        self._none_owned = idle and not observed and self._idle()  # nothing could start during the look
         now = time.monotonic()
         for iid in observed:
             if iid not in self._slots and iid not in self._removing:
@@ -323,6 +334,10 @@ class Supervisor:
             if slot.busy or seen is None or seen[0] is not slot or seen[1] != slot.generation:
                 continue
             self._step(slot, observed.get(iid), now)
+
+    def _idle(self) -> bool:
+        """No slot, no removal and no operation in flight (only the loop task): nothing can start."""
+        return not self._slots and not self._removing and len(self._tasks) <= 1
 
     def _step(self, slot: _Slot, obs: Observed | None, now: float) -> None:
         alive = obs is not None and obs.alive

@@ -1,7 +1,9 @@
 """asyncio driver of one Raft group: feeds the sans-IO core, carries out its effects, holds timers.
 
 Only the driver's loop task calls the core, in a worker thread (the core's storage flush blocks
-on fsync), one batch of inputs per call (so a burst of proposals costs one fsync). Sends go out
+on fsync), one batch of inputs per call (so a burst of proposals costs one fsync). A batch of idle
+traffic that cannot write the log (heartbeats and their acks, see `_writes_nothing`) runs on the
+loop instead: the thread hop would cost more CPU than the step itself. Sends go out
 through a `RaftLink` per peer queue; notifications (Committed, RoleChanged, MembershipChanged)
 go to `notify` on the loop. Not here: addresses, envelopes, which nodes are alive.
 """
@@ -18,7 +20,7 @@ from typing import Protocol, Self
 
 from federation.consensus.errors import NoQuorum, NotLeader, ProposeError
 from federation.consensus.events import Committed, MembershipChanged, RaftStatus, Role, RoleChanged
-from federation.consensus.messages import AnyRaftMessage
+from federation.consensus.messages import AnyRaftMessage, AppendEntries, AppendResponse
 from federation.consensus.raft import Raft
 from federation.errors import FederationError
 from federation.sansio import NodeId, Send, Wake
@@ -61,6 +63,7 @@ class RaftDriver:
         self.status: RaftStatus = core.status()
         self.quorum = False  # leads and heard from a majority lately (as of the last step)
         self.dropped_in = self.dropped_out = self.send_errors = 0
+        self.inline_steps = 0  # steps run on the loop (idle traffic), not in the worker thread
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -127,11 +130,44 @@ class RaftDriver:
             for k in fired:
                 del self._timers[k]
             proposals = [p for p in batch if isinstance(p, _Proposal)]
-            # Shielded and remembered: a cancelled driver must not close the store under a running step.
-            self._stepping = self._loop.run_in_executor(None, self._step, now, batch, fired, proposals)
-            effects, result = await asyncio.shield(self._stepping)
+            if not fired and self._writes_nothing(batch):
+                effects, result = self._step(now, batch, fired, proposals)  # no fsync: skip the hop
+                self.inline_steps += 1
+            else:
+                # Shielded and remembered: a cancelled driver must not close the store under a running step.
+                self._stepping = self._loop.run_in_executor(None, self._step, now, batch, fired, proposals)
+                effects, result = await asyncio.shield(self._stepping)
             self._settle(proposals, result)  # first: a lone voter commits within the same step
             self._carry_out(effects)
+
+    def _writes_nothing(self, batch: Sequence[object]) -> bool:
+        """True if the core cannot write storage (or apply entries) while handling `batch`.
+
+        Judged from the status the last step left (only steps change the core): a heartbeat of our
+        leader in our term that brings no entries and no new commit index, an ack in our term from a
+        follower that has everything while everything is committed, or a member list on a non-leader.
+        Anything else (timers, proposals, votes, new terms) may write and goes to the worker thread.
+        """
+        st = self.status
+        for item in batch:
+            if isinstance(item, frozenset):
+                if st.role is Role.LEADER:
+                    return False  # the leader may propose a membership change
+                continue
+            if not isinstance(item, tuple):
+                return False  # a proposal
+            src, msg = item
+            if isinstance(msg, AppendEntries):
+                if (msg.entries or msg.term != st.term or st.role is not Role.FOLLOWER or st.leader != src
+                        or msg.leader_commit > st.commit_index):
+                    return False
+            elif isinstance(msg, AppendResponse):
+                if (not msg.success or msg.term != st.term or st.role is not Role.LEADER
+                        or st.commit_index != st.last_index or msg.match_index != st.last_index):
+                    return False
+            else:
+                return False
+        return True
 
     def _step(self, now: float, batch: Sequence[object], fired: list[object],
               proposals: list[_Proposal]) -> tuple[list[object], tuple[int, int] | ProposeError | None]:

@@ -98,7 +98,8 @@ class LeaderSide(CoreState):
             return
         if self.cfg.check_quorum and not self._quorum_active(now):
             return
-        window = self.cfg.election_timeout_max_s
+        # Learners ack only once per learner heartbeat: give them two of those to count as caught up.
+        window = max(self.cfg.election_timeout_max_s, 2 * self.cfg.learner_heartbeat_interval_s)
         caught_up = {
             p
             for p, pr in self._progress.items()
@@ -161,6 +162,7 @@ class LeaderSide(CoreState):
                 )
             )
             pr.inflight.append((end, now))
+            pr.last_sent_at = now
             if pr.mode is ProgressMode.REPLICATE:
                 pr.next = end + 1
             return
@@ -170,6 +172,7 @@ class LeaderSide(CoreState):
                 self._start_snapshot(now, peer, pr)
                 return
             pr.commit_sent = max(pr.commit_sent, min(self._commit, pr.match))
+            pr.last_sent_at = now
             self._out.append(
                 Send(
                     peer,

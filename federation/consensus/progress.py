@@ -28,6 +28,8 @@ class Progress:
     # (last index covered, sent at) of unacknowledged appends, oldest first; len <= max_inflight.
     inflight: deque[tuple[int, float]] = field(default_factory=deque)
     last_ack_at: float = 0.0
+    # When the last AppendEntries went out: an idle peer is beaten only once its interval has passed.
+    last_sent_at: float = float("-inf")
     commit_sent: int = 0  # highest leader_commit sent to this peer
     snap_index: int = 0
     snap_offset: int = 0

@@ -235,7 +235,13 @@ class Raft(LeaderSide, FollowerSide):
         return self._rng.uniform(self.cfg.election_timeout_min_s, self.cfg.election_timeout_max_s)
 
     def _reset_election(self, now: float) -> None:
-        self._election_deadline = now + self._random_timeout()
+        timeout = self._random_timeout()
+        if self.id not in self._config().voters:
+            # A learner never campaigns; the timer only decides when it forgets the leader, who beats
+            # it every learner_heartbeat_interval_s: allow two missed beats. A promoted voter gets the
+            # short deadline on the leader's next append.
+            timeout += 2 * self.cfg.learner_heartbeat_interval_s
+        self._election_deadline = now + timeout
         wake = self._election_wake
         if wake is None or wake > self._election_deadline or wake < now:
             self._election_wake = self._election_deadline
@@ -266,6 +272,8 @@ class Raft(LeaderSide, FollowerSide):
             self._become_follower(now, self._term, None)
             return
         stale = 2 * self.cfg.heartbeat_interval_s
+        voters = self._config().voters
+        last = self._st.last_index()
         for peer, pr in self._progress.items():
             if pr.mode is ProgressMode.SNAPSHOT:
                 if now - pr.snap_sent_at >= stale:
@@ -273,8 +281,22 @@ class Raft(LeaderSide, FollowerSide):
                 continue
             if pr.inflight and now - pr.inflight[0][1] >= stale:
                 pr.to_probe(pr.match + 1)  # appends were lost: resend from the last known match
+            elif (pr.mode is ProgressMode.REPLICATE and not pr.inflight and pr.next > last
+                  and not self._beat_due(now, pr, learner=peer not in voters)):
+                continue  # an idle peer that heard from us recently (or a learner): skip this beat
             self._replicate(now, peer, pr, heartbeat=True)
         self._manage_members(now)
+
+    def _beat_due(self, now: float, pr: Progress, *, learner: bool) -> bool:
+        """An idle peer needs a heartbeat once its interval has passed since our last append to it.
+
+        Voters: every tick, unless an append went out within the last half tick (it reset their
+        election timer just as well). Learners: every learner_heartbeat_interval_s. Half a tick of
+        slack keeps timer jitter from pushing a beat to the following tick.
+        """
+        tick = self.cfg.heartbeat_interval_s
+        interval = max(tick, self.cfg.learner_heartbeat_interval_s) if learner else tick
+        return now - pr.last_sent_at >= interval - tick / 2
 
     # ----- elections --------------------------------------------------------------------
     def _campaign(self, now: float, *, pre: bool) -> None:

@@ -36,9 +36,12 @@ class Link:
 
 
 @contextlib.asynccontextmanager
-async def node(net: Net, root: Path, nid: str, voters: list[str]) -> AsyncIterator[tuple[RaftDriver, ClusterState]]:
+async def node(net: Net, root: Path, nid: str, voters: list[str],
+               storages: dict[str, LmdbRaftStorage] | None = None) -> AsyncIterator[tuple[RaftDriver, ClusterState]]:
     store = Store.open(root / nid)
     storage = LmdbRaftStorage(store, "ctl")
+    if storages is not None:
+        storages[nid] = storage
     bootstrap(storage, [NodeId(v) for v in voters])
     sm = ClusterState()
     notices: list[Notice] = []
@@ -100,3 +103,26 @@ async def test_lone_voter_commits_and_a_caller_that_gave_up_does_not_break_the_d
 
 def place_cmd(term: int, block: str) -> bytes:
     return encode_command(PlaceBlock(term=term, block_id=block, instances=()))
+
+
+async def test_idle_heartbeats_run_on_the_loop_and_write_nothing(tmp_path: Path) -> None:
+    import asyncio
+
+    net = Net()
+    ids = ["a", "b", "c"]
+    storages: dict[str, LmdbRaftStorage] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for i in ids:
+            await stack.enter_async_context(node(net, tmp_path, i, ids, storages))
+        lead = (await eventually(lambda: leaders(net), timeout_s=5))[0]
+        await lead.propose(place_cmd(lead.core.current_term, "b1"))
+        await eventually(lambda: all(d.status.commit_index == lead.status.commit_index for d in net.drivers.values()),
+                         timeout_s=5)
+        await asyncio.sleep(0.3)  # the last commit reaches everyone
+        flushes = {i: s.flushes for i, s in storages.items()}
+        inline = {i: d.inline_steps for i, d in net.drivers.items()}
+        await asyncio.sleep(4 * lead.core.cfg.heartbeat_interval_s)
+        # Beats and acks skipped the worker thread, and no step wrote (or fsynced) anything.
+        assert all(d.inline_steps > inline[i] for i, d in net.drivers.items())
+        assert {i: s.flushes for i, s in storages.items()} == flushes
+        assert lead.status.role is Role.LEADER

@@ -371,3 +371,28 @@ def test_restart_reloads_membership_from_the_log_and_reapplies_on_commit() -> No
     b.tick(B)
     b.deliver()
     assert b.sms[C].applied == {3: b"0", 4: b"1", 5: b"2", 6: b"3", 7: b"4"}
+
+
+def test_idle_learners_are_beaten_every_learner_interval_and_keep_their_leader() -> None:
+    b = Bench([A, B, C, D], founders=[A, B, C])
+    b.elect(A)
+    b.deliver()
+    effects, _ = b.nodes[A].change_membership(b.now, [A, B, C], [D])
+    b.take(A, effects)
+    b.deliver()
+    b.tick(A)
+    b.deliver()
+    assert b.nodes[D].status().learners == {D} and b.nodes[D].leader == A
+    ticks = round(2 * CFG.learner_heartbeat_interval_s / CFG.heartbeat_interval_s)
+    beats = {B: 0, D: 0}
+    for _ in range(ticks):
+        b.tick(A)
+        for _, dst, msg in b.wire:
+            if dst in beats and isinstance(msg, AppendEntries):
+                beats[dst] += 1
+        b.deliver()
+        b.take(D, b.nodes[D].on_timer(b.now, TimerKey.ELECTION))  # D's timer allows for the slow beat
+        assert b.nodes[D].leader == A
+    assert beats[B] == ticks and beats[D] == 2  # voters every tick, learners once a second
+    effects, idx2 = b.nodes[A].change_membership(b.now, [A, B, C, D])  # a beaten learner is promotable
+    assert isinstance(idx2, int)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aiosd.metrics_service import cluster_aggregates, flatten, nest, prometheus_text
+from aiosd.metrics_service import capacity_changed, cluster_aggregates, flatten, nest, prometheus_text
 from aiosd.registry import ADMIN_TABLES, TABLES, PeerCerts, encode_value, rules
 from federation.certs import NodeCert, issue_cert
 from federation.identity import CaKey, NodeKey
@@ -115,3 +115,12 @@ def test_metric_helpers() -> None:
     assert agg["c"] == {"nodes": 2.0, "vcpu.load_15m": 1.0, "gpu.totalFreeMem": 200.0, "memory.totalMem": 20.0}
     text = prometheus_text("n1", flat, [], {"replication.written": 3.0})
     assert 'aiosd_vcpu_load_15m{node="n1"} 0.5' in text and "# TYPE aiosd_replication_written counter" in text
+
+
+def test_summary_is_republished_early_only_when_capacity_moves() -> None:
+    old = {"memory.freeMem": 1000.0, "gpu.totalFreeMem": 0.0, "vcpu.load_1m": 0.1, "network.rxBytesTotal": 5.0}
+    assert capacity_changed(None, old)
+    # Loads, counters and small moves wait for the periodic refresh.
+    assert not capacity_changed(old, {**old, "memory.freeMem": 950.0, "vcpu.load_1m": 3.0, "network.rxBytesTotal": 9e9})
+    assert capacity_changed(old, {**old, "memory.freeMem": 850.0})
+    assert capacity_changed(old, {**old, "gpu.totalFreeMem": 8000.0})
