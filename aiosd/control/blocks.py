@@ -9,6 +9,9 @@ Inference and management requests are served by aiosd.api.specs_api through this
 same checks, then the block travels with a placement request to the elected controller (through
 the gateway, so any node accepts it); every node runs what the committed state places on it
 (follow.py). Scale and delete of such a block go to the controller too.
+
+Two halves live beside this module as mixins: block_cluster.py (the cluster path) and
+block_loops.py (the autoscaler and health loops).
 """
 
 from __future__ import annotations
@@ -17,14 +20,11 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import inspect
 import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
-
-import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
 
 from aiosd.catalog import RecordKind, Registry
 from aiosd.control.apply import (
@@ -36,8 +36,9 @@ from aiosd.control.apply import (
     instance_specs,
     local_node_view,
 )
-from aiosd.control.cluster_state import Allocator, BlockSpec, json_form
-from aiosd.control.controller_wire import DryRunRequest, ForwardAnswer, ForwardRequest, PlaceRequest
+from aiosd.control.block_cluster import CLUSTER, ClusterBlocks, allocator_of
+from aiosd.control.block_loops import BlockLoop, BlockLoops
+from aiosd.control.controller_wire import DryRunRequest, ForwardRequest
 from aiosd.control.errors import ClusterRefused
 from aiosd.control.follow import PlacementFollower
 from aiosd.control.placement import Assignment, PlacementResult, place
@@ -45,7 +46,6 @@ from aiosd.errors import AiosdError
 from aiosd.image_dist import IMAGES
 from aiosd.policies import (
     AIOS_EXAMPLE_OVERRIDES,
-    PolicyHandle,
     PolicyRunner,
     builtin_registry,
 )
@@ -55,7 +55,7 @@ from aiosd.runtime_service import RuntimeService
 from aiosd.specs import ParsedBlock, ParsedComponent, ParsedMgmt, ParsedSpec, ResolvedBlock, SpecError
 from aiosd.specs.errors import Problem, join_path
 from aiosd.specs.parse import parse_document, split_documents
-from aiosd.specs.resolve import MAX_LISTED_URIS, PolicyCatalog, PolicySlot, component_policies, resolve_block
+from aiosd.specs.resolve import MAX_LISTED_URIS, PolicyCatalog, component_policies, resolve_block
 from aiosd.tasks import TaskHandle, TaskService
 from runtime import InstanceState, build_block, image_exists
 from storage import Store
@@ -64,14 +64,8 @@ log = logging.getLogger(__name__)
 
 VALUES = "body.spec.values"
 OVERRIDE_SETS: Mapping[str, Mapping[str, str]] = {"aios-examples": AIOS_EXAMPLE_OVERRIDES}
-LOOP_TICK_S = 0.2  # how often the autoscaler/health loop looks for due blocks; also the load sample rate
-DEFAULT_AUTOSCALE_INTERVAL_S = 10.0
 READY_TIMEOUT_S = 120.0  # instances starting → healthy, per apply task
 REMOVE_TIMEOUT_S = 30.0
-HEALTH_PROBE_TIMEOUT_S = 5.0  # the SDK answers /health from a separate pool; 5 s means it is stuck
-# A block travels in one Raft entry (max_command_bytes 512 KiB with the lan profile): leave room.
-MAX_CLUSTER_SPEC_BYTES = 256 << 10
-CLUSTER = "cluster"  # the block record's "placement" when the cluster controller places it
 
 
 def canonical(doc_values: Mapping[str, Any], template_uri: str) -> dict[str, Any]:
@@ -102,24 +96,7 @@ def _prefix(problems: Sequence[Problem], i: int, n: int) -> list[Problem]:
     return [Problem(f"documents[{i}].{p.path}" if p.path else f"documents[{i}]", p.message) for p in problems]
 
 
-@dataclasses.dataclass(slots=True)
-class _Loop:
-    """Per-block autoscaler/health state (policy handles keep their cooldown/retry state)."""
-
-    autoscaler: Any = None  # PolicyHandle (built-in) or AsyncPolicyHandle (published, in the sandbox)
-    autoscale_every_s: float = DEFAULT_AUTOSCALE_INTERVAL_S
-    next_autoscale: float = 0.0
-    peak: dict[str, int] = dataclasses.field(default_factory=dict)
-    health: Any = None
-    pending: dict[str, tuple[PolicySlot, str]] = dataclasses.field(default_factory=dict)  # published: loaded on first turn
-    health_every_s: float = 10.0
-    next_health: float = 0.0
-    given_up: dict[str, str] = dataclasses.field(default_factory=dict)
-    last_decision: str = ""
-    hold_s: float = 60.0  # after a manual scale the autoscaler waits this long (its downscale cooldown)
-
-
-class BlockService:
+class BlockService(ClusterBlocks, BlockLoops):
     name = "blocks"
 
     def __init__(self, registry: Registry, runtime: RuntimeService, tasks: TaskService, node_id: str,
@@ -138,7 +115,7 @@ class BlockService:
         self.policies = builtin_registry()
         self._resolved: dict[str, ResolvedBlock] = {}
         self._components: dict[str, ParsedComponent] = {}
-        self._loops: dict[str, _Loop] = {}
+        self._loops: dict[str, BlockLoop] = {}
         self._lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -191,12 +168,17 @@ class BlockService:
                     res = await self.resolve_spec(block_id, spec)
                 except (SpecError, PolicyError) as e:
                     log.warning("committed block does not resolve here", extra={"block": block_id, "error": str(e)})
+        if res is None:  # placed in another cluster from here: the records this node stored
+            rec = await self.registry.get(RecordKind.BLOCK, block_id)
+            if rec is not None and rec.get("placement") == CLUSTER:
+                with contextlib.suppress(SpecError, PolicyError, KeyError):
+                    res = await self._resolve_stored(rec)
         return res
 
     def component(self, uri: str) -> ParsedComponent | None:
         return self._components.get(uri)
 
-    def loop_state(self, block_id: str) -> _Loop | None:
+    def loop_state(self, block_id: str) -> BlockLoop | None:
         return self._loops.get(block_id)
 
     def registry_for(self, overrides: str | None) -> PolicyCatalog:
@@ -268,15 +250,20 @@ class BlockService:
         return comp
 
     async def _remember(self, rec: Mapping[str, Any]) -> None:
+        bid = str(rec["id"])
+        self._resolved[bid] = await self._resolve_stored(rec)
+        self._loops[bid] = self._new_loop(self._resolved[bid])
+
+    async def _resolve_stored(self, rec: Mapping[str, Any]) -> ResolvedBlock:
+        """A stored block record, resolved against its stored component. Raises: SpecError,
+        PolicyError, KeyError (the component is gone)."""
         parsed = parse_document(rec["document"])
         if not isinstance(parsed, ParsedBlock):
             raise SpecError.at("document", "is not a block")
         comp = await self._component_doc(parsed.spec.block_component_uri)
         if comp is None:
             raise KeyError(parsed.spec.block_component_uri)
-        bid = str(rec["id"])
-        self._resolved[bid] = self._resolve_record(bid, rec, parsed, comp)
-        self._loops[bid] = self._new_loop(self._resolved[bid])
+        return self._resolve_record(str(rec["id"]), rec, parsed, comp)
 
     def _resolve_record(self, bid: str, rec: Mapping[str, Any], parsed: ParsedBlock, comp: ParsedComponent
                         ) -> ResolvedBlock:
@@ -284,18 +271,6 @@ class BlockService:
         return dataclasses.replace(res, block_id=bid, parameters={**res.parameters, **rec.get("parameters", {})})
 
     # ----- the follower's host (follow.BlockHost) -----------------------------------------
-    async def resolve_spec(self, block_id: str, spec: BlockSpec) -> ResolvedBlock:
-        """The block a committed placement names, resolved on this node. Raises: SpecError, PolicyError."""
-        def go() -> ResolvedBlock:
-            block, component = json_form(spec.block), json_form(spec.component)
-            parsed = parse_document(block.get("document"))
-            comp = parse_document(component.get("document"))
-            if not isinstance(parsed, ParsedBlock) or not isinstance(comp, ParsedComponent):
-                raise SpecError.at("spec", "the placement's spec is not a block and its component")
-            return self._resolve_record(block_id, block, parsed, comp)
-
-        return await asyncio.to_thread(go)
-
     async def ensure_image(self, res: ResolvedBlock, progress: Any = None) -> None:
         """Build the block's image from its blockDir when this node lacks it (podman driver).
         Raises: RuntimeError (no image and nothing to build it from), runtime build errors."""
@@ -326,69 +301,6 @@ class BlockService:
         if progress is not None:
             await progress(f"building image {code.image} from {bdir}")
         await build_block(bdir, code.image, cli=cli)
-
-    def followed(self, block_id: str, res: ResolvedBlock | None) -> None:
-        """The follower runs (res) or stopped running (None) this cluster block here."""
-        if res is None:
-            if block_id not in self._loops:  # not a block applied on this node
-                self._resolved.pop(block_id, None)
-            return
-        self._resolved[block_id] = res
-
-    def _new_loop(self, block: ResolvedBlock) -> _Loop:
-        st = _Loop()
-        runner = PolicyRunner(self.policies)
-        a = block.policy("autoscaler")
-        if a is not None:
-            if self._published(a.uri):
-                st.pending["autoscaler"] = (a, f"{block.block_id}/autoscaler")
-            else:
-                st.autoscaler = self._load(runner, a.uri, a.parameters, a.settings, f"{block.block_id}/autoscaler")
-            every = a.settings.get("intervalSeconds", a.parameters.get("intervalSeconds", DEFAULT_AUTOSCALE_INTERVAL_S))
-            st.autoscale_every_s = float(every) if isinstance(every, int | float) and every > 0 else \
-                DEFAULT_AUTOSCALE_INTERVAL_S
-            st.next_autoscale = time.monotonic() + st.autoscale_every_s
-            hold = {**a.settings, **a.parameters}.get("scale_down_cooldown", 60.0)
-            st.hold_s = float(hold) if isinstance(hold, int | float) and hold >= 0 else 60.0
-        h = block.policy("stabilityChecker")
-        if h is not None:
-            if self._published(h.uri):
-                st.pending["health"] = (h, f"{block.block_id}/stabilityChecker")
-            else:
-                st.health = self._load(runner, h.uri, h.parameters, h.settings, f"{block.block_id}/stabilityChecker")
-            every = h.settings.get("health_check_interval", h.settings.get("check_interval_sec", 10))
-            st.health_every_s = float(every) if isinstance(every, int | float) and every > 0 else 10.0
-            st.next_health = time.monotonic() + st.health_every_s
-        return st
-
-    def _published(self, uri: str) -> bool:
-        return self.policy_svc is not None and self.policies.find(uri) is None
-
-    async def _load_pending(self, bid: str, st: _Loop) -> None:
-        """Load the block's published autoscaler/health policies into the sandbox (first turn)."""
-        for name, (slot, rule_id) in list(st.pending.items()):
-            del st.pending[name]
-            try:
-                handle = await self.policy_svc.runner.load(slot.uri, parameters=dict(slot.parameters),
-                                                           settings=dict(slot.settings), rule_id=rule_id)
-            except PolicyError as e:
-                log.error("block policy not loaded", extra={"block": bid, "policy": slot.uri, "error": str(e)})
-                st.last_decision = f"{name} policy {slot.uri} not loaded: {e}"
-                continue
-            setattr(st, name, handle)
-
-    @staticmethod
-    def _load(runner: PolicyRunner, uri: str, parameters: Mapping[str, Any], settings: Mapping[str, Any],
-              rule_id: str) -> PolicyHandle | None:
-        # Cooldowns live in settings in the AIOS examples but the built-in reads parameters: pass both.
-        try:
-            return runner.load(uri, parameters={**settings, **parameters}, settings=settings, rule_id=rule_id)
-        except PolicyError as e:
-            try:
-                return runner.load(uri, parameters=parameters, settings=settings, rule_id=rule_id)
-            except PolicyError:
-                log.warning("policy not loaded", extra={"policy": uri, "error": str(e)})
-                return None
 
     # ----- apply ----------------------------------------------------------------------------
     async def apply(self, text: str | bytes, *, dry_run: bool = False, overrides: str | None = None,
@@ -436,73 +348,6 @@ class BlockService:
                 task = await self.tasks.start("apply", target, lambda h: self._start_blocks(h, starts))
         return {"dry_run": False, "documents": plan["documents"], "warnings": plan["warnings"],
                 "task": task.model_dump(mode="json") if task is not None else None}
-
-    async def _apply_cluster(self, plan: dict[str, Any], starts: Mapping[str, tuple[dict[str, Any], ResolvedBlock]]
-                             ) -> dict[str, Any]:
-        """Send each changed block to the controller (caller holds the lock); records are stored
-        once the controller has committed the placement."""
-        placed: dict[str, Any] = {}
-        for bid, (rec, res) in starts.items():
-            comp = plan["components"].get(res.component_uri) or await self.registry.get(RecordKind.COMPONENT,
-                                                                                        res.component_uri)
-            rec = {**rec, "placement": CLUSTER}
-            spec = BlockSpec(block=rec, component=dict(comp or {}))
-            size = len(msgpack.packb(spec.model_dump(mode="python"), use_bin_type=True))
-            if size > MAX_CLUSTER_SPEC_BYTES:
-                raise SpecError.at(VALUES, f"block {bid} and its component take {size} bytes packed; a cluster "
-                                   f"placement carries at most {MAX_CLUSTER_SPEC_BYTES}")
-            target = await self._target_cluster(bid, res, int(rec["desiredInstances"]))
-            if self.runtime.desired(bid):  # it ran here as a node-local block: the cluster takes over
-                await self.runtime.set_desired(bid, [])
-                self._loops.pop(bid, None)
-            answer = await self._submit(ForwardRequest(op="place", cluster=target, place=PlaceRequest(
-                block_id=bid, count=int(rec["desiredInstances"]), allocator=allocator_of(res), spec=spec)))
-            rec["cluster"] = target
-            await self.registry.put(RecordKind.BLOCK, bid, rec)
-            self._resolved[bid] = res
-            placed[bid] = {**answer.result, "cluster": target}
-        for d in plan["documents"]:
-            if d["kind"] == "block" and d["id"] in placed:
-                d["placement"] = {"cluster": True, "clusterId": placed[d["id"]]["cluster"],
-                                  "term": placed[d["id"]].get("term"),
-                                  "placements": placed[d["id"]].get("instances", [])}
-        if self.follower is not None:
-            self.follower.poke()
-        return {"dry_run": False, "documents": plan["documents"], "warnings": plan["warnings"], "task": None}
-
-    async def _target_cluster(self, bid: str, res: ResolvedBlock, count: int) -> str:
-        """The cluster the block goes to: its clusterAllocator's pick, else this node's cluster;
-        a block already placed somewhere stays there (its controller scales and heals it)."""
-        assert self.controller is not None  # apply(cluster=True) checked it
-        old = await self.registry.get(RecordKind.BLOCK, bid)
-        if old is not None and old.get("placement") == CLUSTER and old.get("cluster"):
-            return str(old["cluster"])
-        slot = res.policy("clusterAllocator")
-        if slot is None:
-            return str(self.controller.cluster)
-        target: str = await self.controller.choose_cluster(slot.uri, dict(slot.parameters), dict(slot.settings), bid,
-                                                           count, allocator_of(res))
-        return target
-
-    async def _cluster_of(self, bid: str) -> str | None:
-        """The cluster whose controller places `bid`, or None for a block of this node alone."""
-        if self.controller is None:
-            return None
-        if bid in self.controller.view().specs:
-            return str(self.controller.cluster)
-        rec = await self.registry.get(RecordKind.BLOCK, bid)
-        if rec is not None and rec.get("placement") == CLUSTER:
-            return str(rec.get("cluster") or self.controller.cluster)
-        return None
-
-    async def _submit(self, req: ForwardRequest) -> ForwardAnswer:
-        """Through the controller gateway. Raises: ClusterRefused with the controller's status."""
-        if self.controller is None:
-            raise ClusterRefused(503, "no_controller", "this node runs no controller service")
-        answer: ForwardAnswer = await self.controller.submit(req)
-        if answer.status >= 400:
-            raise ClusterRefused(answer.status, answer.code or "error", answer.message)
-        return answer
 
     async def _plan(self, parsed: list[ParsedSpec], reg: PolicyCatalog, overrides: str | None,
                     dry_run: bool, cluster: bool = False) -> dict[str, Any]:
@@ -735,21 +580,6 @@ class BlockService:
         log.info("block scaled", extra={"block": bid, "from": before, "to": count, "why": why})
         return {"block_id": bid, "from": before, "to": count}
 
-    async def _scale_cluster(self, bid: str, res: ResolvedBlock, count: int, target: str) -> dict[str, Any]:
-        """Scale a cluster block through its cluster's controller (the caller holds the lock)."""
-        assert self.controller is not None  # _cluster_of checked it
-        before = len(self.controller.view().blocks.get(bid, {}))
-        answer = await self._submit(ForwardRequest(op="place", cluster=target, place=PlaceRequest(
-            block_id=bid, count=count, allocator=allocator_of(res))))
-        before = int(answer.result.get("before", before))  # the controller's count (another cluster's too)
-        rec = await self.registry.get(RecordKind.BLOCK, bid)
-        if rec is not None:
-            rec["desiredInstances"] = count
-            await self.registry.put(RecordKind.BLOCK, bid, rec)
-        log.info("cluster block scaled", extra={"block": bid, "from": before, "to": count})
-        return {"block_id": bid, "from": before, "to": count, "cluster": True,
-                "placements": answer.result.get("instances", [])}
-
     async def delete(self, kind: RecordKind, key: str) -> dict[str, Any]:
         """Remove a record; a block's instances are stopped and removed first.
 
@@ -785,79 +615,6 @@ class BlockService:
             await self.runtime.settle()
         return {"kind": kind.value, "id": key, "deleted": True}
 
-    # ----- autoscaler and health loops ------------------------------------------------------
-    async def _run_loops(self) -> None:
-        while True:
-            await asyncio.sleep(LOOP_TICK_S)
-            now = time.monotonic()
-            for bid, st in list(self._loops.items()):
-                try:
-                    await self._loop_turn(bid, st, now)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # one block's turn; the loop keeps serving the others
-                    log.exception("block loop turn failed", extra={"block": bid})
-
-    async def _loop_turn(self, bid: str, st: _Loop, now: float) -> None:
-        res = self._resolved.get(bid)
-        if res is None:
-            return
-        if st.pending:
-            await self._load_pending(bid, st)
-        rows = [s for s in self.runtime.sup.status() if s.block_id == bid]
-        bal = self.runtime.balancer
-        for s in rows:
-            q = bal.outstanding(s.instance_id) if bal is not None else 0
-            st.peak[s.instance_id] = max(st.peak.get(s.instance_id, 0), q)
-        if st.autoscaler is not None and now >= st.next_autoscale:
-            st.next_autoscale = now + st.autoscale_every_s
-            load = [{"instance_id": s.instance_id, "queue_length": st.peak.get(s.instance_id, 0), "utilization": 0.0}
-                    for s in rows]
-            st.peak.clear()
-            out = await _answer(st.autoscaler.eval({"block_data": {"minInstances": res.min_instances,
-                                                                   "maxInstances": res.max_instances, "instances": load},
-                                                    "now": now}))
-            st.last_decision = str(out.get("reason", ""))
-            if not out.get("skip", True) and not self._lock.locked():
-                cur = len(rows)
-                if out.get("operation") == "upscale":
-                    want = min(res.max_instances, cur + int(out.get("instances_count", 1)))
-                    if want != cur:
-                        await self.scale(bid, want, why="autoscaler: " + st.last_decision)
-                elif out.get("operation") == "downscale":
-                    victims = [str(v) for v in out.get("instances_list", [])]
-                    want = max(res.min_instances, cur - len(victims))
-                    if want != cur:
-                        await self.scale(bid, want, victims, why="autoscaler: " + st.last_decision)
-        if st.health is not None and now >= st.next_health:
-            st.next_health = now + st.health_every_s
-            # The policy judges the instances' own /health answers (the supervisor probes too, for
-            # its restarts with back-off); stopped or failed instances have nothing to answer.
-            live = [s for s in rows if s.endpoint is not None
-                    and s.state not in (InstanceState.STOPPED, InstanceState.FAILED)]
-            client = self.runtime.client
-            if client is None:
-                return
-            answers = await asyncio.gather(*(client.health(s.endpoint, HEALTH_PROBE_TIMEOUT_S) for s in live
-                                             if s.endpoint is not None))
-            data = {s.instance_id: ok for s, ok in zip(live, answers, strict=True)}
-            out = await _answer(st.health.eval({"health_check_data": data}))
-            for act in out.get("actions", []):
-                iid, what = str(act.get("instance_id")), act.get("action")
-                if what == "give_up":
-                    st.given_up[iid] = str(act.get("reason", ""))
-                    log.error("instance given up", extra={"block": bid, "instance": iid, "reason": act.get("reason")})
-                else:  # the supervisor restarts unhealthy instances itself, with back-off
-                    log.warning("instance unhealthy", extra={"block": bid, "instance": iid,
-                                                             "reason": act.get("reason")})
-
-
-async def _answer(out: Any) -> dict[str, Any]:
-    """A policy's answer, whether the handle is a built-in (a dict) or a sandboxed one (awaitable)."""
-    got = await out if inspect.isawaitable(out) else out
-    return got if isinstance(got, dict) else {}
-
-
 def _count(value: Any, res: ResolvedBlock, action: str) -> int:
     """An instance count a pre-check rewrote, checked like the user's own. Raises: SpecError."""
     if not isinstance(value, int) or isinstance(value, bool) or not res.min_instances <= value <= res.max_instances:
@@ -865,14 +622,6 @@ def _count(value: Any, res: ResolvedBlock, action: str) -> int:
                            f"must be an integer within minInstances..maxInstances ({res.min_instances}.."
                            f"{res.max_instances})")
     return value
-
-
-def allocator_of(res: ResolvedBlock) -> Allocator:
-    """The block's resourceAllocator slot as the controller keeps it (default: best-fit)."""
-    slot = res.policy("resourceAllocator")
-    if slot is None:
-        return Allocator()
-    return Allocator(uri=slot.uri, parameters=dict(slot.parameters), settings=dict(slot.settings))
 
 
 def _placement_json(p: PlacementResult) -> dict[str, Any]:
