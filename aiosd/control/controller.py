@@ -69,6 +69,7 @@ MEMBERS_INTERVAL_S = 1.0
 INVENTORY_TTL_S = 2.0
 INVENTORY_TIMEOUT_S = 1.0
 FORWARD_TIMEOUT_S = 8.0
+LEADER_POLL_S = 0.05  # how often a gateway with no known leader looks again (up to one election timeout)
 FORWARD_TRIES = 3  # nodes of another cluster asked in turn before its gateway counts as unreachable
 # Raft messages are small; a heartbeat that cannot leave within this is as good as lost.
 RAFT_SEND_TIMEOUT_S = 1.0
@@ -356,15 +357,23 @@ class ControllerService:
         another cluster goes to one of its alive nodes, which relays it to its own leader."""
         if req.cluster and req.cluster != self.cluster:
             return await self._submit_elsewhere(req)
-        role = self.role
-        if role is not None:
-            return await role.handle(req)
-        leader = self.driver.status.leader if self.driver is not None else None
-        addr = self.membership.swim.addr_of(leader) if leader is not None and self.membership is not None else None
-        if leader == self.node_id:  # elected a moment ago; the role supervisor has not started it yet
-            return no_quorum("this node was just elected and is starting the controller; retry")
-        if leader is None or addr is None:
-            return no_quorum(f"cluster {self.cluster} has no reachable leader from this node")
+        # Right after an election a node may not have heard from the new leader yet (or, elected
+        # itself, not have started the role): wait about one election timeout before saying "no quorum".
+        deadline = time.monotonic() + self.cfg.election_timeout_max_s
+        while True:
+            role = self.role
+            if role is not None:
+                return await role.handle(req)
+            leader = self.driver.status.leader if self.driver is not None else None
+            addr = self.membership.swim.addr_of(leader) if leader is not None and self.membership is not None \
+                else None
+            if leader != self.node_id and leader is not None and addr is not None:
+                break
+            if time.monotonic() >= deadline:
+                if leader == self.node_id:
+                    return no_quorum("this node was just elected and is starting the controller; retry")
+                return no_quorum(f"cluster {self.cluster} has no reachable leader from this node")
+            await asyncio.sleep(LEADER_POLL_S)
         try:
             ans = await self.membership.transport.request(addr, "ctl.forward", req, FORWARD_TIMEOUT_S, to=leader)
         except FederationError as e:
