@@ -22,6 +22,7 @@ from aiohttp import web
 from aiosd.api.routes import MAX_BODY_BYTES, ApiProblem, Route, json_ok, read_json
 from aiosd.catalog import RecordKind
 from aiosd.control.errors import ClusterRefused, PlacementError
+from aiosd.control.task_forward import TaskForward
 from aiosd.policies.errors import PolicyError, PolicyVetoed
 from aiosd.specs import SpecError, check_value
 from runtime import InstanceState
@@ -30,6 +31,7 @@ from runtime.errors import InstanceBusy, NoHealthyInstance, TaskError, TaskFaile
 if TYPE_CHECKING:
     from aiosd.control.blocks import BlockService
 
+MAX_FORWARD_BYTES = 900 << 10  # a forwarded task travels in one signed envelope (1 MiB)
 MSGPACK = "application/msgpack"
 MAX_WAIT_S = 600.0
 MGMT_TIMEOUT_S = 30.0
@@ -140,6 +142,12 @@ def spec_routes(svc: BlockService) -> list[Route]:
     async def h_infer(request: web.Request) -> web.Response:
         bid = request.match_info["id"]
         res = svc.resolved(bid)
+        remote: set[str] = set()
+        if svc.forwarder is not None and (res is None or not svc.runtime.sup.healthy(bid)):
+            # A cluster block with no healthy instance here: checked here, run at a node that has one.
+            remote = svc.hosts_of(bid)
+            if res is None and remote:
+                res = await svc.lookup(bid)
         if res is None:
             raise _not_here(svc, bid)
         packet = await _read_packet(request)
@@ -151,12 +159,23 @@ def spec_routes(svc: BlockService) -> list[Route]:
             problems = check_value(res.input_protocol, data, "data")
             if problems:
                 raise ApiProblem(422, "invalid", "; ".join(str(p) for p in problems[:5]), problems[0].path)
+        t0 = time.perf_counter()
+        if remote:
+            assert svc.forwarder is not None  # remote is empty without one
+            raw = packet.pop("_raw", None) or msgpack.packb(packet, use_bin_type=True)
+            if len(raw) > MAX_FORWARD_BYTES:
+                raise ApiProblem(413, "too_large", f"a task forwarded to another node carries at most "
+                                 f"{MAX_FORWARD_BYTES} bytes; send it to a node that runs block {bid}")
+            ans = await svc.forwarder.forward(remote, TaskForward(block_id=bid, packet=raw,
+                                                                  session_id=packet["session_id"]))
+            if ans.status >= 400:
+                raise ApiProblem(ans.status, ans.code or "error", ans.message)
+            return _infer_answer(request, bid, ans.instance_id, msgpack.unpackb(ans.packets, raw=False), t0)
         lb = res.policy("loadBalancer")
         sticky = lb is not None and "sticky" in lb.uri or (lb is not None and "session" in lb.uri)
         bal = svc.runtime.balancer
         if bal is None:
             raise ApiProblem(503, "not_ready", "the runtime is not running")
-        t0 = time.perf_counter()
         try:  # a published loadBalancer policy chooses; built-in ones run natively in the balancer
             prefer = await svc.choose_instance(bid, res, {k: v for k, v in packet.items() if k not in ("_raw", "files")})
         except PolicyError as e:
@@ -171,19 +190,7 @@ def spec_routes(svc: BlockService) -> list[Route]:
             raise ApiProblem(503, "unavailable", str(e)) from None
         except TaskError as e:
             raise ApiProblem(502, "instance_error", str(e)) from None
-        if request.headers.get("Accept") == MSGPACK or request.query.get("format") == "msgpack":
-            body = msgpack.packb({"block_id": bid, "instance_id": reply.instance_id, "packets": reply.packets},
-                                 use_bin_type=True)
-            return web.Response(body=body, content_type=MSGPACK)
-        outputs = []
-        for p in reply.packets:
-            raw = p.get("data") if isinstance(p, dict) else None
-            try:
-                outputs.append(json.loads(raw) if isinstance(raw, str | bytes) and raw else raw)
-            except ValueError:
-                outputs.append(raw)
-        return json_ok({"block_id": bid, "instance_id": reply.instance_id, "outputs": outputs,
-                        "latency_ms": round((time.perf_counter() - t0) * 1000, 3)})
+        return _infer_answer(request, bid, reply.instance_id, reply.packets, t0)
 
     async def h_mgmt(request: web.Request) -> web.Response:
         bid = request.match_info["id"]
@@ -271,6 +278,23 @@ def spec_routes(svc: BlockService) -> list[Route]:
                    Route("DELETE", f"/v1/{kind.value}/{{id}}", h_delete, f"delete one of the {kind.value}",
                          tag="specs")]
     return routes
+
+
+def _infer_answer(request: web.Request, bid: str, instance_id: str, packets: Any, t0: float) -> web.Response:
+    """The answer to an inference: msgpack when asked for, else JSON with the outputs decoded."""
+    packets = packets if isinstance(packets, list | tuple) else []
+    if request.headers.get("Accept") == MSGPACK or request.query.get("format") == "msgpack":
+        body = msgpack.packb({"block_id": bid, "instance_id": instance_id, "packets": packets}, use_bin_type=True)
+        return web.Response(body=body, content_type=MSGPACK)
+    outputs = []
+    for p in packets:
+        raw = p.get("data") if isinstance(p, dict) else None
+        try:
+            outputs.append(json.loads(raw) if isinstance(raw, str | bytes) and raw else raw)
+        except ValueError:
+            outputs.append(raw)
+    return json_ok({"block_id": bid, "instance_id": instance_id, "outputs": outputs,
+                    "latency_ms": round((time.perf_counter() - t0) * 1000, 3)})
 
 
 def _not_here(svc: BlockService, bid: str) -> ApiProblem:

@@ -91,7 +91,6 @@ class ClusterBlocks:
                 block_id=bid, count=int(rec["desiredInstances"]), allocator=allocator_of(res), spec=spec)))
             rec["cluster"] = target
             await self.registry.put(RecordKind.BLOCK, bid, rec)
-            self._resolved[bid] = res
             placed[bid] = {**answer.result, "cluster": target}
         for d in plan["documents"]:
             if d["kind"] == "block" and d["id"] in placed:

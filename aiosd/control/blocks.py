@@ -26,6 +26,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
+import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
+
 from aiosd.catalog import RecordKind, Registry
 from aiosd.control.apply import (
     INITIAL_FLOOR,
@@ -42,6 +44,7 @@ from aiosd.control.controller_wire import DryRunRequest, ForwardRequest
 from aiosd.control.errors import ClusterRefused
 from aiosd.control.follow import PlacementFollower
 from aiosd.control.placement import Assignment, PlacementResult, place
+from aiosd.control.task_forward import TaskForward, TaskForwardAnswer, TaskForwarder
 from aiosd.errors import AiosdError
 from aiosd.image_dist import IMAGES
 from aiosd.policies import (
@@ -58,6 +61,7 @@ from aiosd.specs.parse import parse_document, split_documents
 from aiosd.specs.resolve import MAX_LISTED_URIS, PolicyCatalog, component_policies, resolve_block
 from aiosd.tasks import TaskHandle, TaskService
 from runtime import InstanceState, build_block, image_exists
+from runtime.errors import InstanceBusy, NoHealthyInstance, TaskError, TaskFailed
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -107,6 +111,7 @@ class BlockService(ClusterBlocks, BlockLoops):
         self.node_id = node_id
         self.controller = controller  # ControllerService, or None on a node without one
         self.follower: PlacementFollower | None = None
+        self.forwarder: TaskForwarder | None = None  # inference for cluster blocks that run elsewhere
         self._store = store
         # The policies service (published policies, templates, governance); None = built-ins only.
         self.policy_svc = policy_service
@@ -135,6 +140,8 @@ class BlockService(ClusterBlocks, BlockLoops):
             follower = PlacementFollower(self.controller, self, self.runtime, self._store)
             await follower.__aenter__()
             self.follower = follower
+        if self.controller is not None and getattr(self.controller, "membership", None) is not None:
+            self.forwarder = TaskForwarder(self.controller.membership, self._run_forwarded)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -197,6 +204,33 @@ class BlockService(ClusterBlocks, BlockLoops):
         if self.policy_svc is None:
             return reg
         return Catalog(reg, self.policy_svc.policies)
+
+    def hosts_of(self, block_id: str) -> set[str]:
+        """Other nodes the committed placements run `block_id` on (empty: not a cluster block)."""
+        if self.controller is None:
+            return set()
+        insts = self.controller.view().blocks.get(block_id, {})
+        return {i.node_id for i in insts.values()} - {self.node_id}
+
+    async def _run_forwarded(self, req: TaskForward) -> TaskForwardAnswer:
+        """A task another node forwarded: run it here like a local inference (errors are answers)."""
+        res = self._resolved.get(req.block_id)
+        bal = self.runtime.balancer
+        if res is None or bal is None:
+            return TaskForwardAnswer(status=404, code="not_here", node_id=self.node_id,
+                                     message=f"block {req.block_id} runs no instance on node {self.node_id}")
+        lb = res.policy("loadBalancer")
+        sticky = lb is not None and ("sticky" in lb.uri or "session" in lb.uri)
+        try:
+            reply = await bal.submit(req.block_id, req.packet, req.session_id or None, sticky=sticky)
+        except TaskFailed as e:
+            return TaskForwardAnswer(status=422, code="task_failed", message=str(e)[:4000], node_id=self.node_id)
+        except (NoHealthyInstance, InstanceBusy) as e:
+            return TaskForwardAnswer(status=503, code="unavailable", message=str(e)[:4000], node_id=self.node_id)
+        except TaskError as e:
+            return TaskForwardAnswer(status=502, code="instance_error", message=str(e)[:4000], node_id=self.node_id)
+        return TaskForwardAnswer(status=200, instance_id=reply.instance_id, node_id=self.node_id,
+                                 packets=msgpack.packb(reply.packets, use_bin_type=True))
 
     # ----- published policies: load balancing, governance ------------------------------------
     async def choose_instance(self, bid: str, res: ResolvedBlock, packet: Mapping[str, Any]) -> str | None:

@@ -126,10 +126,18 @@ def test_failover_reassignment_and_stale_leader_rejoin(tmp_path: Path, daemons: 
         moved = sorted(i for i, n in before.items() if n == old_id)
         wait_sync(lambda: healthy_here(old, "echo") >= set(moved), timeout_s=60, interval_s=0.25)
     assert moved
-    # A node that runs an instance answers an inference; one that does not names where it runs.
+    # A node that runs an instance answers an inference; one that runs none forwards it (signed, p2p)
+    # to one that does, after checking the packet against the block's input protocol itself.
     host = by_node[before[min(before)]]
     out = api(host, "POST", "/v1/infer/block/echo", {"data": {"message": "hi"}})
     assert "hi" in json.dumps(out["outputs"])
+    bare = [d for d in nodes if node_id(d) not in set(before.values())]
+    for d in bare:
+        out = api(d, "POST", "/v1/infer/block/echo", {"data": {"message": "from afar"}})
+        assert "from afar" in json.dumps(out["outputs"]) and out["instance_id"] in before
+        with pytest.raises(ApiError) as bad:
+            api(d, "POST", "/v1/infer/block/echo", {"data": {"message": 7}})
+        assert bad.value.status == 422 and "data.message" in str(bad.value)
 
     t0 = time.monotonic()
     old.kill9()
