@@ -249,65 +249,15 @@ class Transport:
     # -- server ---------------------------------------------------------------------------------
 
     async def _on_msg(self, request: web.Request) -> web.StreamResponse:
-        s = self.settings
-        if self._inflight >= s.max_inflight:
-            self.counters["inbound_busy"] += 1
-            return web.Response(status=503, text="busy")
-        self._inflight += 1
-        try:
-            if (request.content_length or 0) > s.max_bytes:
-                self.verifier.rejected[AuthReason.TOO_LARGE] += 1
-                return web.Response(status=413, text=AuthReason.TOO_LARGE.value)
-            raw = await request.read()
-            now = self.clock()
-            try:
-                v = self.verifier.open(raw, now, source=request.remote or "")
-            except AuthError as e:
-                return web.Response(status=_STATUS.get(e.reason, 401), text=e.reason.value)
-            if v.sender in self.faults.blocked:
-                self.faults.dropped_in += 1
-                if request.transport is not None:
-                    request.transport.abort()  # a partition: the peer sees a dead connection
-                return web.Response(status=503)
-            if v.kind in self._oneway:
-                try:
-                    self._queue.put_nowait(v)
-                except asyncio.QueueFull:
-                    self.counters["oneway_dropped"] += 1
-                    return web.Response(status=503, text="queue full")
-                return web.Response(status=202)
-            handler = self._routes.get(v.kind)
-            if handler is None:
-                return web.Response(status=404, text="no route")
-            try:
-                answer = await handler(v)
-            except AuthError as e:
-                return web.Response(status=_STATUS.get(e.reason, 403), text=e.reason.value)
-            kind = getattr(answer, "kind", None)
-            if not isinstance(kind, str):
-                raise TypeError("handler answer: model has no kind")  # our bug: 500 below
-            out = seal(
-                self.key,
-                self.cert,
-                kind,
-                answer,
-                self.clock(),
-                to=v.sender,
-                re=v.nonce,
-                cert_bytes=self._cert_b,
-            )
-            self.counters["requests_served"] += 1
-            return web.Response(body=out, content_type=_CT)
-        except (asyncio.CancelledError, web.HTTPException):
-            raise
-        except Exception:
-            log.exception("p2p handler failed", extra={"path": request.path})
-            self.counters["handler_errors"] += 1
-            return web.Response(status=500, text="handler error")
-        finally:
-            self._inflight -= 1
+        return await self._inbound(request, self._serve_msg, what="p2p handler failed", capped=False)
 
     async def _on_raw(self, request: web.Request) -> web.StreamResponse:
+        return await self._inbound(request, self._serve_raw, what="p2p raw handler failed", capped=True)
+
+    async def _inbound(self, request: web.Request, serve: Callable[[Verified], Awaitable[web.StreamResponse]],
+                       *, what: str, capped: bool) -> web.StreamResponse:
+        """What every signed inbound POST shares: the in-flight gate, the size cap, verification,
+        the partition test hook; then `serve` answers the verified envelope."""
         s = self.settings
         if self._inflight >= s.max_inflight:
             self.counters["inbound_busy"] += 1
@@ -317,7 +267,7 @@ class Transport:
             if (request.content_length or 0) > s.max_bytes:
                 self.verifier.rejected[AuthReason.TOO_LARGE] += 1
                 return web.Response(status=413, text=AuthReason.TOO_LARGE.value)
-            raw = await _read_capped(request.content, s.max_bytes)
+            raw = await _read_capped(request.content, s.max_bytes) if capped else await request.read()
             try:
                 v = self.verifier.open(raw, self.clock(), source=request.remote or "")
             except AuthError as e:
@@ -325,28 +275,54 @@ class Transport:
             if v.sender in self.faults.blocked:
                 self.faults.dropped_in += 1
                 if request.transport is not None:
-                    request.transport.abort()
+                    request.transport.abort()  # a partition: the peer sees a dead connection
                 return web.Response(status=503)
-            handler = self._raw.get(v.kind)
-            if handler is None:
-                return web.Response(status=404, text="no route")
-            try:
-                data = await handler(v)
-            except AuthError as e:
-                return web.Response(status=_STATUS.get(e.reason, 403), text=e.reason.value)
-            except LookupError:
-                return web.Response(status=404, text="not found")
-            self.counters["raw_served"] += 1
-            self.counters["raw_bytes_out"] += len(data)
-            return web.Response(body=data, content_type="application/octet-stream")
+            return await serve(v)
         except (asyncio.CancelledError, web.HTTPException):
             raise
         except Exception:
-            log.exception("p2p raw handler failed", extra={"path": request.path})
+            log.exception(what, extra={"path": request.path})
             self.counters["handler_errors"] += 1
             return web.Response(status=500, text="handler error")
         finally:
             self._inflight -= 1
+
+    async def _serve_msg(self, v: Verified) -> web.StreamResponse:
+        if v.kind in self._oneway:
+            try:
+                self._queue.put_nowait(v)
+            except asyncio.QueueFull:
+                self.counters["oneway_dropped"] += 1
+                return web.Response(status=503, text="queue full")
+            return web.Response(status=202)
+        handler = self._routes.get(v.kind)
+        if handler is None:
+            return web.Response(status=404, text="no route")
+        try:
+            answer = await handler(v)
+        except AuthError as e:
+            return web.Response(status=_STATUS.get(e.reason, 403), text=e.reason.value)
+        kind = getattr(answer, "kind", None)
+        if not isinstance(kind, str):
+            raise TypeError("handler answer: model has no kind")  # our bug: 500 in _inbound
+        out = seal(self.key, self.cert, kind, answer, self.clock(), to=v.sender, re=v.nonce,
+                   cert_bytes=self._cert_b)
+        self.counters["requests_served"] += 1
+        return web.Response(body=out, content_type=_CT)
+
+    async def _serve_raw(self, v: Verified) -> web.StreamResponse:
+        handler = self._raw.get(v.kind)
+        if handler is None:
+            return web.Response(status=404, text="no route")
+        try:
+            data = await handler(v)
+        except AuthError as e:
+            return web.Response(status=_STATUS.get(e.reason, 403), text=e.reason.value)
+        except LookupError:
+            return web.Response(status=404, text="not found")
+        self.counters["raw_served"] += 1
+        self.counters["raw_bytes_out"] += len(data)
+        return web.Response(body=data, content_type="application/octet-stream")
 
     async def _worker(self) -> None:
         while True:
