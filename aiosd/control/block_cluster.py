@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
 
 from aiosd.catalog import RecordKind, Registry
-from aiosd.control.cluster_state import Allocator, BlockSpec, json_form
+from aiosd.control.cluster_state import Allocator, BlockSpec
 from aiosd.control.controller_wire import ForwardAnswer, ForwardRequest, PlaceRequest
 from aiosd.control.errors import ClusterRefused
 from aiosd.specs import ParsedBlock, ParsedComponent, ResolvedBlock, SpecError
@@ -52,7 +52,7 @@ class ClusterBlocks:
     async def resolve_spec(self, block_id: str, spec: BlockSpec) -> ResolvedBlock:
         """The block a committed placement names, resolved on this node. Raises: SpecError, PolicyError."""
         def go() -> ResolvedBlock:
-            block, component = json_form(spec.block), json_form(spec.component)
+            block, component = spec.block, spec.component  # ClusterState keeps them in JSON form
             parsed = parse_document(block.get("document"))
             comp = parse_document(component.get("document"))
             if not isinstance(parsed, ParsedBlock) or not isinstance(comp, ParsedComponent):
