@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiosd.errors import AiosdError, AlreadyInitialisedError, NotInitialisedError
 from federation.certs import NodeCert, issue_cert
+from federation.errors import AuthError
 from federation.identity import CaKey, NodeKey
 
 NODE_KEY = "node.key"
@@ -104,8 +105,8 @@ def load_identity(data_dir: Path) -> NodeIdentity:
     key = NodeKey.load(d / NODE_KEY)
     try:
         cert = NodeCert.from_bytes((d / NODE_CERT).read_bytes())
-    except Exception as e:  # a damaged cert file is the user's to fix, with a clear sentence
-        raise AiosdError(f"{d / NODE_CERT} is damaged ({type(e).__name__}); restore it or re-join") from None
+    except (OSError, AuthError) as e:  # a damaged cert file is the user's to fix, with a clear sentence
+        raise AiosdError(f"{d / NODE_CERT} is damaged or unreadable ({e}); restore it or re-join") from None
     network = Network.from_json((d / NETWORK).read_text(), d / NETWORK)
     ca = CaKey.load(d / CA_KEY) if (d / CA_KEY).exists() else None
     return NodeIdentity(key, cert, network, ca)

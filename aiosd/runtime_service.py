@@ -18,6 +18,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from aiosd.api.routes import ApiProblem, Route, json_ok, read_json
+from aiosd.gpu_source import node_nvml
 from runtime import (
     Balancer,
     Driver,
@@ -30,7 +31,6 @@ from runtime import (
     Observed,
     Supervisor,
     SupervisorConfig,
-    default_nvml,
     open_driver,
     specs_from_request,
 )
@@ -72,7 +72,7 @@ class RuntimeService:
         self.supervisor: Supervisor | None = None
         self.balancer: Balancer | None = None
         self.client: InstanceClient | None = None
-        self.inventory = GpuInventory(default_nvml())
+        self.inventory = GpuInventory(node_nvml())  # real NVML, or the fake inventory a test names
         self.gpu_info: tuple[GpuInfo, ...] = ()
 
     async def __aenter__(self) -> Self:

@@ -179,6 +179,15 @@ class GpuBook:
     def holders(self) -> dict[int, list[Holding]]:
         return {i: list(h) for i, h in self._holders.items()}
 
+    def holdings(self) -> dict[str, tuple[tuple[int, ...], bool]]:
+        """instance id -> (the GPU indices it holds, whether it holds them exclusively)."""
+        out: dict[str, tuple[list[int], bool]] = {}
+        for index, held in sorted(self._holders.items()):
+            for h in held:
+                got = out.setdefault(h.instance_id, ([], h.mode is GpuMode.EXCLUSIVE))
+                got[0].append(index)
+        return {iid: (tuple(ix), excl) for iid, (ix, excl) in out.items()}
+
     def allocate(self, instance_id: str, req: GpuRequest, free_mb: dict[int, int] | None = None
                  ) -> tuple[GpuDevice, ...]:
         """Assign GPUs for `req` (idempotent per instance). `free_mb`: live free memory per index.

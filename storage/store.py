@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar, Self
+from typing import Any, Self, TypeVar
 
 import lmdb
 import msgpack

@@ -301,11 +301,15 @@ def _not_here(svc: BlockService, bid: str) -> ApiProblem:
     """404 for a block this node does not serve; names the nodes that run it when it is a cluster block."""
     ctl = svc.controller
     insts = ctl.view().blocks.get(bid, {}) if ctl is not None else {}
-    if insts:
-        nodes = sorted({i.node_id for i in insts.values()})
-        return ApiProblem(404, "not_here", f"block {bid!r} runs on node(s) {', '.join(nodes)}, not on this one; "
-                          "send the request there (routing between nodes comes with vDAGs)", "id")
-    return ApiProblem(404, "not_found", f"no block {bid!r}", "id")
+    if not insts:
+        return ApiProblem(404, "not_found", f"no block {bid!r}", "id")
+    nodes = sorted({i.node_id for i in insts.values()})
+    if svc.node_id in nodes:  # placed here, but nothing healthy to answer with (yet)
+        why = svc.follower.failing().get(bid) if svc.follower is not None else None
+        return ApiProblem(503, "not_running", f"block {bid!r} is placed on this node but none of its instances "
+                          "here is healthy" + (f": {why}" if why else " yet (starting); try again shortly"), "id")
+    return ApiProblem(404, "not_here", f"block {bid!r} runs on node(s) {', '.join(nodes)}, not on this "
+                      "one, and this node could not forward the task; send the request there", "id")
 
 
 async def _read_packet(request: web.Request) -> dict[str, Any]:

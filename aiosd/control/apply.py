@@ -22,7 +22,7 @@ import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installe
 from aiosd.control.placement import Assignment, GpuView, NodeView, Placement
 from aiosd.specs.errors import SpecError
 from aiosd.specs.resolve import ResolvedBlock
-from runtime import GpuInfo, GpuMetrics, GpuRequest, HealthSettings, InstanceSpec
+from runtime import GpuInfo, GpuMetrics, GpuMode, GpuRequest, HealthSettings, InstanceSpec
 from runtime.errors import SpecError as RuntimeSpecError
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding aiosd/, sdk/, examples/
@@ -102,6 +102,12 @@ def instance_ids(block_id: str, keep: Sequence[str], count: int) -> list[str]:
     return out
 
 
+def gpus_exclusive(block: ResolvedBlock) -> bool:
+    """Whether the block's resourceAllocator asks for GPUs no other instance holds."""
+    slot = block.policy("resourceAllocator")
+    return slot is not None and slot.parameters.get("exclusive_gpus") is True
+
+
 def health_settings(block: ResolvedBlock) -> HealthSettings:
     """The supervisor's health knobs from the block's stabilityChecker slot (defaults without one)."""
     slot = block.policy("stabilityChecker")
@@ -116,13 +122,15 @@ def health_settings(block: ResolvedBlock) -> HealthSettings:
 
 def instance_specs(block: ResolvedBlock, block_id: str, ids: Sequence[str], placements: Sequence[Placement],
                    code: CodeRef, block_record: Mapping[str, Any]) -> list[InstanceSpec]:
-    """One InstanceSpec per id; GPUs pinned to the placement's indices."""
+    """One InstanceSpec per id; GPUs pinned to the placement's indices, shared (the allocator
+    accounted their memory) unless the allocator asks for `exclusive_gpus`."""
     health = health_settings(block)
+    mode = GpuMode.EXCLUSIVE if gpus_exclusive(block) else GpuMode.SHARED
     ctx = {"block_data": dict(block_record), "block_init_data": dict(block.init_data),
            "block_init_settings": dict(block.settings), "block_init_parameters": dict(block.parameters)}
     specs = []
     for iid, pl in zip(ids, placements, strict=True):
-        gpus = GpuRequest(ids=tuple(str(i) for i in pl.gpus)) if pl.gpus else GpuRequest()
+        gpus = GpuRequest(ids=tuple(str(i) for i in pl.gpus), mode=mode) if pl.gpus else GpuRequest()
         specs.append(InstanceSpec(block_id=block_id, instance_id=iid, image=code.image, block_dir=code.block_dir,
                                   context=ctx, gpus=gpus, health=health))
     return specs

@@ -512,8 +512,13 @@ class BlockService(ClusterBlocks, BlockLoops):
         return False
 
     async def _place(self, res: ResolvedBlock, count: int, *, dry_run: bool, exclude: str) -> PlacementResult:
-        assignments = [Assignment(block_id=s.block_id, instance_id=s.instance_id)
-                       for s in self.runtime.sup.status() if s.block_id != exclude]
+        holdings = self.runtime.sup.gpus.holdings()
+        assignments = []
+        for s in self.runtime.sup.status():
+            if s.block_id != exclude:
+                gpus, exclusive = holdings.get(s.instance_id, ((), False))
+                assignments.append(Assignment(block_id=s.block_id, instance_id=s.instance_id, gpus=gpus,
+                                              exclusive=exclusive))
         metrics = await self.runtime.inventory.ametrics() if self.runtime.gpu_info else []
         view = await asyncio.to_thread(local_node_view, self.node_id, self.runtime.gpu_info, metrics, assignments)
         return await asyncio.to_thread(place, res, [view], count, PolicyRunner(self.policies), dry_run)

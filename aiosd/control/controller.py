@@ -29,9 +29,11 @@ from aiosd.control.cluster_state import ClusterState, ClusterView, Instance
 from aiosd.control.controller_role import ControllerRole, no_quorum
 from aiosd.control.controller_wire import (
     CONTROLLER_MODELS,
+    MAX_REPORTED_INSTANCES,
     DryRunRequest,
     ForwardAnswer,
     ForwardRequest,
+    GpuHold,
     Inventory,
     InventoryRequest,
     SeedAnswer,
@@ -313,7 +315,18 @@ class ControllerService:
         gpus = await asyncio.to_thread(self.local.gpus)
         return Inventory(node_id=self.node_id, cluster=self.cluster, vcpus=self.local.vcpus(),
                          memory_mb=self.local.memory_mb(), gpus=gpus, applied_index=self.state.view().applied_index,
-                         instances=tuple(sorted(self.local_desired)))
+                         instances=tuple(sorted(self.local_desired)), held=self._local_holds())
+
+    def _local_holds(self) -> tuple[GpuHold, ...]:
+        """GPUs held here by instances the committed state does not place (blocks applied on this
+        node alone): the leader must not place onto a GPU one of them holds exclusively."""
+        runtime = self.ctx.services.get("runtime")
+        sup = getattr(runtime, "sup", None)
+        if sup is None:
+            return ()
+        return tuple(GpuHold(instance_id=iid, gpus=gpus, exclusive=excl)
+                     for iid, (gpus, excl) in sorted(sup.gpus.holdings().items())
+                     if iid not in self.local_desired)[:MAX_REPORTED_INSTANCES]
 
     async def inventories(self) -> list[Inventory]:
         """Inventories of this cluster's ALIVE nodes (those that do not answer in time are left out)."""

@@ -66,6 +66,14 @@ class GpuReport(_Wire):
     util_pct: float = Field(0.0, ge=0, le=100)
 
 
+class GpuHold(_Wire):
+    """GPUs held by an instance the cluster's state does not place (a block applied on the node)."""
+
+    instance_id: _Id
+    gpus: tuple[Annotated[int, Field(ge=0, le=1024)], ...] = Field(max_length=MAX_GPUS)
+    exclusive: bool
+
+
 class InventoryRequest(_Wire):
     kind: Literal["ctl.inventory"] = "ctl.inventory"
     v: Literal[1] = 1
@@ -83,6 +91,7 @@ class Inventory(_Wire):
     gpus: tuple[GpuReport, ...] = Field(default=(), max_length=MAX_GPUS)
     applied_index: int = Field(0, ge=0)
     instances: tuple[_Id, ...] = Field(default=(), max_length=MAX_REPORTED_INSTANCES)
+    held: tuple[GpuHold, ...] = Field(default=(), max_length=MAX_REPORTED_INSTANCES)
 
 
 class StatusRequest(_Wire):
@@ -128,6 +137,7 @@ __all__ = [
     "DryRunRequest",
     "ForwardAnswer",
     "ForwardRequest",
+    "GpuHold",
     "GpuReport",
     "Inventory",
     "InventoryRequest",

@@ -51,6 +51,7 @@ class Assignment:
     vcpus: float = 0.0
     memory_mb: float = 0.0
     gpu_memory_mb: float = 0.0  # per GPU in `gpus`
+    exclusive: bool = False  # holds its GPUs alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +147,14 @@ def node_state(node: NodeView) -> dict[str, Any]:
     used_cpu = sum(a.vcpus for a in node.assignments)
     used_mem = sum(a.memory_mb for a in node.assignments)
     reserved: dict[int, float] = {}
+    holders: dict[int, int] = {}
+    exclusive: set[int] = set()
     for a in node.assignments:
         for g in a.gpus:
             reserved[g] = reserved.get(g, 0.0) + a.gpu_memory_mb
+            holders[g] = holders.get(g, 0) + 1
+            if a.exclusive:
+                exclusive.add(g)
     mem_free = node.memory_mb - used_mem
     if node.memory_free_mb is not None:
         mem_free = min(mem_free, node.memory_free_mb)
@@ -166,6 +172,8 @@ def node_state(node: NodeView) -> dict[str, Any]:
                 "memory_total_mb": g.memory_total_mb,
                 "memory_free_mb": min(g.memory_free_mb, g.memory_total_mb - reserved.get(g.index, 0.0)),
                 "util_pct": g.util_pct,
+                "holders": holders.get(g.index, 0),
+                "held_exclusive": g.index in exclusive,
             }
             for g in node.gpus
         ],
@@ -275,6 +283,11 @@ def _checked_gpus(uri: str, raw: object, view: dict[str, Any], req: Requirement)
             raise PolicyOutputError(
                 uri, f"GPU {g} on node {view['node_id']} does not meet: {req.describe()[0]}"
             )
+        if info.get("held_exclusive") or (req.exclusive and info.get("holders")):
+            raise PolicyOutputError(
+                uri, f"GPU {g} on node {view['node_id']} is held by another instance"
+                + (" exclusively" if info.get("held_exclusive") else " and the block wants its GPUs alone")
+            )
     if view["vcpus_free"] < req.vcpus or view["memory_free_mb"] < req.memory_mb:
         raise PolicyOutputError(uri, f"node {view['node_id']} lacks the vCPUs or memory the block needs")
     return gpus
@@ -288,6 +301,16 @@ def _reserve(view: dict[str, Any], gpus: tuple[int, ...], req: Requirement) -> N
         for g in view["gpus"]:
             if g["index"] in gpus:
                 g["memory_free_mb"] -= req.gpu_memory_mb
+                g["holders"] = g.get("holders", 0) + 1
+                g["held_exclusive"] = g.get("held_exclusive", False) or req.exclusive
+
+
+def _usable(g: Mapping[str, Any], req: Requirement) -> bool:
+    """Whether one GPU can take one more instance of `req` (memory, utilization, holders)."""
+    return (g["memory_free_mb"] >= max(req.min_gpu_free_mb, req.gpu_memory_mb)
+            and g["util_pct"] <= req.max_gpu_util_pct
+            and not g.get("held_exclusive", False)
+            and not (req.exclusive and g.get("holders", 0)))
 
 
 def capacity(view: Mapping[str, Any], req: Requirement, limit: int) -> int:
@@ -304,9 +327,11 @@ def capacity(view: Mapping[str, Any], req: Requirement, limit: int) -> int:
     floor_mb = max(req.min_gpu_free_mb, req.gpu_memory_mb)
     per_gpu: list[int] = []
     for g in view["gpus"]:
-        if g["memory_free_mb"] < floor_mb or g["util_pct"] > req.max_gpu_util_pct:
+        if not _usable(g, req):
             continue
-        if req.gpu_memory_mb <= 0:
+        if req.exclusive:
+            per_gpu.append(1)
+        elif req.gpu_memory_mb <= 0:
             per_gpu.append(cap)
         else:
             per_gpu.append(min(cap, int((g["memory_free_mb"] - floor_mb) // req.gpu_memory_mb) + 1))
@@ -331,14 +356,11 @@ def _candidate(view: Mapping[str, Any], req: Requirement, count: int) -> Candida
 def _why_not(view: Mapping[str, Any], req: Requirement) -> str:
     parts: list[str] = []
     if req.gpus:
-        floor_mb = max(req.min_gpu_free_mb, req.gpu_memory_mb)
-        ok = sum(
-            1
-            for g in view["gpus"]
-            if g["memory_free_mb"] >= floor_mb and g["util_pct"] <= req.max_gpu_util_pct
-        )
+        ok = sum(1 for g in view["gpus"] if _usable(g, req))
         if ok < req.gpus:
-            parts.append(f"{ok} of {len(view['gpus'])} GPUs qualify (needs {req.gpus})")
+            held = sum(1 for g in view["gpus"] if g.get("held_exclusive") or (req.exclusive and g.get("holders")))
+            parts.append(f"{ok} of {len(view['gpus'])} GPUs qualify (needs {req.gpus})"
+                         + (f"; {held} held by other instances" if held else ""))
     if view["vcpus_free"] < req.vcpus:
         parts.append(f"{_fmt(view['vcpus_free'])} vCPUs free (needs {_fmt(req.vcpus)})")
     if view["memory_free_mb"] < req.memory_mb:

@@ -27,6 +27,9 @@ from aiosd.policies.errors import PolicyInputError
 from aiosd.specs.protocol import EMPTY_PROTOCOL
 from aiosd.specs.resolve import PolicySlot, ResolvedBlock
 
+# The block id under which GPUs held by instances outside the cluster's state are reserved.
+LOCAL_BLOCK = "(applied on the node)"
+
 
 def as_block(block_id: str, allocator: Allocator) -> ResolvedBlock:
     """The minimal resolved block `place()` needs: its id and resourceAllocator slot."""
@@ -47,17 +50,23 @@ def _assignment(inst: Instance, allocator: Allocator | None) -> Assignment:
         req = requirement_from(allocator.parameters, allocator.settings, cpu_only=allocator.uri == CPU_URI)
     except PolicyInputError:
         return Assignment(inst.block_id, inst.instance_id, inst.gpus)
-    return Assignment(inst.block_id, inst.instance_id, inst.gpus, req.vcpus, req.memory_mb, req.gpu_memory_mb)
+    return Assignment(inst.block_id, inst.instance_id, inst.gpus, req.vcpus, req.memory_mb, req.gpu_memory_mb,
+                      req.exclusive)
 
 
 def node_views(state: ClusterView, inventories: Sequence[Inventory], skip_block: str | None = None) -> list[NodeView]:
-    """Live nodes with their committed reservations (instances of `skip_block` are left out)."""
+    """Live nodes with their committed reservations (instances of `skip_block` are left out), plus
+    the GPUs that instances outside the cluster's state (blocks applied on one node) hold there."""
     by_node: dict[str, list[Assignment]] = {}
     for block_id, insts in state.blocks.items():
         if block_id == skip_block:
             continue
         for inst in insts.values():
             by_node.setdefault(inst.node_id, []).append(_assignment(inst, state.allocators.get(block_id)))
+    for inv in inventories:
+        for h in inv.held:
+            by_node.setdefault(inv.node_id, []).append(
+                Assignment(LOCAL_BLOCK, h.instance_id, h.gpus, exclusive=h.exclusive))
     return [
         NodeView(
             node_id=inv.node_id, cluster=inv.cluster, vcpus=inv.vcpus, memory_mb=inv.memory_mb,

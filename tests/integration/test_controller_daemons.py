@@ -377,3 +377,42 @@ def test_a_cluster_without_a_ca_holder_elects_its_own_controller(tmp_path: Path,
     # Deleted from the CA's node: lab stops it.
     assert ca.cli("delete", "block", "lab-echo").returncode == 0
     wait_sync(lambda: all(not running_here(d, "lab-echo") for d in lab), timeout_s=20, interval_s=0.2)
+
+
+def test_gpus_held_by_a_locally_applied_block_are_respected_by_the_cluster_controller(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    """One GPU (fake NVML in the real daemon): a block applied on the node that holds it alone keeps
+    the controller off it; blocks that share by memory run side by side on it."""
+    gpus = tmp_path / "gpus.json"
+    gpus.write_text(json.dumps([{"uuid": "GPU-one", "total_mb": 24000}]))
+    (d,) = start_cluster(tmp_path, daemons, 1, per_node_env=[{"AIOSD_TEST_GPUS": str(gpus)}])
+    alone = {"uri": "policy.resourceAllocator.best-fit:v1",
+             "parameters": {"gpus": 1, "min_gpu_free_memory": 4000, "exclusive_gpus": True}}
+    shared = {"uri": "policy.resourceAllocator.best-fit:v1", "parameters": {"gpus": 1, "min_gpu_free_memory": 4000}}
+    spec = tmp_path / "spec.json"
+    spec.write_text(echo_block_docs("solo", 1, alone))
+    r = d.cli("apply", "-f", str(spec), "--json")
+    assert r.returncode == 0, r.stderr
+    assert [g["holders"] for g in d.json("gpus")["gpus"]] == [["solo-0"]]
+    spec.write_text(echo_block_docs("placed", 1, shared))
+    commit = ctl(d)["commit_index"]
+    r = d.cli("apply", "-f", str(spec), "--cluster")
+    assert r.returncode != 0
+    assert "no node satisfies: 1 GPU with >= 4000 MB free" in r.stderr and "1 held by other instances" in r.stderr
+    assert ctl(d)["commit_index"] == commit and placements(d, "placed") == {}
+    assert d.cli("delete", "block", "solo").returncode == 0
+    wait_sync(lambda: d.json("gpus")["gpus"][0]["holders"] == [], timeout_s=10)
+    r = d.cli("apply", "-f", str(spec), "--cluster", "--json")
+    assert r.returncode == 0, r.stderr
+    wait_sync(lambda: healthy_here(d, "placed") == {"placed-0"}, timeout_s=30)
+    # Memory-shared: a second block applied on the node joins the cluster block on the one GPU.
+    spec.write_text(echo_block_docs("beside", 1, shared))
+    r = d.cli("apply", "-f", str(spec), "--json")
+    assert r.returncode == 0, r.stderr
+    assert sorted(d.json("gpus")["gpus"][0]["holders"]) == ["beside-0", "placed-0"]
+    # ...but a block that wants a GPU alone now finds none, on either path.
+    spec.write_text(echo_block_docs("solo", 1, alone))
+    r = d.cli("apply", "-f", str(spec))
+    assert r.returncode != 0 and "held by other instances" in r.stderr, r.stderr
+    r = d.cli("apply", "-f", str(spec), "--cluster")
+    assert r.returncode != 0 and "held by other instances" in r.stderr, r.stderr

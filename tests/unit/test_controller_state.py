@@ -20,7 +20,7 @@ from aiosd.control.cluster_state import (
     encode_command,
 )
 from aiosd.control.controller import raft_config
-from aiosd.control.controller_wire import GpuReport, Inventory
+from aiosd.control.controller_wire import GpuHold, GpuReport, Inventory
 from aiosd.control.errors import PlacementError
 from aiosd.control.scheduler import plan_moves, plan_scale
 from aiosd.errors import ConfigError
@@ -129,6 +129,22 @@ def test_scale_respects_gpus_and_names_unmet_conditions() -> None:
     assert [(s.node_id, sorted(s.gpus)) for s in cmd.instances] == [("n2", [0, 1])]
     with pytest.raises(PlacementError, match="no node satisfies: 2 GPUs with >= 10000 MB free"):
         plan_scale(ClusterState().view(), invs, "llm", 2, gpu2, RUNNER, term=1)
+
+
+def test_gpus_held_by_blocks_applied_on_a_node_are_not_placed_onto() -> None:
+    gpu1 = Allocator(parameters={"gpus": 1, "min_gpu_free_memory": 4000})
+    held = Inventory(node_id="n1", cluster="c", vcpus=4, memory_mb=8000, gpus=(
+        GpuReport(index=0, memory_total_mb=24000, memory_free_mb=20000),
+        GpuReport(index=1, memory_total_mb=24000, memory_free_mb=20000)),
+        held=(GpuHold(instance_id="local-0", gpus=(0,), exclusive=True),))
+    cmd = plan_scale(ClusterState().view(), [held], "b", 1, gpu1, RUNNER, term=1)
+    assert [(s.node_id, s.gpus) for s in cmd.instances] == [("n1", (1,))]
+    with pytest.raises(PlacementError, match="1 of 2 GPUs qualify \\(needs 2\\); 1 held by other instances"):
+        plan_scale(ClusterState().view(), [held], "b", 2, gpu1.model_copy(update={"parameters": {"gpus": 2}}),
+                   RUNNER, term=1)
+    # A shared local holder leaves the GPU to others (memory decides).
+    shared = held.model_copy(update={"held": (GpuHold(instance_id="local-0", gpus=(0, 1), exclusive=False),)})
+    assert len(plan_scale(ClusterState().view(), [shared], "b", 2, gpu1, RUNNER, term=1).instances) == 2
 
 
 def test_moves_take_orphans_off_dead_nodes_with_the_same_allocator() -> None:

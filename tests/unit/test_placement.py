@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from aiosd.control import Assignment, GpuView, NodeView, PlacementError, place
 from aiosd.policies import (
     AIOSv1PolicyRule,
+    PolicyConfigError,
     PolicyNotFound,
     PolicyOutputError,
     PolicyRegistry,
@@ -305,3 +306,47 @@ def test_index_and_scan_agree(
 def test_builtin_registry_is_what_the_runner_uses_by_default() -> None:
     r = place(block(), [gpu_node("n1")], 1, PolicyRunner(builtin_registry()))
     assert r.placements[0].node_id == "n1"
+
+
+def test_gpus_are_shared_by_memory_unless_a_holder_or_the_block_wants_them_alone() -> None:
+    shared = (Assignment("other", "i1", gpus=(0,), gpu_memory_mb=4000),)
+    alone = (Assignment("other", "i1", gpus=(0,), exclusive=True),)
+    # Shared holder: best-fit packs onto GPU 0 (less free after the reservation) when memory allows.
+    r = place(block(gpus=1, min_gpu_free_memory=4000), [gpu_node("n1", 24000, 24000, assignments=shared)], 1, RUNNER)
+    assert r.placements[0].gpus == (0,)
+    # A block that wants its GPUs alone skips a GPU with any holder, and holds its own alone.
+    r = place(block(gpus=1, exclusive_gpus=True), [gpu_node("n1", 24000, 24000, assignments=shared)], 2, RUNNER,
+              dry_run=True)
+    assert [p.gpus for p in r.placements] == [(1,)] and r.score == 0.5
+    assert r.candidates[0].capacity == 1
+    # An exclusive holder keeps everyone off its GPU, however much memory is free.
+    with pytest.raises(PlacementError) as err:
+        place(block(gpus=1), [gpu_node("n1", 24000, assignments=alone)], 1, RUNNER)
+    assert "n1: 0 of 1 GPUs qualify (needs 1); 1 held by other instances" in str(err.value)
+    assert "not held by any other instance" not in str(err.value)
+    with pytest.raises(PlacementError, match="not held by any other instance"):
+        place(block(gpus=1, exclusive_gpus=True), [gpu_node("n1", 24000, assignments=shared)], 1, RUNNER)
+    # Within one placement: the first exclusive instance takes GPU 0, the next one GPU 1, then none.
+    r = place(block(gpus=1, exclusive_gpus=True), [gpu_node("n1", 24000, 24000)], 3, RUNNER, dry_run=True)
+    assert sorted(p.gpus for p in r.placements) == [(0,), (1,)]
+
+
+def test_exclusive_gpus_must_be_a_boolean_and_policies_may_not_choose_held_gpus() -> None:
+    with pytest.raises(PolicyConfigError, match="parameters.exclusive_gpus: must be true or false"):
+        place(block(gpus=1, exclusive_gpus="yes"), [gpu_node("n1", 24000)], 1, RUNNER)
+    alone = (Assignment("other", "i1", gpus=(0,), exclusive=True),)
+    with pytest.raises(PolicyOutputError, match="GPU 0 on node n1 is held by another instance exclusively"):
+        place(block("test.liar:v1", answer={"node_id": "n1", "gpus": [0]}, gpus=1),
+              [gpu_node("n1", 24000, assignments=alone)], 1, RUNNER)
+    # A custom policy sees holders and held_exclusive in payload.nodes[].gpus[].
+    seen: list[Any] = []
+
+    class Peek(AIOSv1PolicyRule):
+        def eval(self, parameters: Mapping[str, Any], input_data: Mapping[str, Any], context: Any) -> dict[str, Any]:
+            seen.append([dict(g) for g in input_data["payload"]["nodes"][0]["gpus"]])
+            return {"node_id": "n1", "gpus": [1]}
+
+    reg = _registry()
+    reg.register("test.peek:v1", Peek)
+    place(block("test.peek:v1", gpus=1), [gpu_node("n1", 24000, 24000, assignments=alone)], 1, PolicyRunner(reg))
+    assert [(g["index"], g["holders"], g["held_exclusive"]) for g in seen[0]] == [(0, 1, True), (1, 0, False)]

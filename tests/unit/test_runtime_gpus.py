@@ -58,6 +58,12 @@ def test_shared_holders_spread_and_exclude_exclusive() -> None:
     with pytest.raises(GpuUnavailable):
         book.allocate("x", GpuRequest(count=1, mode=GpuMode.EXCLUSIVE))
     assert [h.instance_id for h in book.holders()[s3[0].index]][-1] == "s3"
+    assert book.holdings()["s3"] == ((s3[0].index,), False)
+    book.release("s1")
+    book.release("s2")
+    book.release("s3")
+    book.allocate("x", GpuRequest(count=2, mode=GpuMode.EXCLUSIVE))
+    assert book.holdings() == {"x": ((0, 1), True)}
 
 
 def test_min_free_memory_and_explicit_ids() -> None:

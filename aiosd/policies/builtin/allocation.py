@@ -3,7 +3,9 @@
 AIOS contract: input `{action: dry_run|allocation|scale|reassignment, payload{nodes, ...}}` ->
 `{node_id, gpus}` (dry_run: `{selection_score_data{score, node_info{node_id, gpus}}}`).
 `payload.nodes` is a list of `{node_id, vcpus_free, memory_free_mb, instances, gpus: [{index,
-memory_free_mb, util_pct}]}`. When the caller passes an `AllocationIndex` as `context` (the
+memory_free_mb, util_pct, holders, held_exclusive}]}`. GPUs are shared by memory (each instance
+reserves `gpu_memory_mb`) unless `exclusive_gpus` is true: then a GPU with any holder is not chosen,
+and a GPU that some instance holds exclusively is never chosen for anyone. When the caller passes an `AllocationIndex` as `context` (the
 scheduler does), the choice comes from its incremental index instead of a scan; both give the
 same answer (tested).
 """
@@ -47,6 +49,7 @@ class Requirement:
     vcpus: float = 0.0
     memory_mb: float = 0.0
     mode: SelectionMode = "best-fit"
+    exclusive: bool = False  # the instance's GPUs are its alone (no other holder before or after)
 
     def describe(self) -> list[str]:
         """The conditions, as a user reads them ("2 GPUs with >= 10000 MB free ...")."""
@@ -57,6 +60,8 @@ class Requirement:
             )
             if self.max_gpu_util_pct < 100:
                 gpu += f" and <= {_fmt(self.max_gpu_util_pct)}% utilization"
+            if self.exclusive:
+                gpu += ", not held by any other instance (exclusive)"
             out.append(gpu)
         if self.vcpus:
             out.append(f"{_fmt(self.vcpus)} vCPUs free")
@@ -74,7 +79,7 @@ def requirement_from(
 ) -> Requirement:
     """Read a requirement from AIOS-style allocator parameters (`gpus`, `min_gpu_free_memory`,
     `max_gpu_utilization` as 0..1 or percent, `gpu_memory_mb`, `cpus`/`vcpus`, `min_memory_mb`/
-    `memory_mb`) and `settings.selection_mode`.
+    `memory_mb`, `exclusive_gpus`) and `settings.selection_mode`.
 
     Raises:
         PolicyInputError: a value of the wrong type or range (path named).
@@ -94,6 +99,9 @@ def requirement_from(
     util_pct = util * 100 if util <= 1 else util
     vcpus = num("cpus", 0) if "cpus" in parameters else num("vcpus", 0)
     mem = num("min_memory_mb", 0) if "min_memory_mb" in parameters else num("memory_mb", 0)
+    exclusive = parameters.get("exclusive_gpus", False)
+    if not isinstance(exclusive, bool):
+        raise PolicyInputError("parameters.exclusive_gpus", f"must be true or false, got {exclusive!r}"[:200])
     raw_mode = settings.get("selection_mode", "best-fit")
     mode = MODE_ALIASES.get(raw_mode) if isinstance(raw_mode, str) else None
     if mode is None:
@@ -109,6 +117,7 @@ def requirement_from(
         vcpus=vcpus,
         memory_mb=mem,
         mode=mode,
+        exclusive=exclusive,
     )
 
 
@@ -145,6 +154,8 @@ def node_choice(node: Mapping[str, Any], req: Requirement) -> tuple[Key, tuple[i
         if g["memory_free_mb"] >= req.min_gpu_free_mb
         and g["memory_free_mb"] >= req.gpu_memory_mb
         and g.get("util_pct", 0.0) <= req.max_gpu_util_pct
+        and not g.get("held_exclusive", False)
+        and not (req.exclusive and g.get("holders", 0))
     ]
     if len(eligible) < req.gpus:
         return None
@@ -193,10 +204,18 @@ def read_node_views(raw: object) -> list[dict[str, Any]]:
                     "index": g["index"],
                     "memory_free_mb": _number(g.get("memory_free_mb", 0), f"{gpath}.memory_free_mb"),
                     "util_pct": _number(g.get("util_pct", 0), f"{gpath}.util_pct"),
+                    "holders": int(_number(g.get("holders", 0), f"{gpath}.holders")),
+                    "held_exclusive": _flag(g.get("held_exclusive", False), f"{gpath}.held_exclusive"),
                 }
             )
         out.append(view)
     return out
+
+
+def _flag(v: object, path: str) -> bool:
+    if not isinstance(v, bool):
+        raise PolicyInputError(path, f"must be true or false, got {v!r}"[:200])
+    return v
 
 
 def _number(v: object, path: str) -> float:
@@ -234,6 +253,7 @@ class BestFitAllocator(AIOSv1PolicyRule):
         "vcpus": {"type": "number", "min": 0},
         "min_memory_mb": {"type": "number", "min": 0},
         "memory_mb": {"type": "number", "min": 0},
+        "exclusive_gpus": {"type": "boolean", "description": "no other instance on the instance's GPUs"},
     }
     settings_protocol: ClassVar[Mapping[str, Any]] = {
         "selection_mode": {"type": "string", "choices": sorted(MODE_ALIASES)},
