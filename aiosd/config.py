@@ -118,7 +118,7 @@ class MetricsSettings(_Section):
 
 
 class AssetsSettings(_Section):
-    chunk_bytes: int = Field(1 << 20, ge=4096, le=16 << 20, description="chunk size of newly pushed assets; "
+    chunk_bytes: int = Field(4 << 20, ge=4096, le=16 << 20, description="chunk size of newly pushed assets; "
                              "bigger = fewer requests and hashes per byte, more memory per in-flight request")
     window_per_holder: int = Field(4, ge=1, le=64, description="chunk requests in flight per holder; more hides "
                                    "more round trips, costs window x chunk_bytes of memory per holder")

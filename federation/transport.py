@@ -17,8 +17,9 @@ import os
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Container
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, BinaryIO, Self, TypeVar
 
 import aiohttp
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
@@ -56,7 +57,20 @@ _STATUS: dict[AuthReason, int] = {
 
 RequestHandler = Callable[[Verified], Awaitable[BaseModel]]
 OneWayHandler = Callable[[Verified], Awaitable[None]]
-RawHandler = Callable[[Verified], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class FileRange:
+    """A raw answer read straight from a file by the kernel (sendfile): `length` bytes of `file`
+    at `offset`. The handler opens the file and makes sure the range lies inside it; the
+    transport closes it once sent."""
+
+    file: BinaryIO
+    offset: int
+    length: int
+
+
+RawHandler = Callable[[Verified], Awaitable[bytes | FileRange]]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -170,7 +184,8 @@ class Transport:
         self._oneway[kind] = handler
 
     def route_raw(self, kind: str, handler: RawHandler) -> None:
-        """Answer signed requests of `kind` with raw bytes (unsigned: the caller must know their hash).
+        """Answer signed requests of `kind` with raw bytes (unsigned: the caller must know their hash),
+        or with a FileRange the kernel sends from the file without copying it through Python.
 
         A handler refuses with AuthError(FORBIDDEN) (→ 403) or LookupError (→ 404); else → 500.
         """
@@ -254,7 +269,8 @@ class Transport:
     async def _on_raw(self, request: web.Request) -> web.StreamResponse:
         return await self._inbound(request, self._serve_raw, what="p2p raw handler failed", capped=True)
 
-    async def _inbound(self, request: web.Request, serve: Callable[[Verified], Awaitable[web.StreamResponse]],
+    async def _inbound(self, request: web.Request,
+                       serve: Callable[[web.Request, Verified], Awaitable[web.StreamResponse]],
                        *, what: str, capped: bool) -> web.StreamResponse:
         """What every signed inbound POST shares: the in-flight gate, the size cap, verification,
         the partition test hook; then `serve` answers the verified envelope."""
@@ -277,7 +293,7 @@ class Transport:
                 if request.transport is not None:
                     request.transport.abort()  # a partition: the peer sees a dead connection
                 return web.Response(status=503)
-            return await serve(v)
+            return await serve(request, v)
         except (asyncio.CancelledError, web.HTTPException):
             raise
         except Exception:
@@ -287,7 +303,7 @@ class Transport:
         finally:
             self._inflight -= 1
 
-    async def _serve_msg(self, v: Verified) -> web.StreamResponse:
+    async def _serve_msg(self, request: web.Request, v: Verified) -> web.StreamResponse:
         if v.kind in self._oneway:
             try:
                 self._queue.put_nowait(v)
@@ -310,7 +326,7 @@ class Transport:
         self.counters["requests_served"] += 1
         return web.Response(body=out, content_type=_CT)
 
-    async def _serve_raw(self, v: Verified) -> web.StreamResponse:
+    async def _serve_raw(self, request: web.Request, v: Verified) -> web.StreamResponse:
         handler = self._raw.get(v.kind)
         if handler is None:
             return web.Response(status=404, text="no route")
@@ -321,6 +337,9 @@ class Transport:
         except LookupError:
             return web.Response(status=404, text="not found")
         self.counters["raw_served"] += 1
+        if isinstance(data, FileRange):
+            self.counters["raw_bytes_out"] += data.length
+            return await _send_range(request, data)
         self.counters["raw_bytes_out"] += len(data)
         return web.Response(body=data, content_type="application/octet-stream")
 
@@ -551,7 +570,9 @@ class Transport:
                 limit = s.max_bytes if cap is None else cap
                 if resp.content_length is not None and resp.content_length > limit:
                     raise RemoteProtocolError(f"peer {addr}: answer larger than {limit} bytes")
-                data = await _read_capped(resp.content, limit)
+                # A stated length within the cap is read in one piece (one copy); else counted.
+                data = await resp.read() if resp.content_length is not None else await _read_capped(
+                    resp.content, limit)
                 if len(data) > limit:
                     raise RemoteProtocolError(f"peer {addr}: answer larger than {limit} bytes")
                 return resp.status, data
@@ -755,6 +776,30 @@ class _WsPeer:
         self.reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.reader
+
+
+async def _send_range(request: web.Request, r: FileRange) -> web.StreamResponse:
+    """Answer with `r`'s bytes by sendfile (the kernel copies page cache to socket); a transport
+    that cannot (TLS) gets them read in pieces."""
+    with r.file:
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        resp.content_length = r.length
+        await resp.prepare(request)
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("p2p raw answer: connection lost")
+        try:
+            await asyncio.get_running_loop().sendfile(transport, r.file, r.offset, r.length)
+        except NotImplementedError:
+            pos, end = r.offset, r.offset + r.length
+            while pos < end:
+                piece = await asyncio.to_thread(os.pread, r.file.fileno(), min(1 << 20, end - pos), pos)
+                if not piece:
+                    raise ConnectionResetError("p2p raw answer: the file is shorter than announced") from None
+                await resp.write(piece)
+                pos += len(piece)
+        await resp.write_eof()
+    return resp
 
 
 async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:

@@ -20,7 +20,9 @@ from aiosd.control.cluster_state import Allocator, BlockSpec
 from aiosd.control.controller_wire import ForwardAnswer, ForwardRequest, PlaceRequest
 from aiosd.control.errors import ClusterRefused
 from aiosd.specs import ParsedBlock, ParsedComponent, ResolvedBlock, SpecError
+from aiosd.specs.errors import Problem
 from aiosd.specs.parse import parse_document
+from aiosd.specs.resolve import PolicyCatalog
 
 if TYPE_CHECKING:
     from aiosd.control.block_loops import BlockLoop
@@ -151,6 +153,27 @@ class ClusterBlocks:
                 "placements": answer.result.get("instances", [])}
 
 
+def published_allocator_problem(block: ParsedBlock, res: ResolvedBlock, builtins: PolicyCatalog) -> Problem | None:
+    """Why `aiosd apply --cluster` refuses this block's resourceAllocator (None: a built-in, accepted).
+
+    Published policies (`aiosd policy push`) are records and archives of the node that pushed them,
+    not replicated: the cluster's leader, which runs the allocator at apply, on scale, whenever it
+    moves instances off a dead node and again after a leader change, could not load one.
+    """
+    slot = res.policy("resourceAllocator")
+    if slot is None or builtins.find(slot.uri) is not None:
+        return None
+    path = f"component {res.component_uri}: policies.resourceAllocator.policyRuleURI"
+    if slot.source == "block":
+        i = max(j for j, e in enumerate(block.spec.policy_rules_spec) if e.values.name == "resourceAllocator")
+        path = f"{VALUES}.policyRulesSpec[{i}].values.policyRuleURI"
+    return Problem(path, f"policy {slot.uri!r} is a published policy, which only the node that pushed it holds; "
+                   "the cluster's controller runs the resourceAllocator on its leader (at apply, on scale and when "
+                   "it moves instances off a dead node), so --cluster needs a built-in one (e.g. "
+                   "policy.resourceAllocator.best-fit:v1); apply without --cluster to place the block on this node "
+                   "with the published policy")
+
+
 def allocator_of(res: ResolvedBlock) -> Allocator:
     """The block's resourceAllocator slot as the controller keeps it (default: best-fit)."""
     slot = res.policy("resourceAllocator")
@@ -159,4 +182,4 @@ def allocator_of(res: ResolvedBlock) -> Allocator:
     return Allocator(uri=slot.uri, parameters=dict(slot.parameters), settings=dict(slot.settings))
 
 
-__all__ = ["CLUSTER", "MAX_CLUSTER_SPEC_BYTES", "ClusterBlocks", "allocator_of"]
+__all__ = ["CLUSTER", "MAX_CLUSTER_SPEC_BYTES", "ClusterBlocks", "allocator_of", "published_allocator_problem"]

@@ -38,12 +38,13 @@ from aiosd.control.apply import (
     instance_specs,
     local_node_view,
 )
-from aiosd.control.block_cluster import CLUSTER, ClusterBlocks, allocator_of
+from aiosd.control.block_cluster import CLUSTER, ClusterBlocks, allocator_of, published_allocator_problem
 from aiosd.control.block_loops import BlockLoop, BlockLoops
 from aiosd.control.controller_wire import DryRunRequest, ForwardRequest
 from aiosd.control.errors import ClusterRefused
 from aiosd.control.follow import PlacementFollower
 from aiosd.control.placement import Assignment, PlacementResult, place
+from aiosd.control.published_allocator import load_published, place_published
 from aiosd.control.task_forward import TaskForward, TaskForwardAnswer, TaskForwarder
 from aiosd.errors import AiosdError
 from aiosd.image_dist import IMAGES
@@ -429,6 +430,10 @@ class BlockService(ClusterBlocks, BlockLoops):
             bid = p.key or (comp.spec.component_id.name + "-" + hashlib.sha256(
                 json.dumps(p.envelope.values, sort_keys=True).encode()).hexdigest()[:8])
             res = dataclasses.replace(res, block_id=bid)
+            refused = published_allocator_problem(p, res, self.policies) if cluster else None
+            if refused is not None:
+                problems += _prefix([refused], i, n)
+                continue
             try:
                 code = code_for(res, self.runtime.driver_name)
                 await self._check_image(code, res)
@@ -521,6 +526,9 @@ class BlockService(ClusterBlocks, BlockLoops):
                                               exclusive=exclusive))
         metrics = await self.runtime.inventory.ametrics() if self.runtime.gpu_info else []
         view = await asyncio.to_thread(local_node_view, self.node_id, self.runtime.gpu_info, metrics, assignments)
+        published = await load_published(res, self.policy_svc.runner) if self.policy_svc is not None else None
+        if published is not None:  # a pushed policy: it answers from its sandbox worker, awaited here
+            return await place_published(res, [view], count, published, dry_run)
         return await asyncio.to_thread(place, res, [view], count, PolicyRunner(self.policies), dry_run)
 
     async def _start_blocks(self, h: TaskHandle, starts: Mapping[str, tuple[dict[str, Any], ResolvedBlock]]

@@ -180,6 +180,31 @@ def node_state(node: NodeView) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class AllocatorRef:
+    """The block's resourceAllocator slot as a loader needs it (best-fit when the block has none)."""
+
+    uri: str
+    parameters: Mapping[str, Any] | None
+    settings: Mapping[str, Any] | None
+    rule_id: str
+
+
+def allocator_ref(block: ResolvedBlock) -> AllocatorRef:
+    """Which allocator places `block`, with the configuration it names."""
+    slot = block.policy("resourceAllocator")
+    rule_id = f"{block.block_id or block.component_uri}/resourceAllocator"
+    if slot is None:
+        return AllocatorRef(BEST_FIT_URI, None, None, rule_id)
+    return AllocatorRef(slot.uri, slot.parameters, slot.settings, rule_id)
+
+
+def check_count(count: int) -> None:
+    """Raises: ValueError when `count` is outside 0..MAX_COUNT (a caller bug)."""
+    if not 0 <= count <= MAX_COUNT:
+        raise ValueError(f"count must be 0..{MAX_COUNT}, got {count}")
+
+
 def place(
     block: ResolvedBlock,
     nodes: Sequence[NodeView],
@@ -197,65 +222,100 @@ def place(
         PolicyError: the policy is unknown, misconfigured, failed, or answered outside its contract.
         ValueError: count out of range or duplicate node ids (caller bugs).
     """
-    if not 0 <= count <= MAX_COUNT:
-        raise ValueError(f"count must be 0..{MAX_COUNT}, got {count}")
-    slot = block.policy("resourceAllocator")
-    uri = slot.uri if slot is not None else BEST_FIT_URI
-    handle = policy_runner.load(
-        uri,
-        parameters=slot.parameters if slot is not None else None,
-        settings=slot.settings if slot is not None else None,
-        rule_id=f"{block.block_id or block.component_uri}/resourceAllocator",
-    )
-    req = _requirement(handle.rule, handle.parameters, handle.settings, handle.uri)
-    alive = [n for n in nodes if n.alive]
-    views = [node_state(n) for n in alive]
-    pos_of: dict[str, int] = {}
-    for npos, view in enumerate(views):
-        if view["node_id"] in pos_of:
-            raise ValueError(f"node id {view['node_id']!r} appears twice")
-        pos_of[view["node_id"]] = npos
-    candidates = tuple(_candidate(v, req, count) for v in views) if dry_run else ()
-    index = _Index(views, req)
-    payload: dict[str, Any] = {"block": block.to_record(), "nodes": views, "requirement": req.describe()}
-    input_data = {"action": "allocation", "payload": payload}
-    placements: list[Placement] = []
-    unmet = ""
+    check_count(count)
+    ref = allocator_ref(block)
+    handle = policy_runner.load(ref.uri, parameters=ref.parameters, settings=ref.settings, rule_id=ref.rule_id)
+    req = requirement_for(handle.rule, handle.parameters, handle.settings, handle.uri)
+    run = PlacementRun(block, nodes, count, handle.uri, req, dry_run)
     for i in range(count):
-        payload["instance_index"] = i
-        out = handle.eval(input_data, index)
+        if not run.accept(handle.eval(run.input_for(i), run.index)):
+            break
+    return run.result()
+
+
+class PlacementRun:
+    """One placement call in progress: the node views, the allocator's input, what is placed so far.
+
+    `place()` (built-ins, in process) and `place_published()` (a published allocator in the
+    sandbox, awaited) both hand it the policy's answers one instance at a time, so every answer
+    is checked the same way: an unknown node, GPUs not on the node or not free, a held-exclusive
+    GPU, missing vCPUs or memory -> PolicyOutputError naming the policy.
+    """
+
+    __slots__ = ("alive", "candidates", "count", "dead", "dry_run", "index", "input_data", "payload",
+                 "placements", "pos_of", "req", "unmet", "uri", "views")
+
+    def __init__(self, block: ResolvedBlock, nodes: Sequence[NodeView], count: int, uri: str, req: Requirement,
+                 dry_run: bool = False) -> None:
+        """Raises: ValueError when two nodes share an id (a caller bug)."""
+        self.uri, self.req, self.count, self.dry_run = uri, req, count, dry_run
+        alive = [n for n in nodes if n.alive]
+        self.dead = len(nodes) - len(alive)
+        self.views = [node_state(n) for n in alive]
+        self.pos_of: dict[str, int] = {}
+        for npos, view in enumerate(self.views):
+            if view["node_id"] in self.pos_of:
+                raise ValueError(f"node id {view['node_id']!r} appears twice")
+            self.pos_of[view["node_id"]] = npos
+        self.candidates = tuple(_candidate(v, req, count) for v in self.views) if dry_run else ()
+        self.index = _Index(self.views, req)
+        self.payload: dict[str, Any] = {"block": block.to_record(), "nodes": self.views,
+                                        "requirement": req.describe()}
+        self.input_data: dict[str, Any] = {"action": "allocation", "payload": self.payload}
+        self.placements: list[Placement] = []
+        self.unmet = ""
+
+    def input_for(self, instance_index: int) -> dict[str, Any]:
+        """The allocator's input for one instance (the same dict each time, views updated in place)."""
+        self.payload["instance_index"] = instance_index
+        return self.input_data
+
+    def accept(self, out: Mapping[str, Any]) -> bool:
+        """Check and reserve one answer `{node_id, gpus}`; False when the policy found no node.
+
+        Raises: PolicyOutputError naming the policy and what is wrong with its answer.
+        """
         node_id = out.get("node_id")
         if node_id is None:
-            unmet = _unmet(req, views, count - i, len(nodes) - len(alive))
-            break
-        pos = pos_of.get(node_id) if isinstance(node_id, str) else None
+            placed = len(self.placements)
+            self.unmet = _unmet(self.req, self.views, self.count - placed, self.dead)
+            return False
+        pos = self.pos_of.get(node_id) if isinstance(node_id, str) else None
         if pos is None:
-            raise PolicyOutputError(
-                handle.uri, f"node_id {str(node_id)[:60]!r} is not an alive candidate node"
-            )
-        gpus = _checked_gpus(handle.uri, out.get("gpus", []), views[pos], req)
-        _reserve(views[pos], gpus, req)
-        index.rekey(pos)
-        placements.append(Placement(node_id=node_id, gpus=gpus))
-    if unmet and not dry_run:
-        placed = len(placements)
-        prefix = f"only {placed} of {count} instances fit; " if placed else ""
-        raise PlacementError(prefix + unmet)
-    return PlacementResult(
-        placements=tuple(placements),
-        requested=count,
-        policy_uri=handle.uri,
-        requirement=req,
-        dry_run=dry_run,
-        score=len(placements) / count if count else 1.0,
-        candidates=candidates,
-        unmet=unmet,
-    )
+            raise PolicyOutputError(self.uri, f"node_id {str(node_id)[:60]!r} is not an alive candidate node")
+        gpus = _checked_gpus(self.uri, out.get("gpus", []), self.views[pos], self.req)
+        _reserve(self.views[pos], gpus, self.req)
+        self.index.rekey(pos)
+        self.placements.append(Placement(node_id=node_id, gpus=gpus))
+        return True
+
+    def result(self, score: float | None = None) -> PlacementResult:
+        """What was placed (`score`: the policy's own dry-run score, else placed/count).
+
+        Raises: PlacementError when not all instances fit and this is not a dry run.
+        """
+        placed = len(self.placements)
+        if self.unmet and not self.dry_run:
+            prefix = f"only {placed} of {self.count} instances fit; " if placed else ""
+            raise PlacementError(prefix + self.unmet)
+        if score is None:
+            score = placed / self.count if self.count else 1.0
+        return PlacementResult(
+            placements=tuple(self.placements),
+            requested=self.count,
+            policy_uri=self.uri,
+            requirement=self.req,
+            dry_run=self.dry_run,
+            score=score,
+            candidates=self.candidates,
+            unmet=self.unmet,
+        )
 
 
-def _requirement(
+def requirement_for(
     rule: object, parameters: Mapping[str, Any], settings: Mapping[str, Any], uri: str
 ) -> Requirement:
+    """What one instance reserves: the built-in's own requirement, else read from the AIOS keys."""
     req = getattr(rule, "requirement", None)
     if isinstance(req, Requirement):
         return req
@@ -388,13 +448,18 @@ def _fmt(x: float) -> str:
 
 __all__ = [
     "MAX_COUNT",
+    "AllocatorRef",
     "Assignment",
     "Candidate",
     "GpuView",
     "NodeView",
     "Placement",
     "PlacementResult",
+    "PlacementRun",
+    "allocator_ref",
     "capacity",
+    "check_count",
     "node_state",
     "place",
+    "requirement_for",
 ]

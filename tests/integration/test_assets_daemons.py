@@ -185,6 +185,35 @@ def test_image_pushed_on_one_node_is_pulled_and_loaded_on_another(net: list[Daem
         podman("rmi", "-f", name)
 
 
+def test_a_fetch_cut_by_kill9_of_the_fetching_daemon_resumes_after_restart(
+        net: list[Daemon], tmp_path: Path) -> None:
+    n1, _, n3 = net
+    src, sha = _push(n1, tmp_path, "t/resume:1", 3 * 2**20)  # 48 chunks
+    _visible(n3, "t/resume:1")
+    _faults(n1, delay_s=0.1)  # one holder, 4 requests in flight: ~40 chunks/s
+    try:
+        _api(n3, "POST", "/v1/assets/fetch", {"uri": "t/resume:1"})
+        wait_sync(lambda: _api(n3, "GET", f"/v1/assets/fetches/{sha}")["chunks_done"] >= 12, timeout_s=20,
+                  interval_s=0.05)
+        n3.kill9()
+        part = n3.data_dir / "blobs" / "partial" / f"{sha}.part"
+        marks = part.with_suffix(".have").read_bytes()
+        assert part.exists() and 12 <= sum(marks) < 48, sum(marks)
+        n3.start()
+        _visible(n3, "t/resume:1")
+        job = _get(n3, "t/resume:1", tmp_path / "resumed.out")
+    finally:
+        _faults(n1)
+    assert job["state"] == "done" and job["resumed_chunks"] >= 12, job
+    assert job["per_holder"][_node_id(n1)] == 48 - job["resumed_chunks"]  # only the rest travelled
+    assert (tmp_path / "resumed.out").read_bytes() == src.read_bytes()
+    assert not part.exists() and not part.with_suffix(".have").exists()
+    ids = {_node_id(d) for d in net}
+    for d in net:  # the next test needs everyone alive again
+        wait_sync(lambda d=d: {x["node_id"] for x in d.json("nodes")["nodes"] if x["state"] == "alive"} == ids,
+                  timeout_s=20, interval_s=0.2)
+
+
 def test_holder_killed_mid_transfer_does_not_fail_the_fetch(net: list[Daemon], tmp_path: Path) -> None:
     """Runs last in this module: it kills n2."""
     n1, n2, n3 = net
