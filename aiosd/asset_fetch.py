@@ -33,6 +33,9 @@ _HASH_READ_BYTES = 8 << 20
 _FLUSH_BYTES = 64 << 20
 
 ChunkSource = Callable[[NodeId, str, int, int], Awaitable[bytes]]
+HolderSource = Callable[[], Awaitable[list[NodeId]]]
+# How often a running fetch re-reads who holds the blob (nodes that finished fetching it since).
+HOLDERS_REFRESH_S = 2.0
 Outcome = Literal["ok", "corrupt", "error"]
 
 
@@ -72,8 +75,10 @@ class BlobFetch:
     """`await BlobFetch(...).run()` assembles `manifest`'s blob from `holders` into `blobs`."""
 
     def __init__(self, blobs: BlobStore, manifest: Manifest, holders: list[NodeId], source: ChunkSource,
-                 cfg: PlanConfig, chunk_timeout_s: float, progress: FetchProgress) -> None:
+                 cfg: PlanConfig, chunk_timeout_s: float, progress: FetchProgress,
+                 more_holders: HolderSource | None = None, refresh_s: float = HOLDERS_REFRESH_S) -> None:
         self.blobs, self.m, self.source, self.cfg = blobs, manifest, source, cfg
+        self.more_holders, self.refresh_s = more_holders, refresh_s
         self.holders, self.chunk_timeout_s, self.progress = holders, chunk_timeout_s, progress
         self._part = blobs.partial_path(manifest.sha256)
         self._have_path = self._part.with_suffix(".have")
@@ -100,15 +105,22 @@ class BlobFetch:
         hasher = asyncio.ensure_future(self._hash_prefix(plan, kick))  # owned: awaited or cancelled below
         tasks: set[asyncio.Task[tuple[Fetch, Outcome]]] = set()
         loop = asyncio.get_running_loop()
+        refresh_at = loop.time() + self.refresh_s
         try:
             kick.set()
             while not plan.done:
+                if self.more_holders is not None and loop.time() >= refresh_at:
+                    refresh_at = loop.time() + self.refresh_s
+                    await self._refresh_holders(plan)
                 for f in plan.next(loop.time()):
                     tasks.add(asyncio.ensure_future(self._one(f)))
                 if plan.failed is not None:
                     raise FetchFailed(plan.failed)
                 wake = plan.wake_at()
                 delay = None if wake is None or wake <= loop.time() else wake - loop.time()
+                if self.more_holders is not None:
+                    delay = max(0.0, min(delay if delay is not None else self.refresh_s,
+                                         refresh_at - loop.time()))
                 if not tasks:
                     if delay is None:
                         raise FetchFailed("no holder can serve the remaining chunks")
@@ -136,6 +148,19 @@ class BlobFetch:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await fut
             self._close()
+
+    async def _refresh_holders(self, plan: FetchPlanner) -> None:
+        """Add nodes that came to hold the blob since the fetch started (they share the load)."""
+        assert self.more_holders is not None
+        try:
+            now = await self.more_holders()
+        except (FederationError, OSError) as e:  # the index is unreadable now: the next turn retries
+            log.debug("holder refresh failed", extra={"error": str(e)})
+            return
+        new = [h for h in now if h not in plan.holders]
+        if new:
+            plan.add_holders(new)
+            log.info("more holders for a running fetch", extra={"sha256": self.m.sha256, "added": len(new)})
 
     def _maybe_flush(self, written: int) -> None:
         """Start writing the partial file back (one flush at a time) once enough is unflushed."""

@@ -245,8 +245,11 @@ class AssetsService:
             if not await asyncio.to_thread(self._has, job.sha256):
                 if not holders:
                     raise FetchFailed("no other node holds it")
+                async def more() -> list[NodeId]:
+                    return [NodeId(h) for h in await self.holders(job.sha256, rec) if h != self.node_id]
+
                 fetch = BlobFetch(self.blobs, manifest, holders, self._read_chunk, self.plan_config,
-                                  self.settings.chunk_timeout_s, job)
+                                  self.settings.chunk_timeout_s, job, more)
                 await fetch.run()
             await self._announce(job.sha256, job.size)
             job.chunks_done, job.bytes_done, job.state = job.chunks_total, job.size, "done"
