@@ -28,7 +28,7 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 30, ch
     """Run `aiosd ARGS` as a subprocess and return its result (text)."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("NOTIFY_SOCKET", None)
-    result = subprocess.run([*AIOSD, *args], capture_output=True, text=True, timeout=timeout_s, env=full_env,
+    result = subprocess.run([*AIOSD, *args], check=False, capture_output=True, text=True, timeout=timeout_s, env=full_env,
                             input=input_)
     if check and result.returncode != 0:
         raise AssertionError(f"aiosd {' '.join(args)} failed ({result.returncode}): {result.stderr}")

@@ -3,7 +3,9 @@
 `place(block, nodes, count, runner)` returns instance placements (node + GPU indices) and never
 changes its inputs; committing them (Raft, registries) is the caller's job. Per placement the
 cost is O(log nodes): free resources are kept per node and only the node just used is re-keyed
-in a sorted index, which built-in allocators read through the policy `context`.
+in a sorted index, which built-in allocators read through the policy `context`. `PlacementRun`
+checks and reserves each answer; published allocators (sandboxed, awaited) reuse it from
+published_allocator.py, so `place()` itself only ever runs built-ins, in process.
 """
 
 from __future__ import annotations

@@ -23,8 +23,7 @@ class GpuMatmulBlock:
         self.context = context
         self.gpus = list(context.allocation_info["gpus"])
         if not torch.cuda.is_available():
-            raise RuntimeError("torch sees no CUDA device (CUDA_VISIBLE_DEVICES=%r)"
-                               % os.environ.get("CUDA_VISIBLE_DEVICES"))
+            raise RuntimeError(f"torch sees no CUDA device (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
         self.device = torch.device("cuda", 0)  # the first GPU this instance was given
         self.served = 0
 

@@ -136,7 +136,7 @@ def test_data_dir_without_permission(tmp_path: Path) -> None:
 
     r = subprocess.run(["setpriv", "--inh-caps=-dac_override,-dac_read_search",
                         "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "aiosd.cli",
-                        "init", "--data-dir", str(locked / "n")], capture_output=True, text=True, timeout=30,
+                        "init", "--data-dir", str(locked / "n")], check=False, capture_output=True, text=True, timeout=30,
                        cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 1, r.stderr
     assert "permission denied" in r.stderr and "Traceback" not in r.stderr

@@ -46,21 +46,21 @@ async def test_status_healthz_and_openapi_over_unix_socket(tmp_path: Path, sock_
 
 async def test_malformed_bodies_get_json_errors_naming_the_field(tmp_path: Path, sock_dir: Path) -> None:
     sock = sock_dir / "a.sock"
-    async with ApiServer(routes(tmp_path), version="0.1.0", socket_path=sock, data_dir=tmp_path):
-        async with Client(sock) as c:
-            with pytest.raises(ApiError) as e:
-                await c.request("PUT", "/v1/log-level", raw=b"{not json")
-            assert (e.value.status, e.value.code) == (400, "bad_json")
-            with pytest.raises(ApiError) as e:
-                await c.put("/v1/log-level", {"level": "loud"})
-            assert (e.value.status, e.value.field) == (422, "level")
-            with pytest.raises(ApiError) as e:
-                await c.put("/v1/log-level", {"level": "info", "extra": 1})
-            assert e.value.field == "extra"
-            with pytest.raises(ApiError) as e:
-                await c.get("/v1/nope")
-            assert e.value.status == 404
-            assert (await c.put("/v1/log-level", {"level": "warning"})) == {"level": "warning"}
+    async with ApiServer(routes(tmp_path), version="0.1.0", socket_path=sock, data_dir=tmp_path), \
+            Client(sock) as c:
+        with pytest.raises(ApiError) as e:
+            await c.request("PUT", "/v1/log-level", raw=b"{not json")
+        assert (e.value.status, e.value.code) == (400, "bad_json")
+        with pytest.raises(ApiError) as e:
+            await c.put("/v1/log-level", {"level": "loud"})
+        assert (e.value.status, e.value.field) == (422, "level")
+        with pytest.raises(ApiError) as e:
+            await c.put("/v1/log-level", {"level": "info", "extra": 1})
+        assert e.value.field == "extra"
+        with pytest.raises(ApiError) as e:
+            await c.get("/v1/nope")
+        assert e.value.status == 404
+        assert (await c.put("/v1/log-level", {"level": "warning"})) == {"level": "warning"}
 
 
 async def test_tcp_listener_requires_the_bearer_token(tmp_path: Path, sock_dir: Path) -> None:
@@ -93,9 +93,9 @@ async def test_a_stale_socket_file_is_replaced(tmp_path: Path, sock_dir: Path) -
     stale = s.socket(s.AF_UNIX, s.SOCK_STREAM)
     stale.bind(str(sock))
     stale.close()  # file left behind, nobody listening
-    async with ApiServer(routes(tmp_path), version="0.1.0", socket_path=sock, data_dir=tmp_path):
-        async with Client(sock) as c:
-            assert (await c.get("/v1/healthz"))["ok"]
+    async with ApiServer(routes(tmp_path), version="0.1.0", socket_path=sock, data_dir=tmp_path), \
+            Client(sock) as c:
+        assert (await c.get("/v1/healthz"))["ok"]
 
 
 async def test_client_says_daemon_not_running(sock_dir: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from aiosd.control import GpuView, NodeView, PlacementError
 from aiosd.control.published_allocator import load_published, place_published
-from aiosd.policies.archive import pack_files
+from aiosd.policies.archive import pack_dir, pack_files
 from aiosd.policies.errors import PolicyCrashed, PolicyOutputError, PolicyTimeout
 from aiosd.policies.sandbox import SandboxConfig
 from aiosd.policies.service import PoliciesService, sandbox_root
@@ -98,6 +98,20 @@ async def test_the_published_allocator_places_every_instance(svc: PoliciesServic
     assert await load_published(block("policy.resourceAllocator.best-fit:v1"), svc.runner) is None
 
 
+async def test_the_fewest_instances_example_spreads_and_reserves(svc: PoliciesService) -> None:
+    uri = "policy.resourceAllocator.fewest-instances:v1-stable"
+    await svc.publish(uri, pack_dir(ROOT / "examples" / "policies" / "fewest-instances"))
+    b = block(uri, cpus=3)
+    handle = await load_published(b, svc.runner)
+    assert handle is not None
+    result = await place_published(b, _nodes(), 4, handle)  # 8 vCPUs each: two instances per node
+    assert [p.node_id for p in result.placements] == ["a", "b", "a", "b"]
+    with pytest.raises(PlacementError, match="only 4 of 5 instances fit"):
+        await place_published(b, _nodes(), 5, handle)
+    dry = await place_published(b, _nodes(), 1, handle, dry_run=True)
+    assert dry.score == 1.0 and [p.node_id for p in dry.placements] == ["a"]
+
+
 @pytest.mark.parametrize(("mode", "error", "why"), [
     ("ghost", PolicyOutputError, "returned a bad result: node_id 'no-such-node' is not an alive candidate node"),
     ("gpu", PolicyOutputError, "returned a bad result: gpus must name 0 distinct GPUs, got \\[9\\]"),
@@ -161,7 +175,7 @@ def test_apply_places_a_block_with_a_pushed_allocator(tmp_path: Path, daemons: l
     bad = tmp_path / "ghost.json"
     bad.write_text(echo_block_docs("ghost-echo", 1, {"uri": "test.hostile:v1-a", "parameters": {"mode": "ghost"}}))
     r = d.cli("apply", "-f", str(bad))
-    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr  # 422: the block's policy is at fault
     assert "policy test.hostile:v1-a returned a bad result: node_id 'no-such-node'" in r.stderr
     assert d.cli("describe", "block", "ghost-echo").returncode == 1
     assert "ghost-echo" not in json.dumps(d.json("get", "blocks"))
