@@ -17,6 +17,7 @@ import os
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -268,6 +269,33 @@ class AssetsService:
         finally:
             job.elapsed_s = time.monotonic() - job.started
             self._running.pop(job.sha256, None)
+
+    async def fetch_whole(self, sha256: str, size: int, hint: Sequence[str] = ()) -> None:
+        """Bring a small blob (<= 16 MiB, e.g. a policy archive) here in one request from the first
+        holder that answers with the right bytes: the nodes in `hint` first (its publisher), then
+        those that announced it. Stored and announced, so the next node can fetch it from here.
+
+        Raises: FetchFailed (too large, no holder, none answered with the right bytes)."""
+        if await asyncio.to_thread(self._has, sha256):
+            return
+        if not 0 <= size <= MAX_READ_BYTES:
+            raise FetchFailed(f"blob {sha256[:16]} is {size} bytes; one request carries at most {MAX_READ_BYTES}")
+        candidates = [h for h in dict.fromkeys([*hint, *await self.holders(sha256)]) if h != self.node_id]
+        why: list[str] = []
+        for h in candidates:
+            try:
+                data = await self._read_chunk(NodeId(h), sha256, 0, size) if size else b""
+            except (FederationError, OSError) as e:
+                why.append(f"{h}: {type(e).__name__}")
+                continue
+            if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+                why.append(f"{h}: wrong bytes")
+                continue
+            await asyncio.to_thread(self.blobs.put, data)
+            await self._announce(sha256, size)
+            return
+        raise FetchFailed(f"no node that holds blob {sha256[:16]} answered with it"
+                          + (f" ({'; '.join(why[:4])})" if why else " (none is known)"))
 
     async def _manifest(self, rec: dict[str, Any]) -> Manifest:
         """The chunk manifest: local, or fetched whole from a holder and checked by its digest."""

@@ -55,9 +55,6 @@ def default_services() -> list[ServiceFactory]:
     from aiosd.tasks import task_service
 
     factories.append(task_service)
-    from aiosd.policies.service import policies_service
-
-    factories.append(policies_service)
     from aiosd.runtime_service import runtime_service
 
     factories.append(runtime_service)
@@ -70,6 +67,10 @@ def default_services() -> list[ServiceFactory]:
     from aiosd.assets_service import assets_service
 
     factories.append(assets_service)
+    # After the registry and assets: policy records are replicated, archives fetched from peers.
+    from aiosd.policies.service import policies_service
+
+    factories.append(policies_service)
     from aiosd.metrics_service import metrics_service
 
     factories.append(metrics_service)

@@ -156,9 +156,9 @@ class ClusterBlocks:
 def published_allocator_problem(block: ParsedBlock, res: ResolvedBlock, builtins: PolicyCatalog) -> Problem | None:
     """Why `aiosd apply --cluster` refuses this block's resourceAllocator (None: a built-in, accepted).
 
-    Published policies (`aiosd policy push`) are records and archives of the node that pushed them,
-    not replicated: the cluster's leader, which runs the allocator at apply, on scale, whenever it
-    moves instances off a dead node and again after a leader change, could not load one.
+    The cluster leader's scheduler runs the allocator synchronously inside one planning step (at
+    apply, on scale, when it moves instances off a dead node); a published policy answers from a
+    sandbox worker and would have to be awaited there.
     """
     slot = res.policy("resourceAllocator")
     if slot is None or builtins.find(slot.uri) is not None:
@@ -167,11 +167,11 @@ def published_allocator_problem(block: ParsedBlock, res: ResolvedBlock, builtins
     if slot.source == "block":
         i = max(j for j, e in enumerate(block.spec.policy_rules_spec) if e.values.name == "resourceAllocator")
         path = f"{VALUES}.policyRulesSpec[{i}].values.policyRuleURI"
-    return Problem(path, f"policy {slot.uri!r} is a published policy, which only the node that pushed it holds; "
-                   "the cluster's controller runs the resourceAllocator on its leader (at apply, on scale and when "
-                   "it moves instances off a dead node), so --cluster needs a built-in one (e.g. "
-                   "policy.resourceAllocator.best-fit:v1); apply without --cluster to place the block on this node "
-                   "with the published policy")
+    return Problem(path, f"policy {slot.uri!r} is a published policy; the cluster's controller places blocks "
+                   "with built-in resourceAllocators only (it runs them inside its scheduler on the leader, at "
+                   "apply, on scale and when it moves instances off a dead node), so --cluster needs a built-in "
+                   "one (e.g. policy.resourceAllocator.best-fit:v1); apply without --cluster to place the block on "
+                   "this node with the published policy")
 
 
 def allocator_of(res: ResolvedBlock) -> Allocator:

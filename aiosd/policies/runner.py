@@ -9,18 +9,21 @@ archives are verified (hash + publisher signature) before their first use in thi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from aiosd.policies.archive import read_archive
 from aiosd.policies.contract import PolicyHandle, load_entry
-from aiosd.policies.errors import PolicyConfigError, PolicyNotFound
+from aiosd.policies.errors import PolicyArchiveError, PolicyConfigError, PolicyNotFound
 from aiosd.policies.registry import PolicyRegistry
 from aiosd.policies.sandbox import LoadSpec, Sandbox
-from aiosd.policies.store import PolicyRecord, RecordBook, compiled, verify_record
+from aiosd.policies.store import Book, PolicyRecord, compiled, verify_record
 from aiosd.policies.venvs import Installer
 from aiosd.specs.resolve import PolicyInfo
-from storage.blobs import BlobStore
+from storage.blobs import BlobNotFound, BlobStore
+
+# Brings a published policy's archive to this node (from the peers that hold it); raises PolicyArchiveError.
+ArchiveFetcher = Callable[[PolicyRecord], Awaitable[None]]
 
 
 class AsyncPolicyHandle(Protocol):
@@ -54,7 +57,7 @@ class BuiltinHandle:
 class Catalog:
     """Built-ins first, then published policies (a published URI never shadows a built-in)."""
 
-    def __init__(self, builtins: PolicyRegistry, published: RecordBook[PolicyRecord]) -> None:
+    def __init__(self, builtins: PolicyRegistry, published: Book[PolicyRecord]) -> None:
         self.builtins = builtins
         self.published = published
 
@@ -76,6 +79,7 @@ class AsyncPolicyRunner:
         self.sandbox = sandbox
         self.installer = installer
         self.blobs = blobs
+        self.fetch_archive: ArchiveFetcher | None = None  # set by the daemon; tests run without peers
 
     async def load(self, uri: str, *, parameters: Mapping[str, Any] | None = None,
                    settings: Mapping[str, Any] | None = None, rule_id: str | None = None) -> AsyncPolicyHandle:
@@ -96,7 +100,7 @@ class AsyncPolicyRunner:
         problems = rec.check_config(params, sets, "")
         if problems:
             raise PolicyConfigError(uri, problems)
-        data = await asyncio.to_thread(self.blobs.get, rec.archive_sha256)
+        data = await self._archive(rec)
         verify_record(rec, data)
         contents = await asyncio.to_thread(read_archive, data)
         await self.sandbox.ensure_root()
@@ -106,6 +110,16 @@ class AsyncPolicyRunner:
                         parameters=params, settings=sets, input_protocol=schemas.input,
                         output_protocol=schemas.output, archive_sha256=rec.archive_sha256)
         return await self.sandbox.load(spec)
+
+    async def _archive(self, rec: PolicyRecord) -> bytes:
+        """The archive's bytes: local, or fetched from the nodes that hold it (then verified by load)."""
+        try:
+            return await asyncio.to_thread(self.blobs.get, rec.archive_sha256)
+        except BlobNotFound:
+            if self.fetch_archive is None:
+                raise PolicyArchiveError("archive_sha256", f"policy {rec.uri}: its archive is not on this node") from None
+        await self.fetch_archive(rec)
+        return await asyncio.to_thread(self.blobs.get, rec.archive_sha256)
 
     async def run(self, uri: str, input_data: Mapping[str, Any], *, parameters: Mapping[str, Any] | None = None,
                   settings: Mapping[str, Any] | None = None, context: Any = None,

@@ -1,7 +1,11 @@
 """The "policies" service: policy/template/spec records, the sandbox, and their local API routes.
 
-Push stores the archive as a content-addressed blob (`<data_dir>/blobs`) and a signed record;
-run is a dry run anyone can use. Other services reach `runner`, `templates.convert` and
+Push stores the archive as a content-addressed blob (`<data_dir>/blobs`) and a signed record.
+In the daemon the records (policies, templates, specs, the governance map) live in the replicated
+registry, so a push on one node is usable on every node: a node that lacks an archive fetches it
+from the publisher (or any node that fetched it) and checks it against the signed record before
+use. Without a registry (tests, tools) records stay in this node's LMDB. Run is a dry run anyone
+can use. Other services reach `runner`, `templates.convert` and
 `governance.precheck` through `ctx.get("policies")`.
 """
 
@@ -9,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -20,6 +26,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiosd.api.routes import MAX_BODY_BYTES, ApiProblem, Route, json_ok, read_json, read_model
+from aiosd.asset_fetch import FetchFailed
 from aiosd.policies.archive import read_archive
 from aiosd.policies.errors import (
     PolicyArchiveError,
@@ -31,13 +38,16 @@ from aiosd.policies.errors import (
     PolicyVetoed,
 )
 from aiosd.policies.registry import builtin_registry
+from aiosd.policies.replicated import Registry, ReplicatedBook
 from aiosd.policies.runner import AsyncPolicyRunner, Catalog
 from aiosd.policies.sandbox import Sandbox, SandboxConfig
-from aiosd.policies.store import PolicyRecord, RecordBook, build_record
+from aiosd.policies.store import Book, PolicyRecord, RecordBook, build_record
 from aiosd.policies.templates import Governance, GovernanceMap, SpecRecord, TemplateRecord, Templates
 from aiosd.policies.venvs import Installer
 from aiosd.specs.errors import SpecError
 from aiosd.specs.parse import parse_document
+from federation.errors import FederationError
+from federation.replication import InvalidWrite, WriteRefused
 from storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
@@ -85,37 +95,98 @@ def policy_error(e: PolicyError) -> ApiProblem:
     return ApiProblem(502, "policy_failed", str(e), None)
 
 
+Handler = Callable[[Any, web.Request], Awaitable[web.Response]]
+
+
+def _writes(h: Handler) -> Handler:
+    """A route that writes records: the registry's refusals become clear HTTP answers."""
+    @functools.wraps(h)
+    async def wrapped(self: Any, request: web.Request) -> web.Response:
+        try:
+            return await h(self, request)
+        except WriteRefused as e:
+            raise ApiProblem(403, "forbidden", f"{e}: records published to the network need a node with an "
+                             "admin certificate", None) from None
+        except InvalidWrite as e:
+            raise ApiProblem(422, "invalid", str(e), None) from None
+    return wrapped
+
+
 class PoliciesService:
     name = "policies"
 
-    def __init__(self, data_dir: Path, store: Any, signer: Any, cfg: SandboxConfig | None = None) -> None:
+    def __init__(self, data_dir: Path, store: Any, signer: Any, cfg: SandboxConfig | None = None, *,
+                 registry: Registry | None = None, assets: Any = None) -> None:
         self._data_dir = data_dir
         self._store = store
         self._signer = signer
+        self._assets = assets
         self.cfg = cfg or SandboxConfig.default(sandbox_root(data_dir))
         self.blobs = BlobStore(data_dir / "blobs")
-        self.policies: RecordBook[PolicyRecord] = RecordBook(store, "policy_records", PolicyRecord, lambda r: r.uri)
-        self.template_book: RecordBook[TemplateRecord] = RecordBook(
-            store, "template_records", TemplateRecord, lambda r: r.templateUri)
-        self.specs: RecordBook[SpecRecord] = RecordBook(store, "spec_records", SpecRecord, lambda r: r.specUri)
-        self.gov_book: RecordBook[GovernanceMap] = RecordBook(store, "governance", GovernanceMap, lambda r: r.key)
+        # This node's LMDB tables: the books without a registry, and what older versions kept
+        # (moved into the registry at start).
+        local = (RecordBook(store, "policy_records", PolicyRecord, lambda r: r.uri),
+                 RecordBook(store, "template_records", TemplateRecord, lambda r: r.templateUri),
+                 RecordBook(store, "spec_records", SpecRecord, lambda r: r.specUri),
+                 RecordBook(store, "governance", GovernanceMap, lambda r: r.key))
+        self._legacy: tuple[RecordBook[Any], ...] = ()
+        self.policies: Book[PolicyRecord]
+        self.template_book: Book[TemplateRecord]
+        self.specs: Book[SpecRecord]
+        self.gov_book: Book[GovernanceMap]
+        if registry is None:
+            self.policies, self.template_book, self.specs, self.gov_book = local
+        else:
+            self._legacy = local
+            self.policies = ReplicatedBook(registry, "policies", "policy/", PolicyRecord, lambda r: r.uri)
+            self.template_book = ReplicatedBook(registry, "templates", "", TemplateRecord, lambda r: r.templateUri)
+            self.specs = ReplicatedBook(registry, "specs", "", SpecRecord, lambda r: r.specUri)
+            self.gov_book = ReplicatedBook(registry, "policies", "governance/", GovernanceMap, lambda r: r.key)
         self.sandbox = Sandbox(self.cfg)
         self.catalog = Catalog(builtin_registry(), self.policies)
         self.runner = AsyncPolicyRunner(self.catalog, self.sandbox, Installer(self.cfg.root, self.cfg.python),
                                         self.blobs)
+        if assets is not None:
+            self.runner.fetch_archive = self._fetch_archive
         self.templates = Templates(self.template_book, self.runner)
         self.governance = Governance(self.gov_book, self.runner)
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
-        for book in (self.policies, self.template_book, self.specs, self.gov_book):
+        books = (self.policies, self.template_book, self.specs, self.gov_book)
+        for book in books:
             await book.load()
+            if isinstance(book, ReplicatedBook):
+                self._stack.push_async_callback(book.close)
+        await self._migrate(books)
         await self._stack.enter_async_context(self.sandbox)
-        log.info("policies ready", extra={"published": len(self.policies), "templates": len(self.template_book)})
+        log.info("policies ready", extra={"published": len(self.policies), "templates": len(self.template_book),
+                                          "replicated": bool(self._legacy)})
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+    async def _migrate(self, books: tuple[Book[Any], ...]) -> None:
+        """Records an older version kept on this node only: publish those the network lacks."""
+        for old, new in zip(self._legacy, books, strict=False):
+            await old.load()
+            for rec in old.all():
+                key = str(getattr(rec, "uri", None) or getattr(rec, "templateUri", None) or getattr(
+                    rec, "specUri", None) or getattr(rec, "key", ""))
+                if new.get(key) is not None:
+                    continue
+                try:
+                    await new.put(rec)
+                    log.info("local record published to the network", extra={"key": key})
+                except (FederationError, SpecError) as e:  # not an admin: it stays usable nowhere else
+                    log.warning("local record not replicated", extra={"key": key, "error": str(e)})
+
+    async def _fetch_archive(self, rec: PolicyRecord) -> None:
+        try:
+            await self._assets.fetch_whole(rec.archive_sha256, rec.archive_size, [rec.publisher])
+        except FetchFailed as e:
+            raise PolicyArchiveError("archive_sha256", f"policy {rec.uri}: cannot fetch its archive: {e}") from None
 
     # ----- what other services call ------------------------------------------------------------
     async def convert(self, document: Any) -> Any:
@@ -166,6 +237,7 @@ class PoliciesService:
                   "run the pre-check for {action, payload} (dry run)", tag=t),
         ]
 
+    @_writes
     async def _h_push(self, request: web.Request) -> web.Response:
         uri = request.query.get("uri", "")
         raw = await request.read()
@@ -207,6 +279,7 @@ class PoliciesService:
                         "default_parameters": dict(entry.default_parameters),
                         "default_settings": dict(entry.default_settings)})
 
+    @_writes
     async def _h_delete(self, request: web.Request) -> web.Response:
         uri = request.match_info["uri"]
         if self.policies.get(uri) is None:
@@ -242,6 +315,7 @@ class PoliciesService:
             raise policy_error(e) from None
         return json_ok({"uri": uri, "result": result})
 
+    @_writes
     async def _h_push_template(self, request: web.Request) -> web.Response:
         body = await read_json(request)
         rec = _validate(TemplateRecord, body)
@@ -254,6 +328,7 @@ class PoliciesService:
     async def _h_list_templates(self, request: web.Request) -> web.Response:
         return json_ok({"templates": [r.model_dump(mode="json") for r in self.template_book.all()]})
 
+    @_writes
     async def _h_push_spec(self, request: web.Request) -> web.Response:
         body = await read_json(request)
         rec = _validate(SpecRecord, body)
@@ -291,6 +366,7 @@ class PoliciesService:
     async def _h_get_gov(self, request: web.Request) -> web.Response:
         return json_ok({"actionsPolicyMap": self.governance.mapping})
 
+    @_writes
     async def _h_put_gov(self, request: web.Request) -> web.Response:
         body = await read_json(request)
         mapping = body.get("actionsPolicyMap") if isinstance(body, dict) else None
@@ -326,7 +402,8 @@ def _validate(model: type[Any], body: Any) -> Any:
 
 
 def policies_service(ctx: Any) -> PoliciesService:
-    return PoliciesService(ctx.data_dir, ctx.store, ctx.identity.key)
+    return PoliciesService(ctx.data_dir, ctx.store, ctx.identity.key, registry=ctx.services.get("registry"),
+                           assets=ctx.services.get("assets"))
 
 
 __all__ = ["MgmtRequest", "PoliciesService", "RunRequest", "policies_service", "policy_error", "sandbox_root"]

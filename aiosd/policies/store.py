@@ -204,6 +204,24 @@ def verify_record(rec: PolicyRecord, archive: bytes | None = None) -> None:
             raise PolicyArchiveError("archive_sha256", f"policy {rec.uri}: the archive does not match its hash")
 
 
+class Book(Protocol[M]):
+    """Where records of one kind live: RecordBook (this node's LMDB) or ReplicatedBook (the network)."""
+
+    async def load(self) -> None: ...
+
+    def get(self, key: str) -> M | None: ...
+
+    def all(self) -> list[M]: ...
+
+    def __len__(self) -> int: ...
+
+    def subscribe(self, cb: Callable[[str, M | None], None]) -> None: ...
+
+    async def put(self, rec: M) -> None: ...
+
+    async def delete(self, key: str) -> bool: ...
+
+
 class RecordBook(Generic[M]):
     """Records of one kind in one LMDB table, indexed in memory; callbacks on every change."""
 
@@ -257,6 +275,7 @@ class RecordBook(Generic[M]):
 
 __all__ = [
     "MAX_RECORDS",
+    "Book",
     "CompiledSchemas",
     "MgmtCommand",
     "PolicyRecord",

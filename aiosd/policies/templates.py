@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aiosd.policies.errors import PolicyError, PolicyVetoed
 from aiosd.policies.runner import AsyncPolicyRunner
-from aiosd.policies.store import RecordBook
+from aiosd.policies.store import Book
 from aiosd.specs.envelope import PARSER_V1
 from aiosd.specs.errors import SpecError
 
@@ -87,7 +87,7 @@ def is_builtin_template(uri: str | None) -> bool:
 class Templates:
     """Template records and the conversion hook."""
 
-    def __init__(self, book: RecordBook[TemplateRecord], runner: AsyncPolicyRunner) -> None:
+    def __init__(self, book: Book[TemplateRecord], runner: AsyncPolicyRunner) -> None:
         self.book = book
         self.runner = runner
 
@@ -126,7 +126,7 @@ class Templates:
 class Governance:
     """The actionsPolicyMap and the pre-check that runs before a mutating action."""
 
-    def __init__(self, book: RecordBook[GovernanceMap], runner: AsyncPolicyRunner) -> None:
+    def __init__(self, book: Book[GovernanceMap], runner: AsyncPolicyRunner) -> None:
         self.book = book
         self.runner = runner
 

@@ -1,0 +1,143 @@
+"""Policy, template, spec and governance records in the gossip-replicated registry.
+
+`ReplicatedBook` has RecordBook's interface (get/all/len/subscribe/put/delete/load), so the
+catalog, templates and governance do not know where records live. Records sit in a registry table
+(under a key prefix when the table holds two kinds); a push on one node reaches every node, and
+only admin certificates may write these tables (the registry enforces it on every node). The
+in-memory index follows the registry's change stream, so a record pushed elsewhere is usable here
+as soon as it has replicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from aiosd.policies.store import MAX_RECORDS
+from aiosd.specs.errors import SpecError
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+# After the change stream is cut off (a watcher that fell behind), wait this long, re-list, re-watch.
+_REWATCH_S = 0.5
+
+
+class Registry(Protocol):
+    """What this module needs of aiosd.registry.RegistryService."""
+
+    async def put(self, table: str, key: str, value: Mapping[str, Any]) -> Any: ...
+
+    async def delete(self, table: str, key: str) -> bool: ...
+
+    async def scan(self, table: str) -> list[Any]: ...
+
+    def watch(self, tables: frozenset[str] | None = None) -> contextlib.AbstractAsyncContextManager[
+        AsyncIterator[Any]]: ...
+
+
+class ReplicatedBook(Generic[M]):
+    """Records of one kind in registry table `table` under key prefix `prefix`."""
+
+    def __init__(self, registry: Registry, table: str, prefix: str, model: type[M], key: Callable[[M], str]) -> None:
+        self._registry, self._table, self._prefix = registry, table, prefix
+        self._model, self._key = model, key
+        self._index: dict[str, M] = {}
+        self._subscribers: list[Callable[[str, M | None], None]] = []
+        self._follow: asyncio.Task[None] | None = None
+
+    # ----- lifecycle -------------------------------------------------------------------------
+    async def load(self) -> None:
+        """Read the table and follow its changes until `close()`."""
+        await self._relist()
+        if self._follow is None:
+            self._follow = asyncio.create_task(self._follow_changes(), name=f"book:{self._table}/{self._prefix}")
+
+    async def close(self) -> None:
+        if self._follow is not None:
+            self._follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow
+            self._follow = None
+
+    # ----- RecordBook's interface ------------------------------------------------------------
+    def get(self, key: str) -> M | None:
+        return self._index.get(key)
+
+    def all(self) -> list[M]:
+        return [self._index[k] for k in sorted(self._index)]
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def subscribe(self, cb: Callable[[str, M | None], None]) -> None:
+        self._subscribers.append(cb)
+
+    async def put(self, rec: M) -> None:
+        """Raises: SpecError (too many records), WriteRefused (this node is not an admin), InvalidWrite."""
+        key = self._key(rec)
+        if key not in self._index and len(self._index) >= MAX_RECORDS:
+            raise SpecError.at("uri", f"the network already holds {MAX_RECORDS} records of this kind")
+        await self._registry.put(self._table, self._prefix + key, rec.model_dump(mode="json", by_alias=True))
+        self._set(key, rec)
+
+    async def delete(self, key: str) -> bool:
+        gone = await self._registry.delete(self._table, self._prefix + key)
+        if key in self._index:
+            self._set(key, None)
+        return bool(gone)
+
+    # ----- internals -------------------------------------------------------------------------
+    def _parse(self, key: str, value: Any) -> M | None:
+        try:
+            return self._model.model_validate(value)
+        except ValidationError:
+            log.warning("replicated record skipped: not a valid record of this kind",
+                        extra={"table": self._table, "key": key})
+            return None
+
+    def _set(self, key: str, rec: M | None) -> None:
+        if rec is None:
+            if self._index.pop(key, None) is None:
+                return
+        elif self._index.get(key) == rec:
+            return
+        else:
+            self._index[key] = rec
+        for cb in self._subscribers:
+            cb(key, rec)
+
+    async def _relist(self) -> None:
+        seen: dict[str, M] = {}
+        for e in await self._registry.scan(self._table):
+            if e.key.startswith(self._prefix):
+                key = e.key[len(self._prefix):]
+                rec = self._parse(key, e.value)
+                if rec is not None:
+                    seen[key] = rec
+        for key in set(self._index) - set(seen):
+            self._set(key, None)
+        for key, rec in seen.items():
+            self._set(key, rec)
+
+    async def _follow_changes(self) -> None:
+        while True:
+            try:
+                async with self._registry.watch(frozenset({self._table})) as events:
+                    await self._relist()  # what changed between the first listing and the watch
+                    async for ev in events:
+                        if not ev.entry.key.startswith(self._prefix):
+                            continue
+                        key = ev.entry.key[len(self._prefix):]
+                        self._set(key, None if ev.op == "delete" else self._parse(key, ev.entry.value))
+            except OverflowError:  # too many watchers on this node: retry later
+                log.warning("registry watch refused; retrying", extra={"table": self._table})
+            await asyncio.sleep(_REWATCH_S)  # the stream ended (fell behind or the registry stopped)
+
+
+__all__ = ["ReplicatedBook"]
