@@ -6,6 +6,8 @@ in-flight requests (503 past the cap), the one-way queue (503 when full), the pe
 (LRU). `faults` drops traffic to/from chosen peers (tests; the partition seam). The pre-trust
 `open` channel carries only join requests (no envelope: the joiner has no cert yet). The `raw`
 channel answers a signed request with unsigned bytes (bulk data whose hash the caller knows).
+The WebSocket client side and its frames are in transport_ws.py; sendfile answers, capped reads
+and the pre-trust join request in transport_http.py.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ import os
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Container
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, BinaryIO, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import aiohttp
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
@@ -38,12 +39,13 @@ from federation.errors import (
 )
 from federation.identity import NodeKey
 from federation.sansio import NodeId
+from federation.transport_http import OPEN_PATH, FileRange, read_capped, request_open, send_range
+from federation.transport_ws import WsPeer, peek_nonce, send_err
 
 log = logging.getLogger(__name__)
 
 PATH = "/p2p/v1/msg"
 WS_PATH = "/p2p/v1/ws"
-OPEN_PATH = "/p2p/v1/open/{kind}"
 RAW_PATH = "/p2p/v1/raw"
 _CT = "application/x-aiosd-envelope"
 _STATUS: dict[AuthReason, int] = {
@@ -57,17 +59,6 @@ _STATUS: dict[AuthReason, int] = {
 
 RequestHandler = Callable[[Verified], Awaitable[BaseModel]]
 OneWayHandler = Callable[[Verified], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class FileRange:
-    """A raw answer read straight from a file by the kernel (sendfile): `length` bytes of `file`
-    at `offset`. The handler opens the file and makes sure the range lies inside it; the
-    transport closes it once sent."""
-
-    file: BinaryIO
-    offset: int
-    length: int
 
 
 RawHandler = Callable[[Verified], Awaitable[bytes | FileRange]]
@@ -155,7 +146,7 @@ class Transport:
         self._workers: list[asyncio.Task[None]] = []
         self._sessions: OrderedDict[str, aiohttp.ClientSession] = OrderedDict()
         self._evicted: list[aiohttp.ClientSession] = []  # closed by the next _post (awaits there)
-        self._peers: dict[str, _WsPeer] = {}
+        self._peers: dict[str, WsPeer] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
         self._ws_conns = 0
         self._server_ws: set[web.WebSocketResponse] = set()
@@ -283,7 +274,7 @@ class Transport:
             if (request.content_length or 0) > s.max_bytes:
                 self.verifier.rejected[AuthReason.TOO_LARGE] += 1
                 return web.Response(status=413, text=AuthReason.TOO_LARGE.value)
-            raw = await _read_capped(request.content, s.max_bytes) if capped else await request.read()
+            raw = await read_capped(request.content, s.max_bytes) if capped else await request.read()
             try:
                 v = self.verifier.open(raw, self.clock(), source=request.remote or "")
             except AuthError as e:
@@ -339,7 +330,7 @@ class Transport:
         self.counters["raw_served"] += 1
         if isinstance(data, FileRange):
             self.counters["raw_bytes_out"] += data.length
-            return await _send_range(request, data)
+            return await send_range(request, data)
         self.counters["raw_bytes_out"] += len(data)
         return web.Response(body=data, content_type="application/octet-stream")
 
@@ -367,7 +358,7 @@ class Transport:
         try:
             if (request.content_length or 0) > s.open_max_bytes:
                 return web.Response(status=413, text="too_large")
-            raw = await _read_capped(request.content, s.open_max_bytes)
+            raw = await read_capped(request.content, s.open_max_bytes)
             if len(raw) > s.open_max_bytes:
                 return web.Response(status=413, text="too_large")
             model, handler = entry
@@ -426,7 +417,7 @@ class Transport:
         try:
             v = self.verifier.open(raw, self.clock(), source=source)
         except AuthError as e:
-            self._spawn(tasks, _send_err(ws, _peek_nonce(raw), _STATUS.get(e.reason, 401), e.reason.value))
+            self._spawn(tasks, send_err(ws, peek_nonce(raw), _STATUS.get(e.reason, 401), e.reason.value))
             return
         if v.sender in self.faults.blocked:
             self.faults.dropped_in += 1
@@ -440,11 +431,11 @@ class Transport:
             return
         handler = self._routes.get(v.kind)
         if handler is None:
-            self._spawn(tasks, _send_err(ws, v.nonce, 404, "no route"))
+            self._spawn(tasks, send_err(ws, v.nonce, 404, "no route"))
             return
         if self._inflight >= self.settings.max_inflight:
             self.counters["inbound_busy"] += 1
-            self._spawn(tasks, _send_err(ws, v.nonce, 503, "busy"))
+            self._spawn(tasks, send_err(ws, v.nonce, 503, "busy"))
             return
         self._inflight += 1
         self._spawn(tasks, self._answer_ws(ws, v, handler))
@@ -461,17 +452,17 @@ class Transport:
             try:
                 answer = await handler(v)
             except AuthError as e:
-                await _send_err(ws, v.nonce, _STATUS.get(e.reason, 403), e.reason.value)
+                await send_err(ws, v.nonce, _STATUS.get(e.reason, 403), e.reason.value)
                 return
             except Exception:
                 log.exception("p2p handler failed", extra={"kind": v.kind, "sender": v.sender})
                 self.counters["handler_errors"] += 1
-                await _send_err(ws, v.nonce, 500, "handler error")
+                await send_err(ws, v.nonce, 500, "handler error")
                 return
             kind = getattr(answer, "kind", None)
             if not isinstance(kind, str):  # our bug, as on the HTTP path
                 log.error("p2p handler answer has no kind", extra={"kind": v.kind})
-                await _send_err(ws, v.nonce, 500, "handler error")
+                await send_err(ws, v.nonce, 500, "handler error")
                 return
             out = seal(
                 self.key,
@@ -492,7 +483,7 @@ class Transport:
 
     # -- WebSocket channel (client side) --------------------------------------------------------
 
-    async def _ws_peer(self, addr: str) -> _WsPeer:
+    async def _ws_peer(self, addr: str) -> WsPeer:
         peer = self._peers.get(addr)
         if peer is not None and not peer.closed:
             return peer
@@ -506,11 +497,16 @@ class Transport:
             ws = await self._session(addr).ws_connect(
                 WS_PATH, max_msg_size=self.settings.max_bytes, compress=0
             )
-            peer = _WsPeer(self, addr, ws)
+            peer = WsPeer(addr, ws, self.verifier, self.clock, self.counters, self.settings.max_pending,
+                          self._peer_closed)
             self._peers[addr] = peer
             if len(self._connecting) > self.settings.max_peers:
                 self._connecting = {a: lk for a, lk in self._connecting.items() if a in self._peers}
             return peer
+
+    def _peer_closed(self, peer: WsPeer) -> None:
+        if self._peers.get(peer.addr) is peer:
+            del self._peers[peer.addr]
 
     def _check_faults(self, addr: str, to: NodeId | None) -> None:
         if addr in self.faults.blocked or (to is not None and to in self.faults.blocked):
@@ -571,7 +567,7 @@ class Transport:
                 if resp.content_length is not None and resp.content_length > limit:
                     raise RemoteProtocolError(f"peer {addr}: answer larger than {limit} bytes")
                 # A stated length within the cap is read in one piece (one copy); else counted.
-                data = await resp.read() if resp.content_length is not None else await _read_capped(
+                data = await resp.read() if resp.content_length is not None else await read_capped(
                     resp.content, limit)
                 if len(data) > limit:
                     raise RemoteProtocolError(f"peer {addr}: answer larger than {limit} bytes")
@@ -710,184 +706,9 @@ class Transport:
         return out
 
 
-class _WsPeer:
-    """One outbound WebSocket to a peer: answers are matched to callers by `re` (request nonce)."""
-
-    def __init__(self, t: Transport, addr: str, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.t, self.addr, self.ws = t, addr, ws
-        self.pending: dict[bytes, asyncio.Future[Verified]] = {}
-        self.slots = asyncio.Semaphore(t.settings.max_pending)
-        self.reader = asyncio.create_task(self._read(), name=f"p2p-ws-{addr}")
-
-    @property
-    def closed(self) -> bool:
-        return self.ws.closed or self.reader.done()
-
-    async def call(self, raw: bytes, nonce: bytes) -> Verified:
-        async with self.slots:
-            if self.closed:
-                raise PeerUnreachable(self.addr, "connection closed")
-            fut: asyncio.Future[Verified] = asyncio.get_running_loop().create_future()
-            self.pending[nonce] = fut
-            try:
-                await self.ws.send_bytes(raw)
-                return await fut
-            finally:
-                self.pending.pop(nonce, None)
-
-    async def _read(self) -> None:
-        try:
-            async for msg in self.ws:
-                if msg.type is not aiohttp.WSMsgType.BINARY:
-                    break
-                self._on_answer(msg.data)
-        finally:
-            err = PeerUnreachable(self.addr, "connection closed")
-            for fut in self.pending.values():
-                if not fut.done():
-                    fut.set_exception(err)
-            if self.t._peers.get(self.addr) is self:
-                del self.t._peers[self.addr]
-
-    def _on_answer(self, data: bytes) -> None:
-        err = _parse_err(data)
-        if err is not None:
-            re, status, reason = err
-            fut = self.pending.get(re) if re is not None else None
-            if fut is not None and not fut.done():
-                fut.set_exception(RemoteRejected(status, reason))
-            return
-        try:
-            v = self.t.verifier.open(data, self.t.clock(), source=self.addr)
-        except AuthError as e:
-            re = _peek_re(data)
-            fut = self.pending.get(re) if re is not None else None
-            if fut is not None and not fut.done():
-                fut.set_exception(RemoteProtocolError(f"peer {self.addr}: answer refused: {e}"))
-            return
-        fut = self.pending.get(v.re) if v.re is not None else None
-        if fut is not None and not fut.done():
-            fut.set_result(v)
-        else:
-            self.t.counters["answers_unmatched"] += 1
-
-    async def close(self) -> None:
-        await self.ws.close()
-        self.reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.reader
-
-
-async def _send_range(request: web.Request, r: FileRange) -> web.StreamResponse:
-    """Answer with `r`'s bytes by sendfile (the kernel copies page cache to socket); a transport
-    that cannot (TLS) gets them read in pieces."""
-    with r.file:
-        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        resp.content_length = r.length
-        await resp.prepare(request)
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("p2p raw answer: connection lost")
-        try:
-            await asyncio.get_running_loop().sendfile(transport, r.file, r.offset, r.length)
-        except NotImplementedError:
-            pos, end = r.offset, r.offset + r.length
-            while pos < end:
-                piece = await asyncio.to_thread(os.pread, r.file.fileno(), min(1 << 20, end - pos), pos)
-                if not piece:
-                    raise ConnectionResetError("p2p raw answer: the file is shorter than announced") from None
-                await resp.write(piece)
-                pos += len(piece)
-        await resp.write_eof()
-    return resp
-
-
-async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
-    """Read the whole body, but at most cap + 1 bytes (so the caller can tell "too large")."""
-    buf = bytearray()
-    while len(buf) <= cap:
-        chunk = await stream.read(cap + 1 - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
-async def _send_err(ws: web.WebSocketResponse, re: bytes | None, status: int, reason: str) -> None:
-    """Error frame ["err", re, status, reason]: unsigned, so only ever a refusal, never data."""
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await ws.send_bytes(pack(["err", re, status, reason[:200]]))
-
-
-def _parse_err(data: bytes) -> tuple[bytes | None, int, str] | None:
-    if not data.startswith(b"\x94\xa3err"):
-        return None
-    try:
-        _, re, status, reason = msgpack.unpackb(data, raw=False, use_list=False)
-    except MSGPACK_ERRORS:
-        return None
-    if (
-        not (re is None or isinstance(re, bytes))
-        or not isinstance(status, int)
-        or not isinstance(reason, str)
-    ):
-        return None
-    return re, status, reason
-
-
-def _peek_nonce(raw: bytes) -> bytes | None:
-    """The nonce of an envelope that failed verification (to address the error reply), if readable."""
-    return _peek(raw, "nonce")
-
-
-def _peek_re(raw: bytes) -> bytes | None:
-    return _peek(raw, "re")
-
-
-def _peek(raw: bytes, field: str) -> bytes | None:
-    try:
-        inner = msgpack.unpackb(msgpack.unpackb(raw, raw=False, use_list=False)[0], raw=False, use_list=False)
-        value = inner.get(field)
-    except MSGPACK_ERRORS:
-        return None
-    except (IndexError, KeyError, AttributeError):
-        return None
-    return value if isinstance(value, bytes) and len(value) <= 32 else None
-
-
-async def request_open(
-    addr: str, body: BaseModel, answer: type[M], *, timeout_s: float = 10.0, max_bytes: int = 64 * 1024
-) -> M:
-    """Pre-trust request from a node that has no cert yet (`aiosd join`): one-off connection.
-
-    Raises:
-        PeerUnreachable, RemoteRejected (text = the seed's sentence), RemoteProtocolError.
-    """
-    kind = getattr(body, "kind", None)
-    if not isinstance(kind, str):
-        raise TypeError("body: model has no kind")
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http,
-            http.post(f"http://{addr}{OPEN_PATH.format(kind=kind)}", data=pack(body.model_dump())) as resp,
-        ):
-            data = await _read_capped(resp.content, max_bytes)
-            status = resp.status
-    except TimeoutError as e:
-        raise PeerUnreachable(addr, "timed out") from e
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as e:
-        raise PeerUnreachable(addr, type(e).__name__) from e
-    if status != 200:
-        raise RemoteRejected(status, data[:500].decode("utf-8", "replace"))
-    if len(data) > max_bytes:
-        raise RemoteProtocolError(f"peer {addr}: answer larger than {max_bytes} bytes")
-    try:
-        return answer.model_validate(msgpack.unpackb(data, raw=False, use_list=False))
-    except (ValidationError, ValueError, TypeError, msgpack.UnpackException) as e:
-        raise RemoteProtocolError(f"peer {addr}: bad answer") from e
-
-
 __all__ = [
+    "OPEN_PATH",
+    "FileRange",
     "OneWayHandler",
     "RawHandler",
     "RequestHandler",

@@ -20,9 +20,7 @@ from aiosd.control.cluster_state import Allocator, BlockSpec
 from aiosd.control.controller_wire import ForwardAnswer, ForwardRequest, PlaceRequest
 from aiosd.control.errors import ClusterRefused
 from aiosd.specs import ParsedBlock, ParsedComponent, ResolvedBlock, SpecError
-from aiosd.specs.errors import Problem
 from aiosd.specs.parse import parse_document
-from aiosd.specs.resolve import PolicyCatalog
 
 if TYPE_CHECKING:
     from aiosd.control.block_loops import BlockLoop
@@ -153,27 +151,6 @@ class ClusterBlocks:
                 "placements": answer.result.get("instances", [])}
 
 
-def published_allocator_problem(block: ParsedBlock, res: ResolvedBlock, builtins: PolicyCatalog) -> Problem | None:
-    """Why `aiosd apply --cluster` refuses this block's resourceAllocator (None: a built-in, accepted).
-
-    The cluster leader's scheduler runs the allocator synchronously inside one planning step (at
-    apply, on scale, when it moves instances off a dead node); a published policy answers from a
-    sandbox worker and would have to be awaited there.
-    """
-    slot = res.policy("resourceAllocator")
-    if slot is None or builtins.find(slot.uri) is not None:
-        return None
-    path = f"component {res.component_uri}: policies.resourceAllocator.policyRuleURI"
-    if slot.source == "block":
-        i = max(j for j, e in enumerate(block.spec.policy_rules_spec) if e.values.name == "resourceAllocator")
-        path = f"{VALUES}.policyRulesSpec[{i}].values.policyRuleURI"
-    return Problem(path, f"policy {slot.uri!r} is a published policy; the cluster's controller places blocks "
-                   "with built-in resourceAllocators only (it runs them inside its scheduler on the leader, at "
-                   "apply, on scale and when it moves instances off a dead node), so --cluster needs a built-in "
-                   "one (e.g. policy.resourceAllocator.best-fit:v1); apply without --cluster to place the block on "
-                   "this node with the published policy")
-
-
 def allocator_of(res: ResolvedBlock) -> Allocator:
     """The block's resourceAllocator slot as the controller keeps it (default: best-fit)."""
     slot = res.policy("resourceAllocator")
@@ -182,4 +159,4 @@ def allocator_of(res: ResolvedBlock) -> Allocator:
     return Allocator(uri=slot.uri, parameters=dict(slot.parameters), settings=dict(slot.settings))
 
 
-__all__ = ["CLUSTER", "MAX_CLUSTER_SPEC_BYTES", "ClusterBlocks", "allocator_of", "published_allocator_problem"]
+__all__ = ["CLUSTER", "MAX_CLUSTER_SPEC_BYTES", "ClusterBlocks", "allocator_of"]

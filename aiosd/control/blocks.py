@@ -38,7 +38,7 @@ from aiosd.control.apply import (
     instance_specs,
     local_node_view,
 )
-from aiosd.control.block_cluster import CLUSTER, ClusterBlocks, allocator_of, published_allocator_problem
+from aiosd.control.block_cluster import CLUSTER, ClusterBlocks, allocator_of
 from aiosd.control.block_loops import BlockLoop, BlockLoops
 from aiosd.control.controller_wire import DryRunRequest, ForwardRequest
 from aiosd.control.errors import ClusterRefused
@@ -430,10 +430,6 @@ class BlockService(ClusterBlocks, BlockLoops):
             bid = p.key or (comp.spec.component_id.name + "-" + hashlib.sha256(
                 json.dumps(p.envelope.values, sort_keys=True).encode()).hexdigest()[:8])
             res = dataclasses.replace(res, block_id=bid)
-            refused = published_allocator_problem(p, res, self.policies) if cluster else None
-            if refused is not None:
-                problems += _prefix([refused], i, n)
-                continue
             try:
                 code = code_for(res, self.runtime.driver_name)
                 await self._check_image(code, res)

@@ -46,6 +46,7 @@ from aiosd.control.inventory import LocalInventory
 from aiosd.errors import ConfigError
 from aiosd.metrics_service import cluster_aggregates, nest
 from aiosd.policies import PolicyRunner, builtin_registry
+from aiosd.policies.runner import AsyncPolicyRunner
 from aiosd.services import NodeContext
 from federation.consensus import (
     LmdbRaftStorage,
@@ -310,6 +311,12 @@ class ControllerService:
         known = set(voters | learners)
         ids |= known - self.departed(known)
         return frozenset(ids | {self.node_id})
+
+    @property
+    def published(self) -> AsyncPolicyRunner | None:
+        svc = self.ctx.services.get("policies")
+        runner = getattr(svc, "runner", None)
+        return runner if isinstance(runner, AsyncPolicyRunner) else None
 
     async def inventory(self) -> Inventory:
         gpus = await asyncio.to_thread(self.local.gpus)

@@ -16,10 +16,13 @@ from typing import Protocol, Self
 from aiosd.control.cluster_state import AnyCommand, ClusterState, RemoveBlock, TaskState, encode_command
 from aiosd.control.controller_wire import ForwardAnswer, ForwardRequest, Inventory
 from aiosd.control.errors import PlacementError
-from aiosd.control.placement import place
-from aiosd.control.scheduler import as_block, node_views, plan_moves, plan_scale
+from aiosd.control.placement import NodeView, PlacementResult, place
+from aiosd.control.published_allocator import load_published, place_published
+from aiosd.control.scheduler import aplan_moves, aplan_scale, as_block, node_views
 from aiosd.policies.contract import PolicyRunner
 from aiosd.policies.errors import PolicyError
+from aiosd.policies.runner import AsyncPolicyRunner
+from aiosd.specs.resolve import ResolvedBlock
 from federation.consensus import NoQuorum, NotLeader, ProposeError
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,11 @@ class ControllerHost(Protocol):
     """What the role needs from the node's controller service."""
 
     state: ClusterState
-    runner: PolicyRunner
+    runner: PolicyRunner  # built-in allocators, in process
+
+    @property
+    def published(self) -> AsyncPolicyRunner | None:
+        """Published allocators (the policies service's sandbox); None on a node without one."""
 
     @property
     def term(self) -> int: ...
@@ -88,8 +95,8 @@ class ControllerRole:
                 if req.op == "place" and req.place is not None:
                     p = req.place
                     before = len(self.host.state.view().blocks.get(p.block_id, {}))
-                    cmd = plan_scale(self.host.state.view(), await self.host.inventories(), p.block_id, p.count,
-                                     p.allocator, self.host.runner, self.term)
+                    cmd = await aplan_scale(self.host.state.view(), await self.host.inventories(), p.block_id,
+                                            p.count, p.allocator, self._place, self.term)
                     if p.spec is not None:
                         cmd = cmd.model_copy(update={"spec": p.spec})
                     await self._commit(cmd)
@@ -113,8 +120,9 @@ class ControllerRole:
     async def _dry_run(self, req: ForwardRequest) -> ForwardAnswer:
         assert req.dry_run is not None  # checked by the caller's match
         d = req.dry_run
-        result = place(as_block(d.block_id, d.allocator), node_views(self.host.state.view(), await self.host.inventories()),
-                       d.count, self.host.runner, dry_run=True)
+        result = await self._place(as_block(d.block_id, d.allocator),
+                                   node_views(self.host.state.view(), await self.host.inventories()), d.count,
+                                   dry_run=True)
         return ForwardAnswer(status=200, result={
             "block_id": d.block_id, "requested": d.count, "policy": result.policy_uri, "score": result.score,
             "requirement": result.requirement.describe(), "unmet": result.unmet,
@@ -122,6 +130,16 @@ class ControllerRole:
             "candidates": [{"node_id": c.node_id, "score": c.score, "capacity": c.capacity, "reason": c.reason}
                            for c in result.candidates],
         })
+
+    async def _place(self, block: ResolvedBlock, views: list[NodeView], count: int,
+                     dry_run: bool = False) -> PlacementResult:
+        """Built-in allocators run in process; a published one in its sandbox worker, awaited (its
+        record is a network record, its archive fetched from the nodes that hold it)."""
+        runner = self.host.published
+        published = await load_published(block, runner) if runner is not None else None
+        if published is None:
+            return place(block, views, count, self.host.runner, dry_run)
+        return await place_published(block, views, count, published, dry_run)
 
     async def _commit(self, *cmds: AnyCommand) -> None:
         async with asyncio.timeout(COMMIT_TIMEOUT_S):
@@ -157,7 +175,7 @@ class ControllerRole:
             alive = placed - gone
             task_id = f"reassign-{uuid.uuid4().hex[:12]}"
             try:
-                moves = plan_moves(view, inventories, alive, self.host.runner, self.term)
+                moves = await aplan_moves(view, inventories, alive, self._place, self.term)
             except (PlacementError, PolicyError) as e:
                 if str(e) != self._last_failure:  # one failed task per distinct reason, not per turn
                     self._last_failure = str(e)

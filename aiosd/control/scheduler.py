@@ -8,7 +8,7 @@ No IO, no Raft: the controller role proposes what comes out.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Set as AbstractSet
 
 from aiosd.control.cluster_state import (
@@ -20,7 +20,7 @@ from aiosd.control.cluster_state import (
     PlaceBlock,
 )
 from aiosd.control.controller_wire import Inventory
-from aiosd.control.placement import Assignment, GpuView, NodeView, PlacementResult, place
+from aiosd.control.placement import Assignment, GpuView, NodeView, Placement, PlacementResult, place
 from aiosd.policies.builtin.allocation import CPU_URI, requirement_from
 from aiosd.policies.contract import PolicyRunner
 from aiosd.policies.errors import PolicyInputError
@@ -86,17 +86,43 @@ def plan_scale(state: ClusterView, inventories: Sequence[Inventory], block_id: s
         PlacementError: the rest does not fit ("no node satisfies: ...").
         PolicyError: the allocator is unknown or misbehaves.
     """
+    keep, views = _scale_inputs(state, inventories, block_id, count, allocator)
+    result = place(as_block(block_id, allocator), views, count - len(keep), runner)
+    return _scale_command(block_id, allocator, keep, result.placements, term)
+
+
+# Places `count` instances of a block on node views: `place()` for built-ins, the sandboxed
+# `place_published()` for a published allocator (aiosd/control/published_allocator.py).
+Placer = Callable[[ResolvedBlock, list[NodeView], int], Awaitable[PlacementResult]]
+
+
+async def aplan_scale(state: ClusterView, inventories: Sequence[Inventory], block_id: str, count: int,
+                      allocator: Allocator, placer: Placer, term: int) -> PlaceBlock:
+    """plan_scale with an awaited placer (the leader's path; a published allocator answers from
+    its sandbox worker). Raises as plan_scale."""
+    keep, views = _scale_inputs(state, inventories, block_id, count, allocator)
+    result = await placer(as_block(block_id, allocator), views, count - len(keep))
+    return _scale_command(block_id, allocator, keep, result.placements, term)
+
+
+def _scale_inputs(state: ClusterView, inventories: Sequence[Inventory], block_id: str, count: int,
+                  allocator: Allocator) -> tuple[list[Instance], list[NodeView]]:
+    """The instances kept (on live nodes, same allocator, lowest ordinals) and the node views
+    with their reservations."""
     live = {inv.node_id for inv in inventories}
     existing = state.blocks.get(block_id, {}) if state.allocators.get(block_id) == allocator else {}
     keep = sorted((i for i in existing.values() if i.node_id in live), key=lambda i: _ordinal(i.instance_id))
     keep = keep[:count]
     views = node_views(state, inventories, skip_block=block_id)
-    views = _with_kept(views, keep, allocator)
-    result = place(as_block(block_id, allocator), views, count - len(keep), runner)
+    return keep, _with_kept(views, keep, allocator)
+
+
+def _scale_command(block_id: str, allocator: Allocator, keep: Sequence[Instance], placements: Sequence[Placement],
+                   term: int) -> PlaceBlock:
     used = {_ordinal(i.instance_id) for i in keep}
     specs = [InstanceSpec(instance_id=i.instance_id, node_id=i.node_id, gpus=i.gpus) for i in keep]
     n = 0
-    for p in result.placements:
+    for p in placements:
         while n in used:
             n += 1
         used.add(n)
@@ -111,21 +137,42 @@ def plan_moves(state: ClusterView, inventories: Sequence[Inventory], alive: Abst
     Raises:
         PlacementError: some block's orphans do not fit (the caller records it as a failed task).
     """
-    live = set(alive)
     out: list[MoveInstances] = []
-    for block_id in sorted(state.blocks):
-        orphans = sorted((i for i in state.blocks[block_id].values() if i.node_id not in live),
-                         key=lambda i: i.instance_id)
-        if not orphans:
-            continue
-        allocator = state.allocators.get(block_id, Allocator())
-        views = node_views(state, inventories)
-        result: PlacementResult = place(as_block(block_id, allocator), views, len(orphans), runner)
-        moves = tuple(InstanceSpec(instance_id=o.instance_id, node_id=p.node_id, gpus=p.gpus)
-                      for o, p in zip(orphans, result.placements, strict=True))
-        out.append(MoveInstances(term=term, block_id=block_id, moves=moves))
-        state = _applied(state, block_id, moves, term)
+    for block_id, orphans in _orphaned(state, alive):
+        block = as_block(block_id, state.allocators.get(block_id, Allocator()))
+        result: PlacementResult = place(block, node_views(state, inventories), len(orphans), runner)
+        out.append(_moves(block_id, orphans, result, term))
+        state = _applied(state, block_id, out[-1].moves, term)
     return out
+
+
+async def aplan_moves(state: ClusterView, inventories: Sequence[Inventory], alive: AbstractSet[str],
+                      placer: Placer, term: int) -> list[MoveInstances]:
+    """plan_moves with an awaited placer (the leader's path). Raises as plan_moves."""
+    out: list[MoveInstances] = []
+    for block_id, orphans in _orphaned(state, alive):
+        block = as_block(block_id, state.allocators.get(block_id, Allocator()))
+        result = await placer(block, node_views(state, inventories), len(orphans))
+        out.append(_moves(block_id, orphans, result, term))
+        state = _applied(state, block_id, out[-1].moves, term)
+    return out
+
+
+def _orphaned(state: ClusterView, alive: AbstractSet[str]) -> list[tuple[str, list[Instance]]]:
+    """Per block (in id order), its instances on nodes not in `alive`."""
+    out = []
+    for block_id in sorted(state.blocks):
+        orphans = sorted((i for i in state.blocks[block_id].values() if i.node_id not in alive),
+                         key=lambda i: i.instance_id)
+        if orphans:
+            out.append((block_id, orphans))
+    return out
+
+
+def _moves(block_id: str, orphans: Sequence[Instance], result: PlacementResult, term: int) -> MoveInstances:
+    moves = tuple(InstanceSpec(instance_id=o.instance_id, node_id=p.node_id, gpus=p.gpus)
+                  for o, p in zip(orphans, result.placements, strict=True))
+    return MoveInstances(term=term, block_id=block_id, moves=moves)
 
 
 def _applied(state: ClusterView, block_id: str, moves: Sequence[InstanceSpec], term: int) -> ClusterView:
@@ -150,4 +197,4 @@ def _ordinal(instance_id: str) -> int:
     return int(tail) if tail.isdigit() else 1 << 30
 
 
-__all__ = ["as_block", "node_views", "plan_moves", "plan_scale"]
+__all__ = ["Placer", "aplan_moves", "aplan_scale", "as_block", "node_views", "plan_moves", "plan_scale"]

@@ -22,6 +22,7 @@ from storage import Store
 from tests.daemons import Daemon
 from tests.instances import echo_block_docs
 from tests.unit.test_placement import block
+from tests.waiting import wait_sync
 
 FIRST = "test.first-node:v1-a"
 # Always the first node of payload.nodes, no GPUs; records nothing. Answers the AIOS dry run too.
@@ -165,10 +166,15 @@ def test_apply_places_a_block_with_a_pushed_allocator(tmp_path: Path, daemons: l
     assert len(d.json("describe", "block", "first-echo")["status"]["instances"]) == 2
     assert d.json("infer", "first-echo", "--data", '{"message": "hi"}')["instance_id"].startswith("first-echo-")
 
-    # --cluster: the leader could not load a policy only this node holds; refused, naming the field.
-    refused = d.cli("apply", "-f", str(spec), "--cluster")
-    assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert "policyRulesSpec[0].values.policyRuleURI" in refused.stderr and "published" in refused.stderr
+    # --cluster: the leader runs the same published policy (its sandbox, awaited) and commits.
+    cspec = tmp_path / "first-cluster.json"
+    cspec.write_text(echo_block_docs("first-cluster", 2, {"uri": FIRST}))
+    placed = d.json("apply", "-f", str(cspec), "--cluster")
+    insts = next(x for x in placed["documents"] if x.get("kind") == "block")
+    assert insts, placed
+    wait_sync(lambda: len([i for i in d.json("ps")["instances"] if i["block_id"] == "first-cluster"
+                           and i["state"] == "healthy"]) == 2, timeout_s=60)
+    assert d.cli("delete", "block", "first-cluster").returncode == 0
 
     # A policy that names a node that does not exist: apply fails naming it, nothing is created.
     d.json("policy", "push", str(_policy_dir(tmp_path, "ghost", HOSTILE)), "--uri", "test.hostile:v1-a")

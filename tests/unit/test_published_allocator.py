@@ -8,13 +8,11 @@ from typing import Any
 import pytest
 
 from aiosd.control import Assignment, PlacementError, place
-from aiosd.control.block_cluster import published_allocator_problem
 from aiosd.control.placement import PlacementRun, allocator_ref, requirement_for
 from aiosd.control.published_allocator import read_dry_run
-from aiosd.policies import PolicyOutputError, builtin_registry
+from aiosd.policies import PolicyOutputError
 from aiosd.policies.builtin.allocation import BEST_FIT_URI, Requirement
-from aiosd.specs import ParsedBlock, ParsedComponent, ResolvedBlock, parse_document
-from tests.unit.test_placement import COMPONENT, RUNNER, block, gpu_node
+from tests.unit.test_placement import RUNNER, block, gpu_node
 
 URI = "test.published:v1-a"
 
@@ -109,27 +107,3 @@ def test_requirement_and_allocator_ref_of_a_published_allocator() -> None:
 def test_place_still_runs_builtins_in_process() -> None:
     result = place(block(BEST_FIT_URI, gpus=1), [gpu_node("n1", 20000)], 1, RUNNER)
     assert [p.node_id for p in result.placements] == ["n1"]
-
-
-def _parsed(policies: list[dict[str, Any]]) -> tuple[ParsedBlock, ResolvedBlock]:
-    from aiosd.specs import resolve_block
-
-    b = parse_document({"header": {"templateUri": "Parser/V1"}, "body": {"spec": {"values": {
-        "blockId": "b1", "blockComponentURI": "model.m:1.0.0-stable", "minInstances": 1, "maxInstances": 2,
-        "policyRulesSpec": policies}}}})
-    assert isinstance(b, ParsedBlock) and isinstance(COMPONENT, ParsedComponent)
-    return b, resolve_block(b, COMPONENT)
-
-
-def test_cluster_apply_refuses_a_published_allocator_naming_the_field() -> None:
-    lb = {"values": {"name": "loadBalancer", "policyRuleURI": "policy.loadBalancer.round-robin:v1"}}
-    ra = {"values": {"name": "resourceAllocator", "policyRuleURI": URI}}
-    parsed, res = _parsed([lb, ra])
-    problem = published_allocator_problem(parsed, res, builtin_registry())
-    assert problem is not None
-    assert problem.path == "body.spec.values.policyRulesSpec[1].values.policyRuleURI"
-    assert URI in problem.message and "built-in" in problem.message and "without --cluster" in problem.message
-    parsed, res = _parsed([{"values": {"name": "resourceAllocator", "policyRuleURI": BEST_FIT_URI}}])
-    assert published_allocator_problem(parsed, res, builtin_registry()) is None
-    parsed, res = _parsed([])
-    assert published_allocator_problem(parsed, res, builtin_registry()) is None
