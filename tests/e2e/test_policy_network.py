@@ -12,6 +12,7 @@ import pytest
 
 from aiosd.policies.service import sandbox_root
 from tests.daemons import Daemon, start_network
+from tests.instances import echo_block_docs
 from tests.integration.test_policy_governance import PRECHECK
 from tests.waiting import wait_sync
 
@@ -56,7 +57,22 @@ def test_records_pushed_on_one_node_are_usable_on_another(tmp_path: Path, daemon
     refused = n2.cli("policy", "push", str(ROOT / "examples" / "policies" / "least-busy"), "--uri", "x.lb:v1-a")
     assert refused.returncode != 0 and "admin certificate" in refused.stderr, refused.stderr
     assert len(n1.json("policy", "list")["policies"]) == 2
+    # A published resourceAllocator places a cluster block from the node that did not push it; the
+    # leader (either node) loads the same policy.
+    alloc = "policy.resourceAllocator.fewest-instances:v1-stable"
+    n1.json("policy", "push", str(ROOT / "examples" / "policies" / "fewest-instances"), "--uri", alloc)
+    wait_sync(lambda: alloc in [p["uri"] for p in n2.json("policy", "list")["policies"]], timeout_s=20)
+    spec = tmp_path / "echo.json"
+    spec.write_text(echo_block_docs("spread-echo", 2, {"uri": alloc, "parameters": {"cpus": 0.1}}))
+    r = n2.cli("apply", "-f", str(spec), "--cluster", "--json", timeout_s=60)
+    assert r.returncode == 0, r.stderr
+
+    def healthy() -> int:
+        return sum(1 for d in nodes for i in d.json("ps")["instances"]
+                   if i["block_id"] == "spread-echo" and i["state"] == "healthy")
+
+    wait_sync(lambda: healthy() == 2, timeout_s=60)
+    assert n2.cli("delete", "block", "spread-echo").returncode == 0
     # Deleting on the publisher removes it everywhere.
     assert n1.cli("policy", "delete", LB).returncode == 0
-    wait_sync(lambda: [p["uri"] for p in n2.json("policy", "list")["policies"]] == ["gov.blocks:v1-a"],
-              timeout_s=20)
+    wait_sync(lambda: LB not in [p["uri"] for p in n2.json("policy", "list")["policies"]], timeout_s=20)
