@@ -151,6 +151,8 @@ class PoliciesService:
         self.templates = Templates(self.template_book, self.runner)
         self.governance = Governance(self.gov_book, self.runner)
         self._stack = contextlib.AsyncExitStack()
+        self._forgetting: set[asyncio.Task[int]] = set()
+        self.policies.subscribe(self._on_policy_changed)
 
     async def __aenter__(self) -> Self:
         books = (self.policies, self.template_book, self.specs, self.gov_book)
@@ -166,6 +168,16 @@ class PoliciesService:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+    def _on_policy_changed(self, uri: str, rec: PolicyRecord | None) -> None:
+        """A policy re-pushed or deleted (here or on any node): its warm workers that run another
+        archive stop, so the next call loads what the record now names."""
+        if not any(i.uri == uri and (rec is None or i.spec.archive_sha256 != rec.archive_sha256)
+                   for i in self.sandbox.instances()):
+            return
+        task = asyncio.get_running_loop().create_task(self.sandbox.forget(uri))
+        self._forgetting.add(task)  # owned until done: closing workers must not be dropped mid-way
+        task.add_done_callback(self._forgetting.discard)
 
     async def _migrate(self, books: tuple[Book[Any], ...]) -> None:
         """Records an older version kept on this node only: publish those the network lacks."""

@@ -20,6 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 LB = "policy.loadBalancer.least-busy:v1-stable"
 ENV = {"AIOSD_REPLICATION_PROFILE": "test", "AIOSD_MEMBERSHIP_PROFILE": "test"}
 pytestmark = pytest.mark.timeout(180)
+ALWAYS_A = '''
+class AIOSv1PolicyRule:
+    def __init__(self, rule_id, settings, parameters):
+        pass
+    def eval(self, parameters, input_data, context):
+        return {"instance_id": "a"}
+'''
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +80,14 @@ def test_records_pushed_on_one_node_are_usable_on_another(tmp_path: Path, daemon
 
     wait_sync(lambda: healthy() == 2, timeout_s=60)
     assert n2.cli("delete", "block", "spread-echo").returncode == 0
+    # Re-pushed on the publisher with other code: the new code answers on n2 and n2's warm worker of
+    # the old archive is stopped (the record changed under it).
+    (tmp_path / "lb2" / "code").mkdir(parents=True)
+    (tmp_path / "lb2" / "code" / "function.py").write_text(ALWAYS_A)
+    n1.json("policy", "push", str(tmp_path / "lb2"), "--uri", LB)
+    wait_sync(lambda: json.loads(n2.cli("policy", "run", LB, "--input", inp).stdout or "{}") == {"instance_id": "a"},
+              timeout_s=20)
+    assert len(n2.json("policy", "describe", LB)["instances"]) == 1  # the old archive's worker stopped
     # Deleting on the publisher removes it everywhere.
     assert n1.cli("policy", "delete", LB).returncode == 0
     wait_sync(lambda: LB not in [p["uri"] for p in n2.json("policy", "list")["policies"]], timeout_s=20)
