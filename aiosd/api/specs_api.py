@@ -143,9 +143,14 @@ def spec_routes(svc: BlockService) -> list[Route]:
         bid = request.match_info["id"]
         res = svc.resolved(bid)
         remote: set[str] = set()
+        relay = False
         if svc.forwarder is not None and (res is None or not svc.runtime.sup.healthy(bid)):
-            # A cluster block with no healthy instance here: checked here, run at a node that has one.
+            # A cluster block with no healthy instance here: checked here, run at a node that has one
+            # (in this cluster; or, for a block another cluster places, at any node of that cluster).
             remote = svc.hosts_of(bid)
+            if not remote:
+                remote = await svc.hosts_elsewhere(bid)
+                relay = bool(remote)
             if res is None and remote:
                 res = await svc.lookup(bid)
         if res is None:
@@ -167,7 +172,7 @@ def spec_routes(svc: BlockService) -> list[Route]:
                 raise ApiProblem(413, "too_large", f"a task forwarded to another node carries at most "
                                  f"{MAX_FORWARD_BYTES} bytes; send it to a node that runs block {bid}")
             ans = await svc.forwarder.forward(remote, TaskForward(block_id=bid, packet=raw,
-                                                                  session_id=packet["session_id"]))
+                                                                  session_id=packet["session_id"], relay=relay))
             if ans.status >= 400:
                 raise ApiProblem(ans.status, ans.code or "error", ans.message)
             return _infer_answer(request, bid, ans.instance_id, msgpack.unpackb(ans.packets, raw=False), t0)

@@ -213,9 +213,22 @@ class BlockService(ClusterBlocks, BlockLoops):
         insts = self.controller.view().blocks.get(block_id, {})
         return {i.node_id for i in insts.values()} - {self.node_id}
 
+    async def hosts_elsewhere(self, block_id: str) -> set[str]:
+        """Nodes of the other cluster that places `block_id` (empty: this cluster's, or this node's)."""
+        cluster = await self._cluster_of(block_id)
+        if self.controller is None or cluster is None or cluster == self.controller.cluster:
+            return set()
+        nodes: set[str] = self.controller.cluster_nodes(cluster)
+        return nodes
+
     async def _run_forwarded(self, req: TaskForward) -> TaskForwardAnswer:
-        """A task another node forwarded: run it here like a local inference (errors are answers)."""
+        """A task another node forwarded: run it here like a local inference (errors are answers);
+        one sent across clusters goes on to a node of this cluster that runs the block."""
         res = self._resolved.get(req.block_id)
+        if req.relay and self.forwarder is not None and (res is None or not self.runtime.sup.healthy(req.block_id)):
+            hosts = self.hosts_of(req.block_id)
+            if hosts:
+                return await self.forwarder.forward(hosts, req.model_copy(update={"relay": False}))
         bal = self.runtime.balancer
         if res is None or bal is None:
             return TaskForwardAnswer(status=404, code="not_here", node_id=self.node_id,

@@ -418,6 +418,10 @@ class ControllerService:
                 return ans.body
         return no_quorum(f"no node of cluster {req.cluster} answered ({last})")
 
+    def cluster_nodes(self, cluster: str) -> set[str]:
+        """Node ids membership knows in `cluster` (alive or not: the forwarder filters)."""
+        return {m.node for m in self._members_of(cluster)}
+
     def _members_of(self, cluster: str) -> list[Any]:
         if self.membership is None:
             return []

@@ -1,8 +1,10 @@
 """Inference for a cluster block sent to a node that runs none of its instances: forwarded, signed,
 to a node that does (p2p kind `blk.task`), which runs it through its own balancer and answers.
 
-One hop, no routing tables: the committed placements say which nodes run the block, membership
-says which of them are alive. This is the seam the vDAG data plane (stage to stage, peer to peer)
+At most two hops, no routing tables: within a cluster the committed placements say which nodes
+run the block and membership says which are alive; a block another cluster places goes to any
+alive node of that cluster with `relay` set, and that node forwards it once more, inside its own
+cluster, when it runs no instance itself. This is the seam the vDAG data plane (stage to stage, peer to peer)
 builds on. Pure models and one small class; the API handler decides when to forward.
 """
 
@@ -35,6 +37,7 @@ class TaskForward(_Wire):
     block_id: str = Field(min_length=1, max_length=128)
     packet: bytes = Field(max_length=960 << 10)  # the AIOSPacket as msgpack; the envelope caps at 1 MiB
     session_id: str = Field("", max_length=256)
+    relay: bool = False  # sent across clusters: the receiver may forward it once more, within its cluster
 
 
 class TaskForwardAnswer(_Wire):

@@ -364,6 +364,13 @@ def test_a_cluster_without_a_ca_holder_elects_its_own_controller(tmp_path: Path,
     assert {i["node_id"] for i in doc["placement"]["placements"]} <= lab_ids
     wait_sync(lambda: sum(len(healthy_here(d, "lab-echo")) for d in lab) == 2, timeout_s=60, interval_s=0.25)
     assert placements(ca, "lab-echo") == {} and not running_here(ca, "lab-echo")
+    # Inference from the CA's node (cluster default): forwarded to a lab node, relayed inside lab if
+    # that node runs none; a bad packet is refused here, against the block's input protocol.
+    for _ in range(8):  # the first hop lands on the lab node that runs none 1 time in 3: relayed
+        out = ca.json("infer", "lab-echo", "--data", '{"message": "across"}')
+        assert out["instance_id"].startswith("lab-echo-") and "across" in json.dumps(out["outputs"])
+    bad = ca.cli("infer", "lab-echo", "--data", '{"message": 7}')
+    assert bad.returncode != 0 and "data.message" in bad.stderr, bad.stderr
     # Scaled from the CA's node: the request reaches lab's controller.
     r = ca.cli("mgmt", "lab-echo", "scale", "--data", '{"instances": 3}')
     assert r.returncode == 0, r.stdout + r.stderr
