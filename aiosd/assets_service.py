@@ -281,21 +281,8 @@ class AssetsService:
         if not 0 <= size <= MAX_READ_BYTES:
             raise FetchFailed(f"blob {sha256[:16]} is {size} bytes; one request carries at most {MAX_READ_BYTES}")
         candidates = [h for h in dict.fromkeys([*hint, *await self.holders(sha256)]) if h != self.node_id]
-        why: list[str] = []
-        for h in candidates:
-            try:
-                data = await self._read_chunk(NodeId(h), sha256, 0, size) if size else b""
-            except (FederationError, OSError) as e:
-                why.append(f"{h}: {type(e).__name__}")
-                continue
-            if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
-                why.append(f"{h}: wrong bytes")
-                continue
-            await asyncio.to_thread(self.blobs.put, data)
-            await self._announce(sha256, size)
-            return
-        raise FetchFailed(f"no node that holds blob {sha256[:16]} answered with it"
-                          + (f" ({'; '.join(why[:4])})" if why else " (none is known)"))
+        await self._fetch_small(sha256, size, candidates, rounds=1)
+        await self._announce(sha256, size)
 
     async def _manifest(self, rec: dict[str, Any]) -> Manifest:
         """The chunk manifest: local, or fetched whole from a holder and checked by its digest."""
@@ -311,21 +298,29 @@ class AssetsService:
         return Manifest.from_bytes(str(rec["sha256"]), size, chunk_bytes, data)
 
     async def _fetch_manifest(self, rec: dict[str, Any], mdigest: str, want: int) -> bytes:
-        """The manifest blob from the first holder that answers it right (a few rounds: a corrupt
-        answer may have been damaged on the way)."""
+        """The manifest blob from a node that holds the asset (a few rounds: a corrupt answer may
+        have been damaged on the way)."""
         holders = [h for h in await self.holders(str(rec["sha256"]), rec) if h != self.node_id]
-        for _ in range(MANIFEST_ROUNDS):
+        return await self._fetch_small(mdigest, want, holders, rounds=MANIFEST_ROUNDS)
+
+    async def _fetch_small(self, digest: str, size: int, holders: Sequence[str], *, rounds: int) -> bytes:
+        """Blob `digest` (`size` bytes, one request) from the first of `holders` that answers it
+        right; stored here. Raises: FetchFailed naming what each holder did."""
+        why: list[str] = []
+        for _ in range(rounds):
             for h in holders:
                 try:
-                    got = await self._read_chunk(NodeId(h), mdigest, 0, want)
+                    got = await self._read_chunk(NodeId(h), digest, 0, size) if size else b""
                 except (FederationError, OSError) as e:
-                    log.debug("manifest request failed", extra={"holder": h, "error": type(e).__name__})
+                    why.append(f"{h}: {type(e).__name__}")
                     continue
-                if len(got) == want and hashlib.sha256(got).hexdigest() == mdigest:
+                if len(got) == size and hashlib.sha256(got).hexdigest() == digest:
                     await asyncio.to_thread(self.blobs.put, got)
                     return got
-                log.warning("corrupt manifest from holder", extra={"holder": h, "manifest": mdigest})
-        raise FetchFailed("no holder answered with the chunk manifest")
+                log.warning("corrupt blob from holder", extra={"holder": h, "sha256": digest})
+                why.append(f"{h}: wrong bytes")
+        raise FetchFailed(f"no node that holds blob {digest[:16]} answered with it"
+                          + (f" ({'; '.join(why[:4])})" if why else " (none is known)"))
 
     async def _read_chunk(self, holder: NodeId, sha256: str, offset: int, length: int) -> bytes:
         if self._membership is None:

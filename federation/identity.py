@@ -22,6 +22,7 @@ import nacl.signing
 
 from federation.errors import AlreadyExistsError, AuthError, AuthReason, IdentityError
 from federation.sansio import NodeId
+from storage.files import fsync_dir
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -242,21 +243,13 @@ def write_file_atomic(
                     f"{what} {p} already exists; refusing to overwrite it (use force)"
                 ) from None
             os.unlink(tmp)
-        _fsync_dir(p.parent)
+        fsync_dir(p.parent)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = [

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from storage.errors import StorageError
+from storage.files import fsync_dir
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 # Why 1 MiB: large enough that hashing dominates syscalls, small enough to stay off the heap.
@@ -28,15 +29,6 @@ class BlobNotFound(StorageError, LookupError):
 
 class BlobCorrupt(StorageError):
     """A stored blob no longer hashes to its name (disk damage or tampering)."""
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename into `path` durable (the directory entry is on disk once this returns)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -70,7 +62,7 @@ class BlobStore:
         with open(src, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(src, final)
-        _fsync_dir(final.parent)  # the rename itself survives a crash
+        fsync_dir(final.parent)  # the rename itself survives a crash
 
     def writer(self, chunk_bytes: int = CHUNK_BYTES) -> BlobWriter:
         """A streaming writer into a temp file; `commit()` stores it and returns its digest."""
@@ -159,7 +151,7 @@ class BlobStore:
             if h.hexdigest() != digest:  # the source changed while we copied it
                 raise BlobCorrupt(f"content changed while storing blob sha256:{digest}")
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -211,7 +203,7 @@ class BlobWriter:
                 final = self.store.path(digest)
                 final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 os.replace(self.tmp, final)
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
         except BaseException:
             self.abort()
             raise

@@ -14,12 +14,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from aiosd.policies.store import MAX_RECORDS
-from aiosd.specs.errors import SpecError
+from aiosd.policies.store import IndexedRecords
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +40,13 @@ class Registry(Protocol):
         AsyncIterator[Any]]: ...
 
 
-class ReplicatedBook(Generic[M]):
+class ReplicatedBook(IndexedRecords[M]):
     """Records of one kind in registry table `table` under key prefix `prefix`."""
 
     def __init__(self, registry: Registry, table: str, prefix: str, model: type[M], key: Callable[[M], str]) -> None:
+        super().__init__()
         self._registry, self._table, self._prefix = registry, table, prefix
         self._model, self._key = model, key
-        self._index: dict[str, M] = {}
-        self._subscribers: list[Callable[[str, M | None], None]] = []
         self._follow: asyncio.Task[None] | None = None
 
     # ----- lifecycle -------------------------------------------------------------------------
@@ -65,31 +63,17 @@ class ReplicatedBook(Generic[M]):
                 await self._follow
             self._follow = None
 
-    # ----- RecordBook's interface ------------------------------------------------------------
-    def get(self, key: str) -> M | None:
-        return self._index.get(key)
-
-    def all(self) -> list[M]:
-        return [self._index[k] for k in sorted(self._index)]
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def subscribe(self, cb: Callable[[str, M | None], None]) -> None:
-        self._subscribers.append(cb)
-
+    # ----- writes (reads: IndexedRecords) ---------------------------------------------------
     async def put(self, rec: M) -> None:
         """Raises: SpecError (too many records), WriteRefused (this node is not an admin), InvalidWrite."""
         key = self._key(rec)
-        if key not in self._index and len(self._index) >= MAX_RECORDS:
-            raise SpecError.at("uri", f"the network already holds {MAX_RECORDS} records of this kind")
+        self._check_room(key, "the network")
         await self._registry.put(self._table, self._prefix + key, rec.model_dump(mode="json", by_alias=True))
         self._set(key, rec)
 
     async def delete(self, key: str) -> bool:
         gone = await self._registry.delete(self._table, self._prefix + key)
-        if key in self._index:
-            self._set(key, None)
+        self._set(key, None)
         return bool(gone)
 
     # ----- internals -------------------------------------------------------------------------
@@ -100,17 +84,6 @@ class ReplicatedBook(Generic[M]):
             log.warning("replicated record skipped: not a valid record of this kind",
                         extra={"table": self._table, "key": key})
             return None
-
-    def _set(self, key: str, rec: M | None) -> None:
-        if rec is None:
-            if self._index.pop(key, None) is None:
-                return
-        elif self._index.get(key) == rec:
-            return
-        else:
-            self._index[key] = rec
-        for cb in self._subscribers:
-            cb(key, rec)
 
     async def _relist(self) -> None:
         seen: dict[str, M] = {}

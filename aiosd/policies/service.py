@@ -184,8 +184,7 @@ class PoliciesService:
         for old, new in zip(self._legacy, books, strict=False):
             await old.load()
             for rec in old.all():
-                key = str(getattr(rec, "uri", None) or getattr(rec, "templateUri", None) or getattr(
-                    rec, "specUri", None) or getattr(rec, "key", ""))
+                key = old.key_of(rec)
                 if new.get(key) is not None:
                     continue
                 try:

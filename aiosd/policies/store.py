@@ -222,24 +222,12 @@ class Book(Protocol[M]):
     async def delete(self, key: str) -> bool: ...
 
 
-class RecordBook(Generic[M]):
-    """Records of one kind in one LMDB table, indexed in memory; callbacks on every change."""
+class IndexedRecords(Generic[M]):
+    """The in-memory side every book shares: records by key, and callbacks on every change."""
 
-    def __init__(self, store: Store, table: str, model: type[M], key: Callable[[M], str]) -> None:
-        self._store = store
-        self._table: Table[Any] = Table.msgpack(table)
-        self._model = model
-        self._key = key
+    def __init__(self) -> None:
         self._index: dict[str, M] = {}
         self._subscribers: list[Callable[[str, M | None], None]] = []
-
-    async def load(self) -> None:
-        rows = await asyncio.to_thread(self._store.scan, self._table)
-        for k, raw in rows:
-            try:
-                self._index[k.decode()] = self._model.model_validate(raw)
-            except ValidationError:
-                continue  # a record from a newer schema: skip, keep serving the rest
 
     def get(self, key: str) -> M | None:
         return self._index.get(key)
@@ -253,30 +241,60 @@ class RecordBook(Generic[M]):
     def subscribe(self, cb: Callable[[str, M | None], None]) -> None:
         self._subscribers.append(cb)
 
-    async def put(self, rec: M) -> None:
-        key = self._key(rec)
+    def _check_room(self, key: str, where: str) -> None:
         if key not in self._index and len(self._index) >= MAX_RECORDS:
-            raise SpecError.at("uri", f"this node already holds {MAX_RECORDS} records of this kind")
-        await asyncio.to_thread(self._store.put, self._table, key, rec.model_dump(mode="json", by_alias=True))
-        self._index[key] = rec
-        self._notify(key, rec)
+            raise SpecError.at("uri", f"{where} already holds {MAX_RECORDS} records of this kind")
 
-    async def delete(self, key: str) -> bool:
-        gone = await asyncio.to_thread(self._store.delete, self._table, key)
-        self._index.pop(key, None)
-        if gone:
-            self._notify(key, None)
-        return bool(gone)
-
-    def _notify(self, key: str, rec: M | None) -> None:
+    def _set(self, key: str, rec: M | None) -> None:
+        """Index `rec` under `key` (None: remove it) and tell the subscribers, when it changed."""
+        if rec is None:
+            if self._index.pop(key, None) is None:
+                return
+        elif self._index.get(key) == rec:
+            return
+        else:
+            self._index[key] = rec
         for cb in self._subscribers:
             cb(key, rec)
 
+
+class RecordBook(IndexedRecords[M]):
+    """Records of one kind in one LMDB table of this node."""
+
+    def __init__(self, store: Store, table: str, model: type[M], key: Callable[[M], str]) -> None:
+        super().__init__()
+        self._store = store
+        self._table: Table[Any] = Table.msgpack(table)
+        self._model = model
+        self._key = key
+
+    async def load(self) -> None:
+        rows = await asyncio.to_thread(self._store.scan, self._table)
+        for k, raw in rows:
+            try:
+                self._index[k.decode()] = self._model.model_validate(raw)
+            except ValidationError:
+                continue  # a record from a newer schema: skip, keep serving the rest
+
+    def key_of(self, rec: M) -> str:
+        return self._key(rec)
+
+    async def put(self, rec: M) -> None:
+        key = self._key(rec)
+        self._check_room(key, "this node")
+        await asyncio.to_thread(self._store.put, self._table, key, rec.model_dump(mode="json", by_alias=True))
+        self._set(key, rec)
+
+    async def delete(self, key: str) -> bool:
+        gone = await asyncio.to_thread(self._store.delete, self._table, key)
+        self._set(key, None)
+        return bool(gone)
 
 __all__ = [
     "MAX_RECORDS",
     "Book",
     "CompiledSchemas",
+    "IndexedRecords",
     "MgmtCommand",
     "PolicyRecord",
     "RecordBook",
