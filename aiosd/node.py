@@ -1,4 +1,5 @@
-"""Daemon assembly: open the store, load the identity, start each service, wait for a stop signal.
+"""Daemon assembly — the only module that knows every role: open the store, load the identity, start
+each role's service in order, mount its routes, wait for a stop signal.
 
 Services are async context managers composed with an AsyncExitStack, so teardown runs in
 reverse order and every error is reported. Shutdown order (STYLE §21): stop accepting →
@@ -13,18 +14,35 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiosd import __version__
 from aiosd.api.admin import admin_routes
+from aiosd.api.routes import Route
 from aiosd.api.server import ApiServer
 from aiosd.api.status import PeerView, status_routes
+from aiosd.assets import api as assets_api
+from aiosd.assets.service import assets_service
+from aiosd.blocks import api as blocks_api
+from aiosd.blocks.service import block_service
 from aiosd.config import Settings
+from aiosd.context import NodeContext, ServiceFactory
+from aiosd.controller import api as controller_api
+from aiosd.controller.service import controller_service
 from aiosd.errors import AiosdError
 from aiosd.identity_files import init_network, is_initialised, load_identity
+from aiosd.instances.service import RuntimeService, runtime_service
+from aiosd.membership import api as membership_api
+from aiosd.membership.service import MEMBERSHIP_KEY, membership_service
+from aiosd.metrics.service import MetricsService, metrics_service
+from aiosd.policies.service import PoliciesService, policies_service
+from aiosd.registry import api as registry_api
+from aiosd.registry.service import registry_service
 from aiosd.sdnotify import sd_notify
-from aiosd.services import NodeContext, ServiceFactory, default_services
+from aiosd.tasks.service import TaskService, task_service
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -47,6 +65,30 @@ def check_data_dir(data_dir: Path) -> None:
                          "fix its permissions or pick another --data-dir")
 
 
+@dataclass(frozen=True, slots=True)
+class Role:
+    """One role of the daemon: how to build its service, and the API routes it mounts."""
+
+    factory: ServiceFactory
+    routes: Callable[[Any], list[Route]]
+
+
+def default_roles() -> list[Role]:
+    """The daemon's roles in start order: a role may use any role above it (through the context)."""
+    return [
+        Role(task_service, TaskService.routes),
+        Role(runtime_service, RuntimeService.routes),
+        Role(membership_service, membership_api.membership_routes),
+        Role(registry_service, registry_api.registry_routes),
+        Role(assets_service, assets_api.asset_routes),
+        # After the registry and assets: policy records are replicated, archives fetched from peers.
+        Role(policies_service, PoliciesService.routes),
+        Role(metrics_service, MetricsService.routes),
+        Role(controller_service, controller_api.controller_routes),
+        Role(block_service, blocks_api.spec_routes),
+    ]
+
+
 @contextlib.asynccontextmanager
 async def open_store(path: Path) -> AsyncIterator[Store]:
     store = await asyncio.to_thread(Store.open, path)
@@ -61,9 +103,9 @@ async def open_store(path: Path) -> AsyncIterator[Store]:
 class Node:
     """One running daemon. `await Node(settings).run()` returns when a stop signal arrives."""
 
-    def __init__(self, settings: Settings, services: list[ServiceFactory] | None = None) -> None:
+    def __init__(self, settings: Settings, roles: list[Role] | None = None) -> None:
         self.settings = settings
-        self._factories = default_services() if services is None else services
+        self._roles = default_roles() if roles is None else roles
         self.data_dir = settings.data_dir
         self._stop = asyncio.Event()
         self._started = time.monotonic()
@@ -91,11 +133,11 @@ class Node:
                 version=__version__, data_dir=self.data_dir, roles=sorted(ident.cert.roles),
                 started=self._started, peers=self._peers,
             ) + admin_routes()
-            for factory in self._factories:
-                service = factory(ctx)
+            for role in self._roles:
+                service = role.factory(ctx)
                 await stack.enter_async_context(service)
-                ctx.services[service.name] = service
-                routes += service.routes()
+                ctx.provide(service)
+                routes += role.routes(service)
                 log.info("service started", extra={"service": service.name})
             api = await stack.enter_async_context(ApiServer(
                 routes, version=__version__, socket_path=self.settings.socket_path, data_dir=self.data_dir,
@@ -113,7 +155,7 @@ class Node:
         log.info("daemon stopped")
 
     def _peers(self) -> list[PeerView]:
-        membership = self.ctx.services.get("membership") if hasattr(self, "ctx") else None
+        membership = self.ctx.find(MEMBERSHIP_KEY) if hasattr(self, "ctx") else None
         return list(membership.peer_views()) if membership is not None else []
 
     def _install_signals(self) -> None:
@@ -123,4 +165,4 @@ class Node:
                 loop.add_signal_handler(sig, self.request_stop)
 
 
-__all__ = ["Node", "check_data_dir"]
+__all__ = ["Node", "Role", "check_data_dir", "default_roles"]

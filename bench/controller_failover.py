@@ -180,7 +180,7 @@ async def driver_rate(root: Path, proposers: int, seconds: float) -> float:
         lead = leaders(net)[0]
         done = 0
         stop = time.monotonic() + seconds
-        from aiosd.control.cluster_state import TaskState, encode_command
+        from aiosd.controller.state import TaskState, encode_command
 
         async def one(k: int) -> None:
             nonlocal done

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from aiosd.control import GpuView, NodeView, place
+from aiosd.controller import GpuView, NodeView, place
 from aiosd.policies import PolicyRegistry, PolicyRunner
 from aiosd.policies.builtin import BUILTINS
 from aiosd.policies.builtin.allocation import BestFitAllocator, choose_by_scan

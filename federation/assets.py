@@ -2,7 +2,7 @@
 
 The planner decides which chunk to ask of which holder, spreads chunks over holders, retries a
 corrupt chunk elsewhere, backs off from an unreachable holder and drops a dead one. It does no IO,
-reads no clock and hashes nothing: the driver (aiosd/asset_fetch.py) feeds it outcomes and `now`.
+reads no clock and hashes nothing: the driver (aiosd/assets/fetch.py) feeds it outcomes and `now`.
 """
 
 from __future__ import annotations

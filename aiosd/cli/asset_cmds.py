@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from aiosd.cli.common import add_common
 from aiosd.cli.node_cmds import Sub, _add
 from aiosd.cli.output import print_json, print_kv, print_table
 from aiosd.client import Client
@@ -327,7 +328,6 @@ def register_asset(sub: Sub) -> argparse.ArgumentParser:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from aiosd.cli.main import add_common
 
     add_common(p)
 

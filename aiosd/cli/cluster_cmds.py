@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from aiosd.cli.common import add_common
 from aiosd.cli.output import print_json, print_kv, print_table
 from aiosd.client import Client
 from aiosd.config import Settings
@@ -86,7 +87,6 @@ def register_cluster(sub: Sub) -> argparse.ArgumentParser:
     d = _parser(inner, "describe", "show one cluster", "Nodes, leader, term, voters and learners of NAME.",
                 "example:\n  aiosd cluster describe default", cmd_cluster_describe)
     d.add_argument("name", help="cluster name")
-    from aiosd.cli.main import add_common
 
     for q in (ls, d):
         add_common(q)

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from aiosd.cli.common import add_common
 from aiosd.cli.output import print_json, print_table
 from aiosd.config import Settings
 from aiosd.errors import AiosdError
@@ -126,7 +127,6 @@ def register_image(sub: Sub) -> argparse.ArgumentParser:
 
 
 def _common_opts(p: argparse.ArgumentParser) -> None:
-    from aiosd.cli.main import add_common
 
     add_common(p)
 

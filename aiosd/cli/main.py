@@ -23,6 +23,7 @@ from aiosd.cli import (
     runtime_cmds,
     spec_cmds,
 )
+from aiosd.cli.common import add_common
 from aiosd.config import Settings, load_settings
 from aiosd.errors import AiosdError, UsageError
 from federation.errors import FederationError
@@ -45,17 +46,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]  # argparse's signature is NoReturn
         self.print_usage(sys.stderr)
         self.exit(2, f"aiosd: error: {message}\n")
-
-
-def add_common(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("common options")
-    g.add_argument("--config", metavar="FILE", help="TOML config file (default: /etc/aiosd/aiosd.toml if present)")
-    g.add_argument("--data-dir", metavar="DIR", help="node data dir (default: /var/lib/aiosd as root, "
-                   "else $XDG_DATA_HOME/aiosd)")
-    g.add_argument("--socket", metavar="PATH", help="local API socket (default: /run/aiosd/aiosd.sock as root, "
-                   "else $XDG_RUNTIME_DIR/aiosd.sock)")
-    g.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="daemon log level")
-    g.add_argument("--log-format", choices=["text", "json"], help="daemon log format")
 
 
 def build_parser() -> argparse.ArgumentParser:

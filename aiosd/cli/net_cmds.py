@@ -9,14 +9,15 @@ import sys
 import time
 from typing import Any
 
+from aiosd.cli.common import add_common
 from aiosd.cli.node_cmds import Sub, _add, cmd_run
 from aiosd.cli.output import human_duration, print_json, print_kv, print_table
 from aiosd.client import Client
 from aiosd.config import Settings
 from aiosd.errors import AiosdError, AlreadyInitialisedError, DaemonNotRunning, UsageError
 from aiosd.identity_files import NETWORK, NODE_KEY, Network, identity_dir, is_initialised, write_cert
-from aiosd.membership_service import STATE
-from aiosd.membership_wire import JoinHello, JoinHelloAnswer
+from aiosd.membership.service import STATE
+from aiosd.membership.wire import JoinHello, JoinHelloAnswer
 from aiosd.node import check_data_dir
 from federation.certs import NodeCert, load_cert
 from federation.errors import FederationError, RemoteRejected, TokenError
@@ -93,7 +94,6 @@ def register_token(sub: Sub) -> argparse.ArgumentParser:
         epilog="examples:\n  aiosd token create --ttl 1h --uses 1\n  aiosd token list\n  aiosd token revoke ID",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     tsub = p.add_subparsers(dest="token_cmd", metavar="ACTION", required=True)
-    from aiosd.cli.main import add_common
 
     c = _add(tsub, "create", "print a new join token",
              "Print a join token: network id, the CA fingerprint the joiner pins, seed addresses, a token id\n"
@@ -231,7 +231,6 @@ def register_node(sub: Sub) -> argparse.ArgumentParser:
               cmd_node_remove)
     rm.add_argument("id", help="node id (see `aiosd nodes`)")
     rm.add_argument("--json", action="store_true", help="print as JSON")
-    from aiosd.cli.main import add_common
 
     add_common(rm)
     return p

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiosd.cli.common import add_common
 from aiosd.cli.output import print_json, print_kv, print_table
 from aiosd.client import Client
 from aiosd.config import Settings
@@ -242,7 +243,6 @@ def cmd_gov_check(args: argparse.Namespace, settings: Settings) -> int:
 
 # ----- registration --------------------------------------------------------------------------
 def _leaf(isub: Sub, name: str, help_: str, description: str, epilog: str, handler: Handler) -> argparse.ArgumentParser:
-    from aiosd.cli.main import add_common
 
     p: argparse.ArgumentParser = isub.add_parser(name, help=help_, description=description, epilog=epilog,
                                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -30,7 +30,7 @@ from aiosd.config import Settings
 from aiosd.errors import DaemonNotRunning, UsageError
 
 MAX_TOP_REFRESHES = 1_000_000  # bounded loop: ~58 days at 5 s
-# Registry tables (aiosd.registry.TABLES; not imported: the CLI starts without the replication stack).
+# Registry tables (aiosd.registry.service.TABLES; not imported: the CLI starts without the replication stack).
 TABLES = ("assets", "clusters", "components", "images", "inference_servers", "metrics", "nodes", "policies",
           "specs", "tasks", "templates", "vdags")
 # Names `aiosd get` hands to the local component/block catalog (unless --filter or --registry).

@@ -1,6 +1,6 @@
 """Policies: the AIOS policy contract, the in-process runner seam, the registry and the built-ins."""
 
-from aiosd.policies.contract import AIOSv1PolicyRule, PolicyHandle, PolicyRunner
+from aiosd.policies.contract import AIOSv1PolicyRule, PolicyHandle
 from aiosd.policies.errors import (
     PolicyConfigError,
     PolicyError,
@@ -9,6 +9,7 @@ from aiosd.policies.errors import (
     PolicyNotFound,
     PolicyOutputError,
 )
+from aiosd.policies.loading import PolicyRunner
 from aiosd.policies.registry import AIOS_EXAMPLE_OVERRIDES, PolicyEntry, PolicyRegistry, builtin_registry
 
 __all__ = [

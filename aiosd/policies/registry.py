@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiosd.policies.builtin import BUILTINS
 from aiosd.policies.contract import AIOSv1PolicyRule
 from aiosd.policies.errors import PolicyNotFound
 from aiosd.specs.base import POLICY_URI_RE
@@ -122,8 +123,6 @@ class PolicyRegistry:
 
 def builtin_registry(overrides: Mapping[str, str] | None = None) -> PolicyRegistry:
     """A registry holding every built-in policy, plus `overrides` (e.g. `AIOS_EXAMPLE_OVERRIDES`)."""
-    from aiosd.policies.builtin import BUILTINS
-
     reg = PolicyRegistry()
     for uri, cls in BUILTINS.items():
         reg.register(uri, cls)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from aiosd.policies.store import IndexedRecords
+from aiosd.registry.service import RegistryService
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +28,10 @@ M = TypeVar("M", bound=BaseModel)
 _REWATCH_S = 0.5
 
 
-class Registry(Protocol):
-    """What this module needs of aiosd.registry.RegistryService."""
-
-    async def put(self, table: str, key: str, value: Mapping[str, Any]) -> Any: ...
-
-    async def delete(self, table: str, key: str) -> bool: ...
-
-    async def scan(self, table: str) -> list[Any]: ...
-
-    def watch(self, tables: frozenset[str] | None = None) -> contextlib.AbstractAsyncContextManager[
-        AsyncIterator[Any]]: ...
-
-
 class ReplicatedBook(IndexedRecords[M]):
     """Records of one kind in registry table `table` under key prefix `prefix`."""
 
-    def __init__(self, registry: Registry, table: str, prefix: str, model: type[M], key: Callable[[M], str]) -> None:
+    def __init__(self, registry: RegistryService, table: str, prefix: str, model: type[M], key: Callable[[M], str]) -> None:
         super().__init__()
         self._registry, self._table, self._prefix = registry, table, prefix
         self._model, self._key = model, key

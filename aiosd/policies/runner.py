@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from aiosd.policies.archive import read_archive
-from aiosd.policies.contract import PolicyHandle, load_entry
+from aiosd.policies.contract import PolicyHandle
 from aiosd.policies.errors import PolicyArchiveError, PolicyConfigError, PolicyNotFound
+from aiosd.policies.loading import load_entry
 from aiosd.policies.registry import PolicyRegistry
 from aiosd.policies.sandbox import LoadSpec, Sandbox
 from aiosd.policies.store import Book, PolicyRecord, compiled, verify_record

@@ -6,7 +6,7 @@ registry, so a push on one node is usable on every node: a node that lacks an ar
 from the publisher (or any node that fetched it) and checks it against the signed record before
 use. Without a registry (tests, tools) records stay in this node's LMDB. Run is a dry run anyone
 can use. Other services reach `runner`, `templates.convert` and
-`governance.precheck` through `ctx.get("policies")`.
+`governance.precheck` through `ctx.find(POLICIES_KEY)`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiosd.api.routes import MAX_BODY_BYTES, ApiProblem, Route, json_ok, read_json, read_model
-from aiosd.asset_fetch import FetchFailed
+from aiosd.assets.fetch import FetchFailed
+from aiosd.assets.service import ASSETS_KEY, AssetsService
+from aiosd.context import NodeContext, ServiceKey
 from aiosd.policies.archive import read_archive
 from aiosd.policies.errors import (
     PolicyArchiveError,
@@ -38,12 +40,13 @@ from aiosd.policies.errors import (
     PolicyVetoed,
 )
 from aiosd.policies.registry import builtin_registry
-from aiosd.policies.replicated import Registry, ReplicatedBook
+from aiosd.policies.replicated import ReplicatedBook
 from aiosd.policies.runner import AsyncPolicyRunner, Catalog
 from aiosd.policies.sandbox import Sandbox, SandboxConfig
 from aiosd.policies.store import Book, PolicyRecord, RecordBook, build_record
 from aiosd.policies.templates import Governance, GovernanceMap, SpecRecord, TemplateRecord, Templates
 from aiosd.policies.venvs import Installer
+from aiosd.registry.service import REGISTRY_KEY, RegistryService
 from aiosd.specs.errors import SpecError
 from aiosd.specs.parse import parse_document
 from federation.errors import FederationError
@@ -116,7 +119,7 @@ class PoliciesService:
     name = "policies"
 
     def __init__(self, data_dir: Path, store: Any, signer: Any, cfg: SandboxConfig | None = None, *,
-                 registry: Registry | None = None, assets: Any = None) -> None:
+                 registry: RegistryService | None = None, assets: AssetsService | None = None) -> None:
         self._data_dir = data_dir
         self._store = store
         self._signer = signer
@@ -194,6 +197,9 @@ class PoliciesService:
                     log.warning("local record not replicated", extra={"key": key, "error": str(e)})
 
     async def _fetch_archive(self, rec: PolicyRecord) -> None:
+        if self._assets is None:
+            raise PolicyArchiveError("archive_sha256", f"policy {rec.uri}: this node runs no assets service "
+                                     "to fetch its archive with")
         try:
             await self._assets.fetch_whole(rec.archive_sha256, rec.archive_size, [rec.publisher])
         except FetchFailed as e:
@@ -412,9 +418,12 @@ def _validate(model: type[Any], body: Any) -> Any:
         raise ApiProblem(422, "invalid", err["msg"], field) from None
 
 
-def policies_service(ctx: Any) -> PoliciesService:
-    return PoliciesService(ctx.data_dir, ctx.store, ctx.identity.key, registry=ctx.services.get("registry"),
-                           assets=ctx.services.get("assets"))
+POLICIES_KEY: ServiceKey[PoliciesService] = ServiceKey("policies")
 
 
-__all__ = ["MgmtRequest", "PoliciesService", "RunRequest", "policies_service", "policy_error", "sandbox_root"]
+def policies_service(ctx: NodeContext) -> PoliciesService:
+    return PoliciesService(ctx.data_dir, ctx.store, ctx.identity.key, registry=ctx.find(REGISTRY_KEY),
+                           assets=ctx.find(ASSETS_KEY))
+
+
+__all__ = ["POLICIES_KEY", "MgmtRequest", "PoliciesService", "RunRequest", "policies_service", "policy_error", "sandbox_root"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -18,14 +18,13 @@ from aiosd.specs.cluster import ClusterSpec
 from aiosd.specs.component import ComponentSpec, compile_protocols
 from aiosd.specs.envelope import VALUES_PATH, Envelope, Kind, read_envelope
 from aiosd.specs.errors import Problem, SpecError, join_path, problems_from_validation
+from aiosd.specs.filters import CompositeQuery
 from aiosd.specs.mgmt import MgmtSpec
 from aiosd.specs.node import NodeSpec
+from aiosd.specs.policy_rules import component_policy_problems
 from aiosd.specs.protocol import Protocol, check_value
 from aiosd.specs.search import SearchSpec, is_bare_query
 from aiosd.specs.vdag import VdagSpec
-
-if TYPE_CHECKING:
-    from aiosd.filters import CompositeQuery
 
 # Why 16 MiB: the largest real AIOS spec is ~15 KB; a file of many documents stays far below this,
 # and the cap keeps a mistaken `apply -f bigfile` from holding the daemon's memory.
@@ -258,8 +257,6 @@ def _component_problems(comp: ComponentSpec, protocols: Mapping[str, Protocol], 
         protocols["parameters"], comp.component_parameters, join_path(base, "componentParameters")
     )
     ppath = join_path(base, "policies")
-    from aiosd.specs.resolve import component_policy_problems  # resolve imports this module's types
-
     out += component_policy_problems(comp, ppath)
     return out
 

@@ -13,14 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import ValidationError
-
-from aiosd.specs.base import POLICY_URI_RE, PolicyRuleValues, WrappedPolicyRule
 from aiosd.specs.block import KNOWN_POLICY_SLOTS
-from aiosd.specs.component import ComponentSpec
 from aiosd.specs.envelope import VALUES_PATH
-from aiosd.specs.errors import Problem, SpecError, join_path, problems_from_validation
+from aiosd.specs.errors import Problem, SpecError, join_path
 from aiosd.specs.parse import ParsedBlock, ParsedComponent
+from aiosd.specs.policy_rules import component_policies, component_policy_problems
 from aiosd.specs.protocol import Protocol as FieldProtocol
 from aiosd.specs.protocol import check_value, unknown_keys
 
@@ -106,47 +103,6 @@ class ResolvedBlock:
             "maxInstances": self.max_instances,
             "tags": list(self.tags),
         }
-
-
-def component_policies(comp: ComponentSpec) -> tuple[dict[str, PolicyRuleValues], dict[str, Any]]:
-    """Split a component's `policies` into runnable slots (with a policyRuleURI) and hints (without)."""
-    slots: dict[str, PolicyRuleValues] = {}
-    hints: dict[str, Any] = {}
-    for name, entry in comp.policies.items():
-        raw = entry.get("values", entry) if isinstance(entry, dict) else entry
-        if isinstance(raw, dict) and raw.get("policyRuleURI"):
-            try:
-                if "values" in entry:
-                    slots[name] = WrappedPolicyRule.model_validate(entry).values
-                else:
-                    slots[name] = PolicyRuleValues.model_validate(entry)
-            except ValidationError:
-                hints[name] = entry  # component_policy_problems reports it
-        else:
-            hints[name] = entry
-    return slots, hints
-
-
-def component_policy_problems(comp: ComponentSpec, path: str) -> list[Problem]:
-    """Problems with a component's runnable policy entries (hints without a URI are not checked)."""
-    out: list[Problem] = []
-    for name, entry in comp.policies.items():
-        raw = entry.get("values", entry) if isinstance(entry, dict) else entry
-        if not (isinstance(raw, dict) and "policyRuleURI" in raw):
-            continue
-        base = join_path(path, name)
-        try:
-            if isinstance(entry, dict) and "values" in entry:
-                WrappedPolicyRule.model_validate(entry)
-            else:
-                PolicyRuleValues.model_validate(entry)
-        except ValidationError as exc:
-            out.extend(problems_from_validation(exc, base))
-            continue
-        uri = raw.get("policyRuleURI")
-        if isinstance(uri, str) and not POLICY_URI_RE.match(uri):
-            out.append(Problem(join_path(base, "policyRuleURI"), "must be a string like name:version"))
-    return out
 
 
 def resolve_block(

@@ -6,15 +6,13 @@ composite query itself (`{clusterQuery: ..., ...}`). Running the query is the ca
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import Field
 
 from aiosd.specs.base import AiosModel, JsonObject, PolicyRuleRef
 from aiosd.specs.errors import Problem, SpecError, join_path
-
-if TYPE_CHECKING:
-    from aiosd.filters import CompositeQuery
+from aiosd.specs.filters import CompositeQuery
 
 MATCH_TYPES = ("cluster", "block", "component", "vdag", "node", "policy", "policyFunction", "policyGraph")
 
@@ -31,7 +29,7 @@ class SearchSpec(AiosModel):
         Raises:
             FilterError: with paths under `filter_path`.
         """
-        from aiosd.filters import compile_query  # here, not at the top: filters imports specs.errors
+        from aiosd.specs.filters import compile_query  # here, not at the top: filters imports specs.errors
 
         return compile_query(self.filter, filter_path)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aiosd.control import GpuView, NodeView, PlacementError
-from aiosd.control.published_allocator import load_published, place_published
+from aiosd.controller import GpuView, NodeView, PlacementError
+from aiosd.controller.allocator import load_published, place_published
 from aiosd.policies.archive import pack_dir, pack_files
 from aiosd.policies.errors import PolicyCrashed, PolicyOutputError, PolicyTimeout
 from aiosd.policies.sandbox import SandboxConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aiosd.control.cluster_state import ClusterState, InstanceSpec, PlaceBlock, encode_command
+from aiosd.controller.state import ClusterState, InstanceSpec, PlaceBlock, encode_command
 from federation.consensus import LmdbRaftStorage, NotLeader, Raft, RaftConfig, Role, bootstrap
 from federation.consensus.driver import Notice, RaftDriver
 from federation.consensus.messages import AnyRaftMessage

@@ -18,7 +18,7 @@ import pytest
 
 from aiosd.client import Client
 from aiosd.identity_files import load_identity
-from aiosd.registry import REPL_MODELS, encode_value
+from aiosd.registry.service import REPL_MODELS, encode_value
 from federation.envelope import schemas_of
 from federation.replication import Draft, Version, sign_batch
 from federation.replication.wire import Push

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aiosd.tasks import TaskHandle, TaskService
+from aiosd.tasks.service import TaskHandle, TaskService
 from storage import Store
 from tests.waiting import eventually
 

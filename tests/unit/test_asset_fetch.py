@@ -1,4 +1,4 @@
-"""BlobFetch (aiosd/asset_fetch.py) against a real BlobStore, with chunk sources in memory."""
+"""BlobFetch (aiosd/assets/fetch.py) against a real BlobStore, with chunk sources in memory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aiosd.asset_fetch import BlobFetch, FetchFailed, FetchProgress
+from aiosd.assets.fetch import BlobFetch, FetchFailed, FetchProgress
 from federation.assets import Manifest, PlanConfig
 from federation.sansio import NodeId
 from storage.blobs import BlobStore

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from aiosd.config import RaftSettings
-from aiosd.control.cluster_state import (
+from aiosd.controller.errors import PlacementError
+from aiosd.controller.scheduler import plan_moves, plan_scale
+from aiosd.controller.service import raft_config
+from aiosd.controller.state import (
     MAX_TASKS,
     Allocator,
     BlockSpec,
@@ -19,10 +22,7 @@ from aiosd.control.cluster_state import (
     decode_command,
     encode_command,
 )
-from aiosd.control.controller import raft_config
-from aiosd.control.controller_wire import GpuHold, GpuReport, Inventory
-from aiosd.control.errors import PlacementError
-from aiosd.control.scheduler import plan_moves, plan_scale
+from aiosd.controller.wire import GpuHold, GpuReport, Inventory
 from aiosd.errors import ConfigError
 from aiosd.policies import PolicyRunner, builtin_registry
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiosd.filters import QUERY_SCOPES, FilterError, compile_filter, compile_query
+from aiosd.specs.filters import QUERY_SCOPES, FilterError, compile_filter, compile_query
 
 CLUSTER: dict[str, Any] = {
     "id": "c1",

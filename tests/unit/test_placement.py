@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiosd.control import Assignment, GpuView, NodeView, PlacementError, place
+from aiosd.controller import Assignment, GpuView, NodeView, PlacementError, place
 from aiosd.policies import (
     AIOSv1PolicyRule,
     PolicyConfigError,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from aiosd.control import Assignment, PlacementError, place
-from aiosd.control.placement import PlacementRun, allocator_ref, requirement_for
-from aiosd.control.published_allocator import read_dry_run
+from aiosd.controller import Assignment, PlacementError, place
+from aiosd.controller.allocator import read_dry_run
+from aiosd.controller.placement import PlacementRun, allocator_ref, requirement_for
 from aiosd.policies import PolicyOutputError
 from aiosd.policies.builtin.allocation import BEST_FIT_URI, Requirement
 from tests.unit.test_placement import RUNNER, block, gpu_node

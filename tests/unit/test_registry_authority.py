@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aiosd.metrics_service import capacity_changed, cluster_aggregates, flatten, nest, prometheus_text
-from aiosd.registry import ADMIN_TABLES, TABLES, PeerCerts, encode_value, rules
+from aiosd.metrics.service import capacity_changed, cluster_aggregates, flatten, nest, prometheus_text
+from aiosd.registry.service import ADMIN_TABLES, TABLES, PeerCerts, encode_value, rules
 from federation.certs import NodeCert, issue_cert
 from federation.identity import CaKey, NodeKey
 from federation.replication import (

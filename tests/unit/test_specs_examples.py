@@ -151,7 +151,7 @@ def _filters(obj: object, path: str = "") -> list[tuple[str, object]]:
 
 
 def test_every_filter_in_the_examples_compiles() -> None:
-    from aiosd.filters import QUERY_SCOPES, compile_filter, compile_query
+    from aiosd.specs.filters import QUERY_SCOPES, compile_filter, compile_query
 
     found = [f for p in FILES for f in _filters(json.loads(p.read_text()))]
     assert (

@@ -6,17 +6,17 @@ import pathlib
 import subprocess
 import sys
 
-import aiosd.control
-import aiosd.filters
+import aiosd.controller
 import aiosd.policies
 import aiosd.specs
+import aiosd.specs.filters
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PACKAGES = ("aiosd/specs", "aiosd/policies", "aiosd/control")
 
 
 def _modules() -> list[str]:
-    names = ["aiosd.filters"]
+    names = ["aiosd.specs.filters"]
     for pkg in PACKAGES:
         for path in sorted((REPO / pkg).rglob("*.py")):
             rel = path.relative_to(REPO).with_suffix("")
@@ -87,7 +87,7 @@ def test_public_surfaces_are_pinned() -> None:
             "split_documents",
         ]
     )
-    assert sorted(aiosd.filters.__all__) == sorted(
+    assert sorted(aiosd.specs.filters.__all__) == sorted(
         [
             "CompositeQuery",
             "FilterError",
@@ -117,7 +117,7 @@ def test_public_surfaces_are_pinned() -> None:
             "builtin_registry",
         ]
     )
-    assert sorted(aiosd.control.__all__) == sorted(
+    assert sorted(aiosd.controller.__all__) == sorted(
         [
             "Assignment",
             "Candidate",
@@ -131,17 +131,17 @@ def test_public_surfaces_are_pinned() -> None:
             "place",
         ]
     )
-    for mod in (aiosd.specs, aiosd.filters, aiosd.policies, aiosd.control):
+    for mod in (aiosd.specs, aiosd.specs.filters, aiosd.policies, aiosd.controller):
         for name in mod.__all__:
             assert hasattr(mod, name), f"{mod.__name__}.{name}"
 
 
 def test_errors_fit_the_daemon_tree() -> None:
-    from aiosd.control import PlacementError
+    from aiosd.controller import PlacementError
     from aiosd.errors import AiosdError
-    from aiosd.filters import FilterError
     from aiosd.policies import PolicyError, PolicyNotFound
     from aiosd.specs import SpecError
+    from aiosd.specs.filters import FilterError
 
     assert issubclass(SpecError, AiosdError) and issubclass(SpecError, ValueError)
     assert issubclass(FilterError, SpecError)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from aiosd.filters import CompositeQuery, compile_query
 from aiosd.policies.contract import AIOSv1PolicyRule
 from aiosd.policies.errors import PolicyInputError
 from aiosd.specs.errors import Problem, SpecError, join_path
+from aiosd.specs.filters import CompositeQuery, compile_query
 
 CLUSTER_FILTER_URI = "policy.clusterAllocator.filter:v1"
 

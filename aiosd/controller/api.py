@@ -1,0 +1,167 @@
+"""Local API of the controller service: controller status, clusters, placements, dry-run, tasks.
+
+Writes go through the gateway (`ControllerService.submit`): carried out here when this node
+leads, else forwarded to the leader; no leader reachable = 503 "no quorum". The test-only
+fault route exists only when AIOSD_TEST_FAULTS=1 is set in the daemon's environment.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from aiosd.api.routes import ApiProblem, Route, json_ok, read_model
+from aiosd.controller.service import ControllerService
+from aiosd.controller.wire import (
+    DryRunRequest,
+    ForwardAnswer,
+    ForwardRequest,
+    PlaceRequest,
+    StatusAnswer,
+)
+from federation.membership import MemberState
+
+FAULTS_ENV = "AIOSD_TEST_FAULTS"
+
+
+class ControllerStatus(BaseModel):
+    node_id: str
+    cluster: str
+    role: str
+    leader: str | None
+    term: int
+    commit_index: int
+    last_applied: int
+    last_index: int
+    voters: list[str]
+    learners: list[str]
+    quorum: bool
+    fenced: int
+
+
+class Faults(BaseModel):
+    """Test hook: drop p2p traffic to and from these node ids (both ways), or clear all."""
+
+    model_config = ConfigDict(extra="forbid")
+    block: list[str] = Field(default_factory=list, max_length=256)
+    clear: bool = False
+
+
+def _answer(a: ForwardAnswer) -> web.Response:
+    if a.status >= 400:
+        raise ApiProblem(a.status, a.code or "error", a.message)
+    return json_ok(a.result)
+
+
+def controller_routes(svc: ControllerService) -> list[Route]:
+    async def get_controller(_: web.Request) -> web.Response:
+        d = svc.driver
+        if d is None:
+            raise ApiProblem(503, "not_running", "the controller is not running")
+        st = d.status
+        return json_ok(ControllerStatus(
+            node_id=svc.node_id, cluster=svc.cluster, role=st.role.value, leader=st.leader, term=st.term,
+            commit_index=st.commit_index, last_applied=st.last_applied, last_index=st.last_index,
+            voters=sorted(st.voters), learners=sorted(st.learners), quorum=d.quorum, fenced=svc.state.fenced,
+        ))
+
+    async def get_placements(_: web.Request) -> web.Response:
+        view = svc.state.view()
+        return json_ok({"applied_index": view.applied_index, "term": view.max_term, "blocks": {
+            b: {"allocator": view.allocators[b].model_dump() if b in view.allocators else None,
+                "instances": [{"instance_id": i.instance_id, "node_id": i.node_id, "gpus": list(i.gpus),
+                               "term": i.term} for i in sorted(insts.values(), key=lambda i: i.instance_id)]}
+            for b, insts in sorted(view.blocks.items())}})
+
+    async def post_placement(request: web.Request) -> web.Response:
+        body = await read_model(request, PlaceRequest)
+        return _answer(await svc.submit(ForwardRequest(op="place", place=body)))
+
+    async def delete_placement(request: web.Request) -> web.Response:
+        block_id = request.match_info["block_id"]
+        if not 1 <= len(block_id) <= 128:
+            raise ApiProblem(422, "invalid", "block_id: 1..128 characters", "block_id")
+        return _answer(await svc.submit(ForwardRequest(op="remove", block_id=block_id)))
+
+    async def dry_run(request: web.Request) -> web.Response:
+        body = await read_model(request, DryRunRequest)
+        return _answer(await svc.submit(ForwardRequest(op="dry_run", dry_run=body)))
+
+    async def get_local(_: web.Request) -> web.Response:
+        return json_ok({"node_id": svc.node_id, "term": svc.state.view().max_term, "instances": [
+            {"instance_id": i.instance_id, "block_id": i.block_id, "gpus": list(i.gpus), "term": i.term}
+            for i in sorted(svc.local_desired.values(), key=lambda i: i.instance_id)]})
+
+    async def get_tasks(_: web.Request) -> web.Response:
+        return json_ok({"tasks": [{"task_id": t.task_id, "kind": t.kind, "state": t.state, "detail": t.detail,
+                                   "term": t.term, "index": t.index} for t in svc.state.view().tasks]})
+
+    async def clusters() -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        members = svc.membership.swim.members() if svc.membership is not None else []
+        for m in members:
+            name = m.meta.get("cluster", "")
+            c = out.setdefault(name, {"name": name, "nodes": [], "alive": 0})
+            c["nodes"].append({"node_id": m.node, "addr": m.addr, "state": m.state.value})
+            c["alive"] += m.state is MemberState.ALIVE
+        out.setdefault(svc.cluster, {"name": svc.cluster, "nodes": [], "alive": 1})
+        for name, c in out.items():
+            st: StatusAnswer | None = svc.status_answer() if name == svc.cluster else None
+            if st is None:
+                for m in members:
+                    if m.meta.get("cluster") == name and m.state is MemberState.ALIVE:
+                        st = await svc.ask_status(m.node, m.addr)
+                        if st is not None:
+                            break
+            c.update(leader=st.leader if st else None, term=st.term if st else None,
+                     voters=list(st.voters) if st else [], learners=list(st.learners) if st else [],
+                     blocks=st.blocks if st else None, instances=st.instances if st else None)
+        return out
+
+    async def list_clusters(_: web.Request) -> web.Response:
+        found = await clusters()
+        return json_ok({"clusters": [{k: v for k, v in c.items() if k != "nodes"} | {"nodes": len(c["nodes"])}
+                                     for _, c in sorted(found.items())]})
+
+    async def describe_cluster(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        found = await clusters()
+        if name not in found:
+            raise ApiProblem(404, "not_found", f"no cluster named {name!r}; known: {', '.join(sorted(found))}")
+        return json_ok(found[name])
+
+    async def set_faults(request: web.Request) -> web.Response:
+        if os.environ.get(FAULTS_ENV) != "1" or svc.membership is None:
+            raise ApiProblem(404, "not_found", "fault injection is off (test daemons only)")
+        body = await read_model(request, Faults)
+        faults = svc.membership.transport.faults
+        if body.clear:
+            faults.clear()
+        faults.block(*body.block)
+        return json_ok({"blocked": sorted(faults.blocked)})
+
+    return [
+        Route("GET", "/v1/controller", get_controller, "this node's view of its cluster's controller",
+              response=ControllerStatus, tag="controller"),
+        Route("GET", "/v1/controller/placements", get_placements, "committed placements (block -> instances)",
+              tag="controller"),
+        Route("POST", "/v1/controller/placements", post_placement, "place or scale a block (forwarded to the leader)",
+              request=PlaceRequest, tag="controller"),
+        Route("DELETE", "/v1/controller/placements/{block_id}", delete_placement, "remove a block's placement",
+              tag="controller"),
+        Route("GET", "/v1/controller/local", get_local, "instances the committed state assigns to this node",
+              tag="controller"),
+        Route("GET", "/v1/controller/tasks", get_tasks, "controller tasks (reassignments)", tag="controller"),
+        Route("POST", "/v1/allocate/dry-run", dry_run, "candidates and scores across the cluster's live nodes",
+              request=DryRunRequest, tag="controller"),
+        Route("GET", "/v1/clusters", list_clusters, "clusters of the network and who leads them", tag="controller"),
+        Route("GET", "/v1/clusters/{name}", describe_cluster, "one cluster: nodes, leader, voters", tag="controller"),
+        Route("POST", "/v1/test/faults", set_faults, "test hook: drop p2p traffic with chosen nodes",
+              request=Faults, tag="controller"),
+    ]
+
+
+__all__ = ["FAULTS_ENV", "ControllerStatus", "Faults", "controller_routes"]
