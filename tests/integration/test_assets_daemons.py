@@ -23,7 +23,7 @@ from aiosd.client import Client
 from tests.daemons import Daemon, cli
 from tests.waiting import wait_sync
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.keeps_processes]
 ENV = {"AIOSD_REPLICATION_PROFILE": "test", "AIOSD_MEMBERSHIP_PROFILE": "test", "AIOSD_TEST_FAULTS": "1"}
 CHUNK = 64 * 1024
 
