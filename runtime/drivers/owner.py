@@ -1,0 +1,136 @@
+"""Who owns an instance, and reaping what its owner can no longer claim.
+
+An owner is one daemon: its node id plus the data dir its driver was given. Two daemons on one host
+(different data dirs, or a copied identity) have different owner ids, so neither names, adopts or
+removes the other's instances. Everything a driver starts carries its owner id and data dir: podman
+containers as labels, processes (process-driver instances, aiosd's `podman system service`) as
+environment markers, which survive a daemon killed with SIGKILL.
+
+At start a driver reaps orphans: what is marked with a data dir that no longer exists (its daemon
+and its state are gone, so nobody will adopt it), and what is marked as its own but that it has no
+record of. A live daemon's instances (data dir present) are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
+
+log = logging.getLogger(__name__)
+
+LABEL_OWNER = "aiosd.owner"
+LABEL_DATA_DIR = "aiosd.data_dir"
+ENV_OWNER = "AIOSD_OWNER"
+ENV_DATA_DIR = "AIOSD_OWNER_DATA_DIR"
+ENV_ROLE = "AIOSD_OWNER_ROLE"
+ENV_INSTANCE = "AIOSD_OWNER_INSTANCE"
+ROLE_INSTANCE = "instance"
+ROLE_SERVICE = "podman-service"
+_TERM_WAIT_S = 3.0  # orphans get SIGTERM, then SIGKILL after this long
+
+
+def owner_id(node_id: str, data_dir: Path) -> str:
+    """A short id for (node id, absolute data dir): stable across restarts, distinct per daemon."""
+    return hashlib.sha256(f"{node_id}\0{os.path.abspath(data_dir)}".encode()).hexdigest()[:12]
+
+
+def owner_env(owner: str, data_dir: Path, role: str, instance_id: str = "") -> dict[str, str]:
+    """The environment markers of a process this owner starts."""
+    env = {ENV_OWNER: owner, ENV_DATA_DIR: os.path.abspath(data_dir), ENV_ROLE: role}
+    if instance_id:
+        env[ENV_INSTANCE] = instance_id
+    return env
+
+
+def data_dir_gone(path: str) -> bool:
+    """True when the recorded owner data dir no longer exists (an empty record counts as unknown, not gone)."""
+    return bool(path) and not os.path.isdir(path)
+
+
+@dataclass(frozen=True, slots=True)
+class Marked:
+    """A live process that carries owner markers."""
+
+    pid: int
+    owner: str
+    data_dir: str
+    role: str
+    instance_id: str
+    is_service: bool  # its command line is `podman system service ...`
+    leader: bool  # it leads its process group (instances and services are started in a session of their own)
+
+
+def scan_marked(procs: Iterable[psutil.Process] | None = None) -> list[Marked]:
+    """Every live process with owner markers (processes we may not read are skipped)."""
+    out: list[Marked] = []
+    me = os.getpid()
+    for p in procs if procs is not None else psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if p.pid == me:
+                continue
+            env = p.environ()
+            owner = env.get(ENV_OWNER)
+            if not owner:
+                continue
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = p.cmdline()
+            out.append(Marked(p.pid, owner, env.get(ENV_DATA_DIR, ""), env.get(ENV_ROLE, ""),
+                              env.get(ENV_INSTANCE, ""), _is_service(cmd), os.getpgid(p.pid) == p.pid))
+    return out
+
+
+def _is_service(cmd: list[str]) -> bool:
+    return len(cmd) >= 3 and os.path.basename(cmd[0]) == "podman" and cmd[1:3] == ["system", "service"]
+
+
+def orphans(marked: Iterable[Marked], owner: str, is_mine_known: Callable[[Marked], bool]) -> list[Marked]:
+    """The marked processes to reap: those of a gone data dir, and our own ones `is_mine_known` disowns.
+
+    Only group leaders are chosen: an instance's own children (which inherit its markers) go with its
+    process group, and a service's conmon children are left to podman, which removes them with their
+    containers.
+    """
+    chosen = []
+    for m in marked:
+        if not m.leader or m.role not in (ROLE_SERVICE, ROLE_INSTANCE):
+            continue
+        if m.role == ROLE_SERVICE and not m.is_service:
+            continue
+        if data_dir_gone(m.data_dir) or (m.owner == owner and not is_mine_known(m)):
+            chosen.append(m)
+    return chosen
+
+
+def reap(victims: Iterable[Marked], term_wait_s: float = _TERM_WAIT_S) -> list[int]:
+    """SIGTERM each victim (its whole group when it leads one), SIGKILL what is left after
+    `term_wait_s`; the pids reaped. Blocking: call it in a thread."""
+    procs: list[psutil.Process] = []
+    for m in victims:
+        try:
+            p = psutil.Process(m.pid)
+        except psutil.Error:
+            continue
+        procs.append(p)
+        _signal(p, signal.SIGTERM)
+        log.warning("reaping an orphan", extra={"pid": m.pid, "role": m.role, "owner": m.owner,
+                                                "data_dir": m.data_dir, "instance": m.instance_id})
+    _gone, alive = psutil.wait_procs(procs, timeout=term_wait_s)
+    for p in alive:
+        _signal(p, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=term_wait_s)
+    return [p.pid for p in procs]
+
+
+def _signal(p: psutil.Process, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+        if p.is_running():  # same pid *and* start time: never a reused pid
+            os.killpg(p.pid, sig)  # victims lead their group (see orphans)
