@@ -111,13 +111,15 @@ def orphans(marked: Iterable[Marked], owner: str, is_mine_known: Callable[[Marke
 
 
 def reap(victims: Iterable[Marked], term_wait_s: float = _TERM_WAIT_S) -> list[int]:
-    """SIGTERM each victim (its whole group when it leads one), SIGKILL what is left after
-    `term_wait_s`; the pids reaped. Blocking: call it in a thread."""
+    """SIGTERM each victim's process group, SIGKILL what is left after `term_wait_s`, then remove
+    the per-instance cgroups (limits.py) they were in; the pids reaped. Blocking: call it in a thread."""
     procs: list[psutil.Process] = []
+    cgroups: list[Path] = []
     for m in victims:
         try:
             p = psutil.Process(m.pid)
-        except psutil.Error:
+            cgroups += own_cgroup_dirs(Path(f"/proc/{m.pid}/cgroup").read_text(encoding="utf-8"))
+        except (psutil.Error, OSError):
             continue
         procs.append(p)
         _signal(p, signal.SIGTERM)
@@ -127,7 +129,21 @@ def reap(victims: Iterable[Marked], term_wait_s: float = _TERM_WAIT_S) -> list[i
     for p in alive:
         _signal(p, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=term_wait_s)
+    for d in cgroups:
+        with contextlib.suppress(OSError):  # busy (a child still exiting) or already gone: left as it is
+            d.rmdir()
     return [p.pid for p in procs]
+
+
+def own_cgroup_dirs(proc_cgroup: str, root: Path = Path("/sys/fs/cgroup")) -> list[Path]:
+    """The per-instance cgroup dirs (named aiosd-*) in a /proc/PID/cgroup text."""
+    out = []
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and parts[1] and os.path.basename(parts[2]).startswith("aiosd-"):
+            controller = parts[1].split(",")[0].removeprefix("name=")
+            out.append(root / controller / parts[2].lstrip("/"))
+    return out
 
 
 def _signal(p: psutil.Process, sig: int) -> None:

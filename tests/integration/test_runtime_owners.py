@@ -9,6 +9,7 @@ daemon's instances stay untouched.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from runtime.drivers import owner as own
 from runtime.drivers.base import Driver
 from runtime.drivers.podman import PodmanDriver
 from runtime.drivers.process import ProcessDriver
-from runtime.spec import Endpoint, HealthSettings, InstanceSpec, spec_to_json
+from runtime.spec import Endpoint, HealthSettings, InstanceSpec, Resources, spec_to_json
 from runtime.supervisor import Supervisor, SupervisorConfig
 from tests.integration.test_runtime_support import (
     REPO,
@@ -194,7 +195,8 @@ async def _none_owned(driver: Driver) -> bool:
 async def test_orphans_of_a_killed_daemon_whose_data_dir_is_gone_are_reaped(kit: DriverKit, tmp_path: Path) -> None:
     """kill -9 a daemon, remove its data dir, start another: the dead one's instances (and podman
     service) are stopped; a live daemon's instances are untouched."""
-    specs = [kit.spec("echo", f"echo-{i}", tmp_path, health=FAST, block="standin") for i in range(2)]
+    specs = [dataclasses.replace(kit.spec("echo", f"echo-{i}", tmp_path, health=FAST, block="standin"),
+                                 resources=Resources(memory_mb=256)) for i in range(2)]
     dead = MiniDaemon(kit.name, tmp_path / "dead", NODE, specs)
     live = MiniDaemon(kit.name, tmp_path / "live", NODE, specs)
     try:
@@ -202,6 +204,9 @@ async def test_orphans_of_a_killed_daemon_whose_data_dir_is_gone_are_reaped(kit:
         live_handles = await live.wait_ready()
         dead_service = [m.pid for m in marked_under(tmp_path / "dead") if m.is_service]
         assert len(dead_service) == (kit.name == "podman")
+        dead_cgroups = [d for h in dead_handles.values() if kit.name == "process"
+                        for d in own.own_cgroup_dirs(Path(f"/proc/{h}/cgroup").read_text())]
+        assert len(dead_cgroups) == 2 * (kit.name == "process")  # a memory cgroup per process instance
         dead.kill9()
         for h in dead_handles.values():  # SIGKILL leaves them running: the next start would adopt them
             assert await instance_alive(kit, h)
@@ -213,6 +218,7 @@ async def test_orphans_of_a_killed_daemon_whose_data_dir_is_gone_are_reaped(kit:
             assert not await instance_alive(kit, h), h
         assert not any(alive(p) for p in dead_service)
         assert not marked_under(tmp_path / "dead")
+        assert not any(d.exists() for d in dead_cgroups)  # the reaper removed their cgroups too
         async with InstanceClient() as client:
             for iid, h in live_handles.items():
                 assert await instance_alive(kit, h)
