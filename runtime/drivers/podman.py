@@ -194,13 +194,14 @@ class PodmanDriver:
         log.info("podman service started", extra={"socket": str(self.socket), "pid": self._service.pid})
 
     def _spawn_service(self, logf: Path) -> subprocess.Popen[bytes]:
+        # cwd: conmon leaves an `oom` file in its working directory when a container is OOM-killed
         env = podman_env(self.conf)
         # The service would otherwise answer systemd's READY=1 for us before we are ready.
         env.pop("NOTIFY_SOCKET", None)
         env.update(own.owner_env(self.owner, self.data_dir, own.ROLE_SERVICE))  # found again after a kill -9
         with open(logf, "ab") as out:
             return subprocess.Popen(
-                [self.binary, "system", "service", "--time=0", f"unix://{self.socket}"], env=env,
+                [self.binary, "system", "service", "--time=0", f"unix://{self.socket}"], env=env, cwd=self.dir,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
