@@ -135,7 +135,9 @@ async def test_cpu_quota_and_limits_are_what_the_block_sees(kit: DriverKit, tmp_
             assert report["memory"] == str(256 << 20) and report["pids"] == "64", report
             assert report["cpu_ratio"] < 0.35, report  # 0.2 CPU, with room for scheduling granularity
         if kit.name == "process-cgroup":
-            dirs = [Path(d) for d in state(tmp_path, "cpu")["cgroups"]]  # type: ignore[union-attr]
+            recorded = state(tmp_path, "cpu")["cgroups"]
+            assert isinstance(recorded, list)
+            dirs = [Path(d) for d in recorded]
             assert len(dirs) == 3 and all(d.is_dir() for d in dirs), dirs  # cpu, memory, pids
             await driver.remove("cpu")
             assert not any(d.exists() for d in dirs)  # removed with the instance

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -240,8 +241,8 @@ async def test_own_instances_without_a_record_are_reaped(tmp_path: Path) -> None
                 (socks / str(i)).mkdir()
                 spec = kit.spec("echo", f"echo-{i}", tmp_path, block="standin")
                 started.append(await driver.start(spec, str(socks / str(i)), ()))
-            for o in started:
-                await eventually(lambda o=o: client.health(o.endpoint, 2), timeout_s=30)
+            for ep in [o.endpoint for o in started]:
+                await eventually(functools.partial(client.health, ep, 2), timeout_s=30)
         shutil.rmtree(tmp_path / "d" / "instances" / "echo-0")
         assert alive(int(started[0].handle))
         async with ProcessDriver(tmp_path / "d", NODE) as again:
