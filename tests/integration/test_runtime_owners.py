@@ -30,15 +30,18 @@ from runtime.drivers import owner as own
 from runtime.drivers.base import Driver
 from runtime.drivers.podman import PodmanDriver
 from runtime.drivers.process import ProcessDriver
+from runtime.podman_conf import write_containers_conf
 from runtime.spec import Endpoint, HealthSettings, InstanceSpec, Resources, spec_to_json
 from runtime.supervisor import Supervisor, SupervisorConfig
 from tests.integration.test_runtime_support import (
+    CACHE,
     REPO,
     DriverKit,
     PodmanKit,
     cleanup_processes,
     driver_kits,
     run,
+    run_env,
 )
 from tests.waiting import eventually
 
@@ -251,3 +254,29 @@ async def test_own_instances_without_a_record_are_reaped(tmp_path: Path) -> None
             assert set(await again.list_owned()) == {"echo-1"}
     finally:
         shutil.rmtree(socks, ignore_errors=True)
+
+
+@pytest.mark.podman
+async def test_containers_from_before_owners_are_still_ours(tmp_path: Path) -> None:
+    """A container named and labelled the old way (aiosd-<instance>, node label only) is adopted and
+    removed by its node's driver; one with another owner's label is not listed."""
+    kit = PodmanKit()
+    kit.skip_if_unavailable()
+    image = PodmanKit._images["standin"]
+    base = ["podman", "run", "-d", "--network=none", "--label", f"aiosd.node={NODE}", "--label", "aiosd.block=b",
+            "--label", "aiosd.digest=d0", "--label", "aiosd.socket=/tmp/none/task.sock"]
+    env_conf = {"CONTAINERS_CONF": str(write_containers_conf(CACHE))}
+    legacy = run_env(env_conf, *base, "--name", "aiosd-leg-0", "--label", "aiosd.instance=leg-0", image, "sleep", "600")
+    assert legacy.returncode == 0, legacy.stderr
+    foreign = run_env(env_conf, *base, "--name", "aiosd-someoneelse-leg-1", "--label", "aiosd.instance=leg-1",
+                      "--label", f"{own.LABEL_OWNER}=someoneelse", "--label", f"{own.LABEL_DATA_DIR}={tmp_path}",
+                      image, "sleep", "600")
+    assert foreign.returncode == 0, foreign.stderr
+    async with PodmanDriver(tmp_path / "d", NODE) as driver:
+        owned = await driver.list_owned()
+        assert set(owned) == {"leg-0"} and owned["leg-0"].alive
+        assert driver.container_name("leg-0") == "aiosd-leg-0"
+        await driver.remove("leg-0")
+        assert await driver.list_owned() == {}
+    assert run("podman", "container", "exists", "aiosd-leg-0").returncode == 1
+    assert run("podman", "container", "exists", "aiosd-someoneelse-leg-1").returncode == 0  # not ours: left alone
