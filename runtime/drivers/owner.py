@@ -6,9 +6,11 @@ removes the other's instances. Everything a driver starts carries its owner id a
 containers as labels, processes (process-driver instances, aiosd's `podman system service`) as
 environment markers, which survive a daemon killed with SIGKILL.
 
-At start a driver reaps orphans: what is marked with a data dir that no longer exists (its daemon
-and its state are gone, so nobody will adopt it), and what is marked as its own but that it has no
-record of. A live daemon's instances (data dir present) are never touched.
+At start a driver claims its data dir (an `.aiosd-owner` file naming its owner id) and reaps
+orphans: what is marked with a data dir that no longer exists, or that another owner has claimed
+since (removed and made again by a daemon with a new identity), so nobody will adopt it; and what
+is marked as its own but that it has no record of. A live daemon's instances (its data dir present
+and still its own) are never touched.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ ENV_ROLE = "AIOSD_OWNER_ROLE"
 ENV_INSTANCE = "AIOSD_OWNER_INSTANCE"
 ROLE_INSTANCE = "instance"
 ROLE_SERVICE = "podman-service"
+OWNER_FILE = ".aiosd-owner"
 _TERM_WAIT_S = 3.0  # orphans get SIGTERM, then SIGKILL after this long
 
 
@@ -53,6 +56,35 @@ def owner_env(owner: str, data_dir: Path, role: str, instance_id: str = "") -> d
 def data_dir_gone(path: str) -> bool:
     """True when the recorded owner data dir no longer exists (an empty record counts as unknown, not gone)."""
     return bool(path) and not os.path.isdir(path)
+
+
+def abandoned(path: str, owner: str) -> bool:
+    """True when `owner` can no longer claim what it left under data dir `path`: the dir is gone, or its
+    owner file names someone else. A dir without an owner file (made before owners) is not abandoned."""
+    if data_dir_gone(path):
+        return True
+    if not path:
+        return False
+    try:
+        with open(os.path.join(path, OWNER_FILE), encoding="ascii") as f:
+            claimed = f.read().strip()
+    except (OSError, ValueError):
+        return False
+    return bool(claimed) and claimed != owner
+
+
+def claim(data_dir: Path, owner: str) -> None:
+    """Record `owner` as the owner of `data_dir` (atomically; blocking)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / OWNER_FILE
+    try:
+        if path.read_text(encoding="ascii").strip() == owner:
+            return
+    except (OSError, ValueError):
+        pass
+    tmp = data_dir / (OWNER_FILE + ".tmp")
+    tmp.write_text(owner + "\n", encoding="ascii")
+    tmp.replace(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +137,7 @@ def orphans(marked: Iterable[Marked], owner: str, is_mine_known: Callable[[Marke
             continue
         if m.role == ROLE_SERVICE and not m.is_service:
             continue
-        if data_dir_gone(m.data_dir) or (m.owner == owner and not is_mine_known(m)):
+        if abandoned(m.data_dir, m.owner) or (m.owner == owner and not is_mine_known(m)):
             chosen.append(m)
     return chosen
 

@@ -120,10 +120,13 @@ class PodmanDriver:
                                     "or set runtime.driver = \"process\"")
         self.conf = await asyncio.to_thread(write_containers_conf, self.dir)
         await asyncio.to_thread(self.socket.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(own.claim, self.data_dir, self.owner)
         self._client = PodmanClient(base_url=f"unix://{self.socket}")
         reachable = await asyncio.to_thread(self._ping)
-        # Services whose data dir is gone, and (when ours does not answer) our own unreachable one.
-        await asyncio.to_thread(self._reap_processes, reachable)
+        # Services of abandoned data dirs (one may answer on our socket path: a previous daemon's
+        # there), and our own when it does not answer; then look again.
+        if await asyncio.to_thread(self._reap_processes, reachable):
+            reachable = await asyncio.to_thread(self._ping)
         if not reachable:
             await self._start_service()
         self._cdi = await asyncio.to_thread(nvidia_cdi_present)
@@ -136,14 +139,15 @@ class PodmanDriver:
         return own.reap(own.orphans(own.scan_marked(), self.owner, known))
 
     async def reap_orphans(self) -> list[str]:
-        """Remove containers (of any aiosd owner) whose owner data dir is gone; their names."""
+        """Remove containers (of any aiosd owner) whose owner data dir is gone or claimed by another owner;
+        their names."""
         return await asyncio.to_thread(self._reap_containers)
 
     def _reap_containers(self) -> list[str]:
         reaped = []
         for c in self._c.containers.list(all=True, filters={"label": own.LABEL_OWNER}):
             labels = c.attrs.get("Labels") or {}
-            if not own.data_dir_gone(str(labels.get(own.LABEL_DATA_DIR, ""))):
+            if not own.abandoned(str(labels.get(own.LABEL_DATA_DIR, "")), str(labels.get(own.LABEL_OWNER, ""))):
                 continue
             name = str(c.attrs.get("Names", [c.name])[0] if c.attrs.get("Names") else c.name)
             log.warning("removing an orphan container", extra={

@@ -64,12 +64,13 @@ class ProcessDriver:
 
     async def __aenter__(self) -> Self:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(own.claim, self.data_dir, self.owner)
         await self.reap_orphans()
         return self
 
     async def reap_orphans(self) -> list[int]:
-        """Stop marked processes whose owner data dir is gone, and our own ones without a state record
-        (or not the process recorded there); the pids reaped."""
+        """Stop marked processes whose owner data dir is gone (or claimed by another owner), and our own
+        ones without a state record (or not the process recorded there); the pids reaped."""
         return await asyncio.to_thread(self._reap)
 
     def _reap(self) -> list[int]:

@@ -196,9 +196,11 @@ async def _none_owned(driver: Driver) -> bool:
 
 
 @pytest.mark.parametrize("kit", driver_kits(), ids=lambda k: k.name, indirect=True)
-async def test_orphans_of_a_killed_daemon_whose_data_dir_is_gone_are_reaped(kit: DriverKit, tmp_path: Path) -> None:
-    """kill -9 a daemon, remove its data dir, start another: the dead one's instances (and podman
-    service) are stopped; a live daemon's instances are untouched."""
+@pytest.mark.parametrize("reuse", [False, True], ids=["elsewhere", "same-dir-new-identity"])
+async def test_orphans_of_a_killed_daemon_whose_data_dir_is_gone_are_reaped(kit: DriverKit, tmp_path: Path,
+                                                                            reuse: bool) -> None:
+    """kill -9 a daemon, remove its data dir, start another (elsewhere, or in the same dir with a new
+    identity): the dead one's instances (and podman service) are stopped; a live daemon's are untouched."""
     specs = [dataclasses.replace(kit.spec("echo", f"echo-{i}", tmp_path, health=FAST, block="standin"),
                                  resources=Resources(memory_mb=256)) for i in range(2)]
     dead = MiniDaemon(kit.name, tmp_path / "dead", NODE, specs)
@@ -216,12 +218,12 @@ async def test_orphans_of_a_killed_daemon_whose_data_dir_is_gone_are_reaped(kit:
             assert await instance_alive(kit, h)
         shutil.rmtree(tmp_path / "dead")
 
-        async with kit.driver(tmp_path / "next", NODE):
+        async with kit.driver(tmp_path / "dead", "t-owners-new") if reuse else kit.driver(tmp_path / "next", NODE):
             pass
         for h in dead_handles.values():
             assert not await instance_alive(kit, h), h
         assert not any(alive(p) for p in dead_service)
-        assert not marked_under(tmp_path / "dead")
+        assert not [m for m in marked_under(tmp_path / "dead") if m.owner != own.owner_id("t-owners-new", tmp_path / "dead")]
         assert not any(d.exists() for d in dead_cgroups)  # the reaper removed their cgroups too
         async with InstanceClient() as client:
             for iid, h in live_handles.items():

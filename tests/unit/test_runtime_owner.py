@@ -37,3 +37,16 @@ def test_orphans_are_gone_data_dirs_and_own_unknowns_only(tmp_path: Path) -> Non
     chosen = own.orphans(marked, "me", lambda x: x.instance_id == "known")
     assert [x.pid for x in chosen] == [2, 4, 7]
     assert own.data_dir_gone(gone) and not own.data_dir_gone(live) and not own.data_dir_gone("")
+
+
+def test_a_data_dir_claimed_by_another_owner_is_abandoned_by_the_first(tmp_path: Path) -> None:
+    d = tmp_path / "runtime"
+    assert not own.abandoned(str(tmp_path), "a")  # no owner file (made before owners): not abandoned
+    own.claim(d, "a")
+    assert (d / own.OWNER_FILE).read_text() == "a\n"
+    assert not own.abandoned(str(d), "a") and own.abandoned(str(d), "b")
+    own.claim(d, "b")  # the dir was made again by a daemon with another identity
+    assert own.abandoned(str(d), "a") and not own.abandoned(str(d), "b")
+    assert own.abandoned(str(tmp_path / "gone"), "a") and not own.abandoned("", "a")
+    chosen = own.orphans([m(1, "a", str(d)), m(2, "b", str(d))], "b", lambda x: True)
+    assert [x.pid for x in chosen] == [1]
