@@ -138,6 +138,14 @@ class Supervisor:
             prev.generation += 1
         self._slots[s.instance_id] = slot
 
+    def desired(self, block_id: str) -> list[InstanceSpec]:
+        """The block's desired instance specs on this node ([] when none)."""
+        return list(self._desired.blocks.get(block_id, []))
+
+    def desired_blocks(self) -> list[str]:
+        """The ids of the blocks with desired instances here, sorted."""
+        return sorted(self._desired.blocks)
+
     def healthy(self, block_id: str) -> list[tuple[str, Endpoint]]:
         return [(iid, s.endpoint) for iid, s in self._slots.items()
                 if s.spec.block_id == block_id and s.state is InstanceState.HEALTHY]
