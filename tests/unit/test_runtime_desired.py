@@ -51,4 +51,3 @@ def test_bad_bodies_name_the_field(b: Any, field: str) -> None:
     with pytest.raises(SpecError) as e:
         specs_from_request(b)
     assert e.value.field == field, str(e.value)
-
