@@ -98,6 +98,7 @@ class Marked:
     instance_id: str
     is_service: bool  # its command line is `podman system service ...`
     leader: bool  # it leads its process group (instances and services are started in a session of their own)
+    socket: str = ""  # a service's unix socket path
 
 
 def scan_marked(procs: Iterable[psutil.Process] | None = None) -> list[Marked]:
@@ -115,8 +116,10 @@ def scan_marked(procs: Iterable[psutil.Process] | None = None) -> list[Marked]:
             if p.status() == psutil.STATUS_ZOMBIE:
                 continue
             cmd = p.cmdline()
+            service = _is_service(cmd)
+            sock = cmd[-1].removeprefix("unix://") if service and cmd[-1].startswith("unix://") else ""
             out.append(Marked(p.pid, owner, env.get(ENV_DATA_DIR, ""), env.get(ENV_ROLE, ""),
-                              env.get(ENV_INSTANCE, ""), _is_service(cmd), os.getpgid(p.pid) == p.pid))
+                              env.get(ENV_INSTANCE, ""), service, os.getpgid(p.pid) == p.pid, sock))
     return out
 
 

@@ -136,7 +136,14 @@ class PodmanDriver:
     def _reap_processes(self, reachable: bool) -> list[int]:
         def known(m: own.Marked) -> bool:
             return m.role != own.ROLE_SERVICE or reachable  # instances are the process driver's business
-        return own.reap(own.orphans(own.scan_marked(), self.owner, known))
+        victims = own.orphans(own.scan_marked(), self.owner, known)
+        reaped = own.reap(victims)
+        for m in victims:  # the short socket dir a long data dir's service had under /tmp
+            short = Path(m.socket).parent
+            if m.is_service and short.parent == Path("/tmp") and short.name.startswith("aiosd-podman-") \
+                    and short != self.socket.parent:
+                shutil.rmtree(short, ignore_errors=True)
+        return reaped
 
     async def reap_orphans(self) -> list[str]:
         """Remove containers (of any aiosd owner) whose owner data dir is gone or claimed by another owner;

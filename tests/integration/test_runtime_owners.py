@@ -203,12 +203,15 @@ async def test_orphans_of_a_killed_daemon_whose_data_dir_is_gone_are_reaped(kit:
     identity): the dead one's instances (and podman service) are stopped; a live daemon's are untouched."""
     specs = [dataclasses.replace(kit.spec("echo", f"echo-{i}", tmp_path, health=FAST, block="standin"),
                                  resources=Resources(memory_mb=256)) for i in range(2)]
-    dead = MiniDaemon(kit.name, tmp_path / "dead", NODE, specs)
+    dead_dir = tmp_path / ("long-" + "x" * 60) / "dead"  # podman: its service's socket is in a short /tmp dir
+    dead = MiniDaemon(kit.name, dead_dir, NODE, specs)
     live = MiniDaemon(kit.name, tmp_path / "live", NODE, specs)
     try:
         dead_handles = await dead.wait_ready()
         live_handles = await live.wait_ready()
-        dead_service = [m.pid for m in marked_under(tmp_path / "dead") if m.is_service]
+        dead_service = [m.pid for m in marked_under(dead_dir) if m.is_service]
+        short_dirs = [Path(m.socket).parent for m in marked_under(dead_dir) if m.is_service]
+        assert all(d.name.startswith("aiosd-podman-") and d.is_dir() for d in short_dirs), short_dirs
         assert len(dead_service) == (kit.name == "podman")
         dead_cgroups = [d for h in dead_handles.values() if kit.name == "process"
                         for d in own.own_cgroup_dirs(Path(f"/proc/{h}/cgroup").read_text())]
@@ -216,14 +219,15 @@ async def test_orphans_of_a_killed_daemon_whose_data_dir_is_gone_are_reaped(kit:
         dead.kill9()
         for h in dead_handles.values():  # SIGKILL leaves them running: the next start would adopt them
             assert await instance_alive(kit, h)
-        shutil.rmtree(tmp_path / "dead")
+        shutil.rmtree(dead_dir)
 
-        async with kit.driver(tmp_path / "dead", "t-owners-new") if reuse else kit.driver(tmp_path / "next", NODE):
+        async with kit.driver(dead_dir, "t-owners-new") if reuse else kit.driver(tmp_path / "next", NODE):
             pass
         for h in dead_handles.values():
             assert not await instance_alive(kit, h), h
         assert not any(alive(p) for p in dead_service)
-        assert not [m for m in marked_under(tmp_path / "dead") if m.owner != own.owner_id("t-owners-new", tmp_path / "dead")]
+        assert reuse or not any(d.exists() for d in short_dirs)  # (a new service in the same dir uses it)
+        assert not [m for m in marked_under(dead_dir) if m.owner != own.owner_id("t-owners-new", dead_dir)]
         assert not any(d.exists() for d in dead_cgroups)  # the reaper removed their cgroups too
         async with InstanceClient() as client:
             for iid, h in live_handles.items():
