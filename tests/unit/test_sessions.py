@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federation.certs import CertCache, NodeCert, RevocationSet, Revocation, issue_cert
+from federation.certs import CertCache, NodeCert, Revocation, RevocationSet, issue_cert
 from federation.errors import AuthReason, SessionError, SessionReason
 from federation.identity import CaKey, NodeKey
 from federation.sessions import (
@@ -105,7 +105,7 @@ def test_server_refuses_a_client_without_a_valid_certificate(case: str) -> None:
         key, cert = _member(ca)
         subject, kind = (cert.node_id, "node") if case == "revoked_node" else (cert.serial, "cert")
         revoked.add(Revocation(subject=subject, subject_kind=kind, revoked_at=int(NOW), by="admin"))
-    srv, srv_cert = _server(ca, revoked)
+    srv, _ = _server(ca, revoked)
     cli = ClientHandshake(os.urandom, me=_ident(key, cert), certs=CertCache(ca.public_bytes))
     m3, _ = cli.on_m2(srv.on_m1(cli.m1), NOW)
     with pytest.raises(SessionError) as e:
