@@ -59,6 +59,7 @@ class Message:
     status: int = 0
     reason: str = ""
     data: bytes = b""
+    size: int = 0  # bytes of the whole plaintext (caps on pre-trust requests use it)
 
 
 def encode(type_: MsgType, call: int, kind: str, body: BaseModel) -> bytes:
@@ -93,9 +94,9 @@ def decode(plain: bytes) -> Message:
     if type_ is None:
         raise AuthError(AuthReason.MALFORMED, f"message.type: {t}")
     if type_ in (MsgType.DATA, MsgType.DATA_END):
-        return Message(type_, call, data=plain[PREFIX_BYTES:])
+        return Message(type_, call, data=plain[PREFIX_BYTES:], size=len(plain))
     if type_ is MsgType.ACK:
-        return Message(type_, call)
+        return Message(type_, call, size=len(plain))
     try:
         obj = msgpack.unpackb(plain[PREFIX_BYTES:], raw=False, use_list=False, strict_map_key=True)
     except MSGPACK_ERRORS:
@@ -106,10 +107,10 @@ def decode(plain: bytes) -> Message:
     if type_ is MsgType.ERR:
         if not isinstance(a, int) or not isinstance(b, str):
             raise AuthError(AuthReason.MALFORMED, "message.err: not [status, reason]")
-        return Message(type_, call, status=a, reason=b)
+        return Message(type_, call, status=a, reason=b, size=len(plain))
     if not isinstance(a, str) or not 0 < len(a) <= MAX_KIND_LEN:
         raise AuthError(AuthReason.MALFORMED, "message.kind: not a short string")
-    return Message(type_, call, kind=a, body=b)
+    return Message(type_, call, kind=a, body=b, size=len(plain))
 
 
 def decode_body(msg: Message, schemas: Mapping[str, type[BaseModel]]) -> BaseModel:
