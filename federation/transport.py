@@ -253,14 +253,17 @@ class Transport:
                 async with asyncio.timeout(s.handshake_timeout_s):
                     session = await server_handshake(ws, hs, self.clock)
             except (SessionError, TimeoutError) as e:
+                self.gate.done()
                 reason = e.reason.value if isinstance(e, SessionError) else "timeout"
                 self.stats.handshake_failures[reason] += 1
                 if self.verifier.quiet.should_log(reason, source, self.clock()):
                     log.warning("p2p handshake refused", extra={"reason": reason, "source": source})
                 await ws.close(code=close_code_of(reason), message=reason.encode())
                 return ws
-            finally:
+            except BaseException:
                 self.gate.done()
+                raise
+            self.gate.done()
             self.stats.handshakes_ok += 1
             link = Link(ws, session, source, self.stats, clock=self.clock, revoked=self.revoked,
                         on_request=self.serve.on_request, max_pending=s.max_pending)
