@@ -51,9 +51,10 @@ _ANSWERS = frozenset({MsgType.ANS, MsgType.ERR, MsgType.ACK, MsgType.DATA, MsgTy
 
 @dataclass(slots=True)
 class _Call:
-    fut: asyncio.Future[Message | bytes]
+    fut: asyncio.Future[Message | bytes | bytearray]
     raw_cap: int | None = None  # a RAW call: DATA pieces gather here up to this many bytes
-    buf: bytearray = field(default_factory=bytearray)
+    buf: bytearray = field(default_factory=bytearray)  # allocated at raw_cap by the first piece
+    n: int = 0  # bytes of buf filled
     failed: bool = False
 
 
@@ -92,7 +93,7 @@ class Link:
     async def send_plain(self, plain: bytes) -> None:
         frame = self.session.sealer.seal(plain, self.clock())
         self.stats.frames_out += 1
-        await self.ws.send_bytes(frame)
+        await self.ws.send_bytes(frame)  # type: ignore[arg-type]  # aiohttp takes bytearray too (checked at run time)
 
     async def reply(self, call: int, kind: str, body: BaseModel) -> None:
         await self.send_plain(encode(MsgType.ANS, call, kind, body))
@@ -107,12 +108,18 @@ class Link:
     async def reply_data(self, call: int, data: bytes, *, last: bool) -> None:
         await self.send_plain(encode_data(call, data, last=last))
 
+    async def send_frame_buffer(self, buf: bytearray) -> None:
+        """Seal a buffer laid out by data_frame_buffer in place and send it (bulk: no copy)."""
+        frame = self.session.sealer.seal_in_place(buf, self.clock())
+        self.stats.frames_out += 1
+        await self.ws.send_bytes(frame)  # type: ignore[arg-type]  # aiohttp takes bytearray too
+
     def _call_id(self) -> int:
         self._next = self._next + 1 if self._next < MAX_CALL_ID else 1
         return self._next
 
     async def call(self, type_: MsgType, kind: str, body: BaseModel, *, raw_cap: int | None = None
-                   ) -> Message | bytes:
+                   ) -> Message | bytes | bytearray:
         """Send one request and wait for its answer (a Message; bytes for RAW).
 
         Raises:
@@ -201,21 +208,30 @@ class Link:
                 self._settle(m.call, entry, RemoteProtocolError(f"peer {self.addr}: data for a non-raw call"))
                 return
             if not entry.failed:
-                entry.buf += m.data
-                if len(entry.buf) > entry.raw_cap:
+                end = entry.n + len(m.data)
+                if end > entry.raw_cap:
                     entry.failed = True  # swallow the rest of its pieces, then forget it
                     if not entry.fut.done():
                         entry.fut.set_exception(
                             RemoteProtocolError(f"peer {self.addr}: answer larger than {entry.raw_cap} bytes"))
                     entry.buf = bytearray()
+                else:
+                    if not entry.buf:
+                        entry.buf = bytearray(entry.raw_cap)
+                    entry.buf[entry.n:end] = m.data  # the one copy out of the decrypted frame
+                    entry.n = end
             if m.type is MsgType.DATA_END:
-                self._settle(m.call, entry, bytes(entry.buf))
+                if entry.failed:
+                    self.calls.pop(m.call, None)
+                    return
+                buf = entry.buf
+                self._settle(m.call, entry, buf if entry.n == len(buf) else bytes(memoryview(buf)[:entry.n]))
         elif entry.raw_cap is None:
             self._settle(m.call, entry, m)
         else:
             self._settle(m.call, entry, RemoteProtocolError(f"peer {self.addr}: not a data answer"))
 
-    def _settle(self, call: int, entry: _Call, value: Message | bytes | Exception) -> None:
+    def _settle(self, call: int, entry: _Call, value: Message | bytes | bytearray | Exception) -> None:
         self.calls.pop(call, None)
         if entry.fut.done():
             return

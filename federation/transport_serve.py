@@ -21,7 +21,8 @@ from federation.certs import first_error
 from federation.envelope import Verified
 from federation.errors import AuthError, AuthReason, FederationError, RemoteProtocolError
 from federation.sansio import NodeId
-from federation.sessions.messages import Message, MsgType, decode_body
+from federation.sessions.frames import HEADER_BYTES, TAG_BYTES
+from federation.sessions.messages import PREFIX_BYTES, Message, MsgType, data_frame_buffer, decode_body
 from federation.transport_http import FileRange
 from federation.transport_link import Link
 
@@ -45,6 +46,7 @@ class Dispatcher:
 
     def __init__(self, t: Transport) -> None:
         self.t = t
+        self.me = t.key.node_id  # computed once: the id is a hash of the key
         self.routes: dict[str, RequestHandler] = {}
         self.oneway: dict[str, OneWayHandler] = {}
         self.raw: dict[str, RawHandler] = {}
@@ -117,7 +119,7 @@ class Dispatcher:
             raise RemoteProtocolError(f"peer {link.addr}: anonymous session")
         nonce = link.session.session_id + m.call.to_bytes(8, "big")
         return Verified(kind=m.kind, sender=NodeId(peer.node_id), cert=peer, body=body, ts=self.t.clock(),
-                        nonce=nonce, to=self.t.key.node_id, re=re)
+                        nonce=nonce, to=self.me, re=re)
 
     def verified_answer(self, link: Link, m: Message) -> Verified:
         """The typed answer to one of our requests (a bad one is the peer's fault)."""
@@ -211,22 +213,31 @@ class Dispatcher:
             await link.reply_data(call, data[i:i + piece], last=i + piece >= len(data))
 
     async def _send_file(self, link: Link, call: int, r: FileRange) -> None:
-        """Read (4 pieces per thread hop), seal and send; the file is closed when done."""
+        """Read pieces straight into their frame buffers (4 per thread hop, one preadv), seal each
+        in place, send it: the bytes are copied once, by the kernel."""
         piece = self.t.settings.data_piece_bytes
+        fd = r.file.fileno()
         with r.file:
             pos, end = r.offset, r.offset + r.length
             if pos == end:
                 await link.reply_data(call, b"", last=True)
             while pos < end:
-                block = await asyncio.to_thread(os.pread, r.file.fileno(), min(4 * piece, end - pos), pos)
-                if not block:
+                sizes: list[int] = []
+                at = pos
+                while at < end and len(sizes) < 4:
+                    sizes.append(min(piece, end - at))
+                    at += sizes[-1]
+                bufs = [data_frame_buffer(call, n, last=False, head=HEADER_BYTES, tail=TAG_BYTES) for n in sizes]
+                if at >= end:
+                    bufs[-1] = data_frame_buffer(call, sizes[-1], last=True, head=HEADER_BYTES, tail=TAG_BYTES)
+                got = await asyncio.to_thread(_read_into, fd, bufs, sizes, pos)
+                if got != at - pos:
                     await link.reply_err(call, 500, "the file is shorter than announced")
                     return
-                for i in range(0, len(block), piece):
-                    part = block[i:i + piece]
-                    pos += len(part)
-                    await link.reply_data(call, part, last=pos >= end)
-                self.t.counters["raw_bytes_out"] += len(block)
+                for buf in bufs:
+                    await link.send_frame_buffer(buf)
+                self.t.counters["raw_bytes_out"] += got
+                pos = at
 
     async def _serve_open(self, link: Link, m: Message) -> None:
         t = self.t
@@ -274,6 +285,30 @@ class Dispatcher:
             except Exception:
                 log.exception("p2p one-way handler failed", extra={"kind": v.kind, "sender": v.sender})
                 self.t.counters["handler_errors"] += 1
+
+
+def _read_into(fd: int, bufs: list[bytearray], sizes: list[int], pos: int) -> int:
+    """One preadv of sum(sizes) bytes at pos into each buf's data part; how many were read."""
+    at = HEADER_BYTES + PREFIX_BYTES
+    views = [memoryview(b)[at:at + n] for b, n in zip(bufs, sizes, strict=True)]
+    want, got = sum(sizes), 0
+    while got < want:
+        k = os.preadv(fd, _skip(views, got), pos + got)
+        if k <= 0:
+            break
+        got += k
+    return got
+
+
+def _skip(views: list[memoryview], n: int) -> list[memoryview]:
+    out = []
+    for v in views:
+        if n >= len(v):
+            n -= len(v)
+            continue
+        out.append(v[n:])
+        n = 0
+    return out
 
 
 __all__ = ["STATUS", "Dispatcher"]

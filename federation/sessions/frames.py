@@ -16,9 +16,9 @@ import struct
 from dataclasses import dataclass
 
 import nacl.bindings
-import nacl.exceptions
 
 from federation.errors import SessionError, SessionReason
+from federation.sessions.aead import open_after, seal_after, seal_in_place
 
 HEADER_BYTES = 12
 TAG_BYTES = 16
@@ -31,8 +31,6 @@ REKEY_S = 3600.0
 REKEY_GRACE_S = 120.0
 MAX_EPOCH = (1 << 32) - 1
 _HDR = struct.Struct(">IQ")
-_encrypt = nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt
-_decrypt = nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt
 _blake2b = nacl.bindings.crypto_generichash_blake2b_salt_personal
 
 
@@ -71,7 +69,7 @@ class Sealer:
         self._key, self.limits = key, limits
         self.epoch, self.counter, self.epoch_started, self.rekeys = 0, 0, now, 0
 
-    def seal(self, plaintext: bytes, now: float) -> bytes:
+    def seal(self, plaintext: bytes, now: float) -> bytearray:
         """One frame carrying `plaintext`.
 
         Raises:
@@ -80,6 +78,19 @@ class Sealer:
         """
         if len(plaintext) + OVERHEAD > self.limits.max_frame_bytes:
             raise ValueError(f"plaintext: {len(plaintext)} bytes do not fit a frame")
+        header = self._next_header(now)
+        return seal_after(header, plaintext, self._key)
+
+    def seal_in_place(self, buf: bytearray, now: float) -> bytearray:
+        """The same frame built in `buf` = HEADER_BYTES spare || plaintext || TAG_BYTES spare (bulk
+        data read straight into its frame: no copy)."""
+        if len(buf) > self.limits.max_frame_bytes:
+            raise ValueError(f"buf: {len(buf)} bytes do not fit a frame")
+        buf[:HEADER_BYTES] = self._next_header(now)
+        seal_in_place(buf, HEADER_BYTES, self._key)
+        return buf
+
+    def _next_header(self, now: float) -> bytes:
         lim = self.limits
         if self.counter >= lim.rekey_frames or now - self.epoch_started >= lim.rekey_s:
             if self.epoch >= MAX_EPOCH:
@@ -88,7 +99,7 @@ class Sealer:
             self.epoch_started, self.rekeys = now, self.rekeys + 1
         header = _HDR.pack(self.epoch, self.counter)
         self.counter += 1
-        return header + _encrypt(plaintext, header, header, self._key)
+        return header
 
 
 class Opener:
@@ -98,13 +109,14 @@ class Opener:
     (the Opener stays refusing: a failed frame never moves its state).
     """
 
-    __slots__ = ("_key", "epoch", "epoch_started", "expected", "limits", "rekeys")
+    __slots__ = ("_key", "_scratch", "epoch", "epoch_started", "expected", "limits", "rekeys")
 
     def __init__(self, key: bytes, now: float, limits: FrameLimits) -> None:
         if len(key) != KEY_BYTES:
             raise ValueError(f"key: must be {KEY_BYTES} bytes")
         self._key, self.limits = key, limits
         self.epoch, self.expected, self.epoch_started, self.rekeys = 0, 0, now, 0
+        self._scratch = bytearray(64 * 1024)  # plaintexts land here: memory already touched
 
     def check_size(self, n: int) -> None:
         """The cap on a frame of `n` bytes (a driver calls it with a length prefix, before reading)."""
@@ -113,8 +125,8 @@ class Opener:
         if n < OVERHEAD:
             raise SessionError(SessionReason.TRUNCATED, f"frame: {n} < {OVERHEAD} bytes")
 
-    def open(self, frame: bytes, now: float) -> bytes:
-        """The plaintext of `frame`.
+    def open(self, frame: bytes | bytearray, now: float) -> memoryview:
+        """The plaintext of `frame`: a view valid until the next open() (copy what must outlive it).
 
         Raises:
             SessionError: TOO_LARGE, TRUNCATED, REPLAY, OUT_OF_ORDER, BAD_EPOCH, STALE_KEY, BAD_TAG.
@@ -135,11 +147,12 @@ class Opener:
             key, rekey = next_key(self._key), True
         else:
             raise SessionError(SessionReason.BAD_EPOCH, f"frame: epoch {epoch}, counter {counter}")
-        header = frame[:HEADER_BYTES]
-        try:
-            out: bytes = _decrypt(frame[HEADER_BYTES:], header, header, key)
-        except nacl.exceptions.CryptoError:
-            raise SessionError(SessionReason.BAD_TAG, "frame: authentication failed") from None
+        need = len(frame) - OVERHEAD
+        if need > len(self._scratch):
+            self._scratch = bytearray(need)
+        out = open_after(frame, HEADER_BYTES, key, self._scratch)
+        if out is None:
+            raise SessionError(SessionReason.BAD_TAG, "frame: authentication failed")
         if rekey:
             self._key, self.epoch, self.epoch_started, self.rekeys = key, epoch, now, self.rekeys + 1
         self.expected = counter + 1

@@ -4,9 +4,11 @@ faults, refused handshakes, join over an anonymous session."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Literal
 
 import aiohttp
@@ -25,6 +27,7 @@ from federation.errors import (
     TokenError,
 )
 from federation.identity import CaKey, NodeKey
+from federation.sessions import ClientHandshake
 from federation.tokens import (
     JoinAnswer,
     JoinRequest,
@@ -35,7 +38,7 @@ from federation.tokens import (
     make_join_request,
     parse_token,
 )
-from federation.transport import Transport, TransportSettings, request_open
+from federation.transport import FileRange, Transport, TransportSettings, request_open
 from federation.transport_ws import WS_PATH
 from tests.waiting import eventually
 
@@ -315,12 +318,13 @@ async def test_a_replayed_handshake_answer_is_refused(ws: bool) -> None:
     """A man in the middle replaying the seed's m2 of an earlier session: the client refuses it."""
     ca = CaKey.generate()
     recorded: list[bytes] = []
-    async with _transport(ca) as b:
-        async with aiohttp.ClientSession() as http, http.ws_connect(f"http://{b.address}{WS_PATH}") as sock:
-            from federation.sessions import ClientHandshake
-
-            await sock.send_bytes(ClientHandshake(lambda n: b"\x07" * n, me=None).m1)
-            recorded.append((await sock.receive()).data)
+    async with (
+        _transport(ca) as b,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"http://{b.address}{WS_PATH}") as sock,
+    ):
+        await sock.send_bytes(ClientHandshake(lambda n: b"\x07" * n, me=None).m1)
+        recorded.append((await sock.receive()).data)
 
     async def ws_replayer(request: web.Request) -> web.WebSocketResponse:
         sock = web.WebSocketResponse()
@@ -462,3 +466,34 @@ async def test_renewed_cert_is_used_for_later_messages(pair: tuple[CaKey, Transp
     assert seen == [renewed]
     with pytest.raises(ValueError, match="cert"):
         a.set_cert(b.cert)
+
+
+async def test_raw_answers_travel_in_sealed_pieces_bytes_or_file(
+    pair: tuple[CaKey, Transport, Transport], tmp_path: Path,
+) -> None:
+    _, a, b = pair
+    blob = tmp_path / "blob"
+    data = os.urandom(3 * b.settings.data_piece_bytes + 12345)
+    blob.write_bytes(data)
+
+    async def raw(v: Verified) -> bytes | FileRange:
+        assert isinstance(v.body, Note)
+        if v.body.n == 0:
+            return data[:1000]
+        if v.body.n == 404:
+            raise LookupError("no such blob")
+        return FileRange(blob.open("rb"), 7, v.body.n)  # the transport closes it
+
+    b.route_raw("test.note", raw)
+    assert await a.request_raw(b.address, "test.note", Note(n=0), max_bytes=1000) == data[:1000]
+    n = len(data) - 7
+    got = await a.request_raw(b.address, "test.note", Note(n=n), max_bytes=n)
+    assert got == data[7:] and a.metrics()["p2p_raw_bytes_in"] == 1000 + n
+    with pytest.raises(RemoteProtocolError, match="larger than"):
+        await a.request_raw(b.address, "test.note", Note(n=n), max_bytes=n - 1)
+    with pytest.raises(RemoteRejected) as e:
+        await a.request_raw(b.address, "test.note", Note(n=404), max_bytes=10)
+    assert e.value.status == 404
+    # the link survived all of it, and no frame was dropped on either side
+    assert (await a.request_raw(b.address, "test.note", Note(n=5), max_bytes=5)) == data[7:12]
+    assert not a.stats.frames_dropped and not b.stats.frames_dropped
