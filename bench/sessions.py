@@ -170,6 +170,60 @@ async def _latency(p2p: int, plain: int, ca_seed: bytes, samples: int) -> dict[s
             "added_p50_us": (statistics.median(sess_t) - statistics.median(ws_t)) * us, "samples": len(sess_t)}
 
 
+async def _latency_in_process(samples: int) -> dict[str, float]:
+    """Both ends in this one event loop: a round trip then costs the CPU of both sides (what a
+    loaded machine's scheduler does to two processes drops out)."""
+    seed = os.urandom(32)
+    ca, k1, c1 = _identity(seed, os.urandom(32))
+    _, k2, c2 = _identity(seed, os.urandom(32))
+
+    async def echo_ws(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_bytes(msg.data)
+        return ws
+
+    async def answer(v: Any) -> BaseModel:
+        return BlobReply(data=v.body.data)
+
+    app = web.Application()
+    app.router.add_get("/ws", echo_ws)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    sess_t: list[float] = []
+    ws_t: list[float] = []
+    try:
+        async with (
+            Transport(k1, c1, ca.public_bytes, SCHEMAS, SETTINGS) as a,
+            Transport(k2, c2, ca.public_bytes, SCHEMAS, SETTINGS) as b,
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"http://127.0.0.1:{port}/ws", compress=0) as ws,
+        ):
+            b.route("bench.blob", answer)
+            for _ in range(300):
+                await a.request(b.address, "bench.blob", BODY)
+                await ws.send_bytes(BODY.data)
+                await ws.receive()
+            for _ in range(max(1, samples // 100)):
+                for _ in range(100):
+                    t0 = time.perf_counter()
+                    await a.request(b.address, "bench.blob", BODY)
+                    sess_t.append(time.perf_counter() - t0)
+                for _ in range(100):
+                    t0 = time.perf_counter()
+                    await ws.send_bytes(BODY.data)
+                    await ws.receive()
+                    ws_t.append(time.perf_counter() - t0)
+    finally:
+        await runner.cleanup()
+    us = 1e6
+    return {"session_p50_us": statistics.median(sess_t) * us, "ws_p50_us": statistics.median(ws_t) * us,
+            "added_p50_us": (statistics.median(sess_t) - statistics.median(ws_t)) * us}
+
+
 # -- 2. throughput -------------------------------------------------------------------------------
 def _client(p2p: int, ca_seed: bytes, conc: int, until: float, out: Any) -> None:
     out.put(asyncio.run(_client_main(p2p, ca_seed, conc, until)))
@@ -262,6 +316,30 @@ async def _handshake_wall(p2p: int, ca_seed: bytes, n: int = 100) -> dict[str, f
     return {"connect_handshake_request_p50_ms": statistics.median(times) * 1e3}
 
 
+async def _mesh(n: int = 10) -> dict[str, float]:
+    """n Transports in this process; every pair's sessions made from scratch (as after a restart of
+    all of them): the time until each node has answered a request from every other one."""
+    ca_seed = os.urandom(32)
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+        nodes = []
+        for _ in range(n):
+            ca, key, cert = _identity(ca_seed, os.urandom(32))
+            t = await stack.enter_async_context(Transport(key, cert, ca.public_bytes, SCHEMAS, SETTINGS))
+
+            async def answer(v: Any) -> BaseModel:
+                return BlobReply(data=b"")
+
+            t.route("bench.blob", answer)
+            nodes.append(t)
+        small = Blob(data=b"x")
+        t0 = time.perf_counter()
+        await asyncio.gather(*(a.request(b.address, "bench.blob", small) for a in nodes for b in nodes if a is not b))
+        took = time.perf_counter() - t0
+    return {"nodes": n, "sessions": n * (n - 1), "all_sessions_s": took}
+
+
 # -- 4. bulk -------------------------------------------------------------------------------------
 async def _bulk(p2p: int, plain: int, ca_seed: bytes, size: int) -> dict[str, float]:
     ca, key, cert = _identity(ca_seed, os.urandom(32))
@@ -322,7 +400,9 @@ def main() -> None:
             p2p, plain = ports.get(timeout=30)
             res: dict[str, Any] = {"cpus": os.cpu_count(), "handshake": _handshake_cpu()}
             res["latency"] = asyncio.run(_latency(p2p, plain, ca_seed, args.samples))
+            res["latency_in_process"] = asyncio.run(_latency_in_process(args.samples))
             res["handshake"].update(asyncio.run(_handshake_wall(p2p, ca_seed)))
+            res["mesh"] = asyncio.run(_mesh())
             res["throughput"] = _throughput(p2p, plain, ca_seed, args.clients, args.concurrency, args.seconds)
             res["bulk"] = asyncio.run(_bulk(p2p, plain, ca_seed, args.asset_mib << 20))
         finally:
@@ -332,9 +412,15 @@ def main() -> None:
     print(f"handshake CPU p50: client {hs['client_p50_ms']:.3f} ms, server {hs['server_p50_ms']:.3f} ms "
           f"(target <= 2); connect + handshake + first request over loopback p50 "
           f"{hs['connect_handshake_request_p50_ms']:.2f} ms")
+    mesh = res["mesh"]
+    print(f"{mesh['nodes']} nodes in one process, all {mesh['sessions']} sessions from scratch + one request "
+          f"each: {mesh['all_sessions_s']:.2f} s (target <= 1 s for a 10-node network)")
     print(f"latency 1 KB: session p50 {lat['session_p50_us']:.0f} us p99 {lat['session_p99_us']:.0f} us | "
           f"plain WebSocket p50 {lat['ws_p50_us']:.0f} us p99 {lat['ws_p99_us']:.0f} us | "
           f"added p50 {lat['added_p50_us']:.0f} us (target <= 40)")
+    lip = res["latency_in_process"]
+    print(f"latency 1 KB, both ends in one process (CPU of both sides): session p50 {lip['session_p50_us']:.0f} us"
+          f" | plain WebSocket p50 {lip['ws_p50_us']:.0f} us | added {lip['added_p50_us']:.0f} us")
     print(f"throughput ({thr['clients']} procs x {thr['concurrency']}): {thr['per_server_cpu_s']:.0f} req/resp "
           f"per server CPU-second (target >= 20000), {thr['per_wall_s']:.0f}/s wall, "
           f"server CPU share {thr['server_cpu_share']:.2f}")
