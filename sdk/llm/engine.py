@@ -264,6 +264,7 @@ class LLMEngine:
                 break
             keep += 1
         self.cache.reset(req.slot, keep)
+        self.stats.reused_tokens_total += keep
         ids = torch.tensor([req.prompt[keep:]], dtype=torch.long, device=self.stack.device)
         logits = self.stack.forward(self.cache, [req.slot], [keep], ids)
         self._slot_tokens[req.slot] = list(req.prompt)

@@ -37,6 +37,7 @@ class EngineStats:
         self.errors_total = 0
         self.cancelled_total = 0
         self.rejected_total = 0
+        self.reused_tokens_total = 0  # prompt tokens whose KV came from the session's cache (not recomputed)
         self.ttft_s: deque[float] = deque(maxlen=WINDOW_REQUESTS)
         self.tpot_s: deque[float] = deque(maxlen=WINDOW_REQUESTS)
         self._tokens: deque[tuple[float, int]] = deque()
@@ -85,6 +86,7 @@ class EngineStats:
             "prompts_total": self.prompts_total, "prompt_tokens_total": self.prompt_tokens_total,
             "tokens_generated_total": self.tokens_generated_total, "errors_total": self.errors_total,
             "cancelled_total": self.cancelled_total, "rejected_total": self.rejected_total,
+            "reused_tokens_total": self.reused_tokens_total,
             **self.gauges,
         }
 
