@@ -201,10 +201,10 @@ class LLMBlock:
                 self.utils.remove_chat_session(sid)
             return {"status": "success"}
         if action == "remove_session":
-            sid = data.get("session_id") if isinstance(data, dict) else None
-            if not isinstance(sid, str):
+            target = data.get("session_id") if isinstance(data, dict) else None
+            if not isinstance(target, str):
                 return {"status": "error", "message": "mgmt_data.session_id: must be a string"}
-            self.utils.remove_chat_session(sid)
+            self.utils.remove_chat_session(target)
             return {"status": "success"}
         if action == "metrics":
             return {"status": "success", "metrics": self.publish_metrics()}

@@ -48,7 +48,7 @@ def _weight_files(model_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     from safetensors import safe_open
 
     with safe_open(str(single), framework="pt") as f:
-        return {k: single for k in f.keys()}
+        return dict.fromkeys(f.keys(), single)  # safe_open has keys(), not iteration
 
 
 def load_config(model_dir: str | pathlib.Path) -> Any:
@@ -102,7 +102,7 @@ class DecoderStack:
                                 head_dim=int(getattr(config, "head_dim", None) or self.hidden_size // heads))
         config._attn_implementation = "sdpa"
         with torch.device("meta"):
-            full = AutoModelForCausalLM.from_config(config)
+            full = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]  # untyped upstream
         base = getattr(full, "model", None)
         if base is None or not all(hasattr(base, n) for n in ("embed_tokens", "layers", "norm", "rotary_emb")):
             raise ModelLoadError(f"{self.model_dir}: unexpected module layout for {type(full).__name__}")
@@ -195,4 +195,5 @@ class DecoderStack:
         cache.commit(view)
         if self.norm is None or self.lm_head is None:
             return h
-        return self.lm_head(self.norm(h[:, -1:, :]))[:, 0].float()
+        logits: torch.Tensor = self.lm_head(self.norm(h[:, -1:, :]))[:, 0].float()
+        return logits

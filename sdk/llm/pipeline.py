@@ -8,6 +8,7 @@ run's (Petals' failover). The network transport between stages is not here (vDAG
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -34,7 +35,7 @@ class SplitPipeline:
     def __init__(self, stages: list[PipelineStage], *, wire: bool = True) -> None:
         if not stages or not stages[0].first or not stages[-1].last:
             raise InvalidRequest("stages", "must start at layer 0 and end at the last layer")
-        for a, b in zip(stages, stages[1:]):
+        for a, b in itertools.pairwise(stages):
             if a.end != b.start:
                 raise InvalidRequest("stages", f"ranges must be contiguous: [{a.start}, {a.end}) then "
                                                f"[{b.start}, {b.end})")

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 from sdk.metrics import AIOSMetrics
 
@@ -94,11 +94,11 @@ class EngineStats:
 class LLMMetrics:
     """Publishes engine snapshots into a block's AIOSMetrics under AIOS's `llm_*` names."""
 
-    COUNTERS = {"prompts_total": "llm_prompts_total", "prompt_tokens_total": "llm_prompt_tokens_total",
+    COUNTERS: ClassVar[dict[str, str]] = {"prompts_total": "llm_prompts_total", "prompt_tokens_total": "llm_prompt_tokens_total",
                 "tokens_generated_total": "llm_tokens_generated_total",
                 "errors_total": "llm_inference_errors_total", "cancelled_total": "llm_cancelled_total",
                 "rejected_total": "llm_rejected_total"}
-    GAUGES = {"tokens_per_s": "llm_tokens_per_second", "running": "llm_active_sessions",
+    GAUGES: ClassVar[dict[str, str]] = {"tokens_per_s": "llm_tokens_per_second", "running": "llm_active_sessions",
               "queue_length": "llm_queue_length", "kv_cache_bytes": "llm_kv_cache_bytes",
               "kv_cache_capacity_bytes": "llm_kv_cache_capacity_bytes", "sessions_cached": "llm_sessions_cached",
               "ttft_s_p50": "llm_ttft_p50_seconds", "tpot_s_p50": "llm_tpot_p50_seconds"}

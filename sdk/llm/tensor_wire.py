@@ -48,8 +48,9 @@ def encode(t: torch.Tensor) -> bytes:
         raise TensorWireError(f"tensor has {t.dim()} dims, at most {MAX_NDIM} travel")
     flat = t.detach().to("cpu").contiguous().reshape(-1)
     header = _HEAD.pack(MAGIC, code, t.dim(), 0) + struct.pack(f"<{t.dim()}Q", *t.shape)
-    raw = flat.view(torch.uint8).numpy() if flat.numel() else b""
-    return b"".join((header, memoryview(raw)))
+    if not flat.numel():
+        return header
+    return b"".join((header, flat.view(torch.uint8).numpy().data))  # one copy: the join
 
 
 def decode(frame: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES,

@@ -19,10 +19,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from sdk.llm.engine import LLMEngine  # noqa: E402
-from sdk.llm.generation import Completion  # noqa: E402
-from sdk.llm.errors import ContextTooLong, InvalidRequest, ModelLoadError, OverCapacity  # noqa: E402
-from sdk.llm.params import Message, SamplingParams  # noqa: E402
+from sdk.llm.engine import LLMEngine
+from sdk.llm.errors import ContextTooLong, InvalidRequest, ModelLoadError, OverCapacity
+from sdk.llm.generation import Completion
+from sdk.llm.params import Message, SamplingParams
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROMPTS = ["The river begins", "A network connects machines so", "To bake bread, mix", "Numbers: one, two"]

@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sdk.llm import tensor_wire  # noqa: E402
-from sdk.llm.errors import TensorWireError  # noqa: E402
+from sdk.llm import tensor_wire
+from sdk.llm.errors import TensorWireError
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,
