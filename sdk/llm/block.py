@@ -12,8 +12,8 @@ naming the field, type = the error class); a full queue raises OverCapacity. `st
 callers such as an HTTP endpoint.
 
 Settings: blockInitData.model_path (checkpoint directory); initSettings dtype, device ("auto" = the
-block's first GPU if it has one), max_batch, max_queue, max_context, max_tokens_limit, default_max_tokens,
-request_timeout_s; parameters = default sampling (live with setParameters).
+block's first GPU if it has one), max_batch, max_queue, max_context, threads (torch CPU threads),
+max_tokens_limit, default_max_tokens, request_timeout_s; parameters = default sampling (live with setParameters).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class LLMBlock:
             raise InvalidRequest("blockInitData.model_path", "must name a checkpoint directory")
         device = _device(settings, list(context.allocation_info.gpus))
         dtype = str(settings.get("dtype", "float32" if device == "cpu" else "bfloat16"))
-        opts = {k: settings[k] for k in ("max_batch", "max_queue", "max_context") if k in settings}
+        opts = {k: settings[k] for k in ("max_batch", "max_queue", "max_context", "threads") if k in settings}
         self.utils = TransformersUtils(path, device=device, dtype=dtype, generation_config={},
                                        engine_options=opts)
         self.utils.load_model()

@@ -66,9 +66,12 @@ class LLMEngine:
 
     def __init__(self, model_dir: str, *, dtype: str = "float32", device: str = "cpu", max_batch: int = 8,
                  max_queue: int = 64, max_context: int | None = None, default_max_tokens: int = 64,
-                 clock: Callable[[], float] = time.monotonic, start: bool = True) -> None:
+                 threads: int | None = None, clock: Callable[[], float] = time.monotonic,
+                 start: bool = True) -> None:
         if max_batch < 1 or max_queue < 0:
             raise ValueError("max_batch must be >= 1 and max_queue >= 0")
+        if threads is not None:  # process-wide: a block process serves one model
+            torch.set_num_threads(threads)
         self.model_dir = str(model_dir)
         self.stack = DecoderStack(model_dir, dtype=dtype, device=device)
         self.tokenizer = load_tokenizer(self.model_dir)

@@ -27,6 +27,8 @@ from sdk.llm.params import Message, SamplingParams
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROMPTS = ["The river begins", "A network connects machines so", "To bake bread, mix", "Numbers: one, two"]
 GREEDY = SamplingParams(max_tokens=16, temperature=0.0)
+# One torch thread: the 2 shared cores are oversubscribed and OpenMP spinning makes 2 threads ~6x slower.
+torch.set_num_threads(1)
 
 
 def build_tiny_model(base: pathlib.Path) -> pathlib.Path:
@@ -49,7 +51,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 @pytest.fixture(scope="module")
 def engine(model_dir: pathlib.Path) -> Iterator[LLMEngine]:
-    e = LLMEngine(str(model_dir), max_batch=4, max_queue=8)
+    e = LLMEngine(str(model_dir), max_batch=4, max_queue=8, threads=1)
     yield e
     e.close()
 
