@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from aiosd.llm.plan import ModelProfile, NodeCapacity, PlanError, format_plans, profile_from_config, propose_plans
+from aiosd.llm.plan import (
+    ModelProfile,
+    NodeCapacity,
+    PlanError,
+    format_plans,
+    profile_from_config,
+    propose_plans,
+)
 
 GB = 1 << 30
 # 8 layers of 1 GB, 0.5 GB embeddings and head, no KV to keep the arithmetic readable.
@@ -32,7 +39,7 @@ def test_one_node_that_fits_gives_the_fastest_plan_and_the_formula() -> None:
     assert len(best.stages) == 1 and (best.stages[0].start, best.stages[0].end) == (0, 8)
     assert best.compute_s == pytest.approx((8 * GB + GB // 2) / 100e9)  # embedding is a lookup, not read
     assert best.network_s == 0
-    two = [p for p in plans if len(p.stages) == 2][0]
+    two = next(p for p in plans if len(p.stages) == 2)
     assert two.tokens_per_s < best.tokens_per_s  # the split pays two hops per token (exo's lesson)
     assert two.network_s == pytest.approx(2 * 0.002 + 2 * 8192 / 125e6)
 
