@@ -34,7 +34,7 @@ from sdk.packet import OnDataResult, PreProcessResult
 
 log = logging.getLogger(__name__)
 
-SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "ignore_eos")
 # A batch of items shares one packet; more than the engine can hold at once only queues inside one task.
 MAX_BATCH_ITEMS = 64
 

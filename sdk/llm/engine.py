@@ -289,7 +289,7 @@ class LLMEngine:
                 req.first_at = now
                 self.stats.first_token(now - req.submitted)
             req.tokens.append(tok)
-            if tok in self.eos_ids:
+            if tok in self.eos_ids and not req.params.ignore_eos:
                 req.finish = "stop"
                 continue
             text, stopped = req.text.add(tok)

@@ -85,7 +85,11 @@ class BatchView:
         c = self.cache
         i = layer_idx - c.first_layer
         kb, vb = c.k[i], c.v[i]
-        if self.n_new == 1:
+        if len(self.slots) == 1:  # one row: plain slice copies, no index_put
+            s, start = self.slots[0], self.starts[0]
+            kb[s, :, start:start + self.n_new].copy_(key_states[0])
+            vb[s, :, start:start + self.n_new].copy_(value_states[0])
+        elif self.n_new == 1:
             kb[self._slot_t, :, self._pos_t] = key_states[:, :, 0]
             vb[self._slot_t, :, self._pos_t] = value_states[:, :, 0]
         else:

@@ -32,6 +32,7 @@ class SamplingParams:
     top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # keep going past the end-of-sequence token (benchmarks, vLLM's flag)
 
     @property
     def greedy(self) -> bool:
@@ -100,8 +101,11 @@ def sampling_from_obj(obj: Mapping[str, Any], *, max_tokens_limit: int, path: st
     for i, s in enumerate(stop):
         if not isinstance(s, str) or not s or len(s) > MAX_STOP_CHARS:
             raise InvalidRequest(f"{path}stop[{i}]", f"must be a non-empty string of at most {MAX_STOP_CHARS} chars")
+    ignore_eos = obj.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise InvalidRequest(f"{path}ignore_eos", "must be true or false")
     return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                          seed=seed, stop=stop)
+                          seed=seed, stop=stop, ignore_eos=ignore_eos)
 
 
 def messages_from_obj(obj: Any, path: str = "messages") -> list[Message]:
