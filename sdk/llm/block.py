@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,9 +128,10 @@ class LLMBlock:
             raise ContextTooLong(task.field, len(task.prompt_ids), self.engine.context)
         return task
 
-    def submit(self, task: LlmTask) -> Generation:
-        """Queue a validated task (raises OverCapacity when the queue is full)."""
-        return self.engine.submit(task.prompt_ids, task.params, session_id=task.session_id, field_name=task.field)
+    def submit(self, task: LlmTask, notify: Callable[[], None] | None = None) -> Generation:
+        """Queue a validated task (raises OverCapacity when the queue is full); see aio.stream_events."""
+        return self.engine.submit(task.prompt_ids, task.params, session_id=task.session_id, notify=notify,
+                                  field_name=task.field)
 
     def stream(self, obj: Any) -> Iterator[Delta]:
         """Validate, queue and yield text deltas (in-process callers); the handle's `final` holds the end."""

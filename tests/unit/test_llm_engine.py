@@ -23,6 +23,7 @@ from sdk.llm.engine import LLMEngine
 from sdk.llm.errors import ContextTooLong, InvalidRequest, ModelLoadError, OverCapacity
 from sdk.llm.generation import Completion
 from sdk.llm.params import Message, SamplingParams
+from tests.waiting import eventually
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROMPTS = ["The river begins", "A network connects machines so", "To bake bread, mix", "Numbers: one, two"]
@@ -220,3 +221,20 @@ def test_many_threads_submitting_at_once(engine: LLMEngine, reference: dict[str,
 def test_bad_checkpoint_directory_is_a_clear_error(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ModelLoadError, match="no config.json"):
         LLMEngine(str(tmp_path))
+
+
+async def test_async_stream_and_a_client_that_leaves_frees_the_slot(engine: LLMEngine) -> None:
+    from sdk.llm.aio import stream_events
+
+    ids = engine.encode(PROMPTS[0])
+    events = [ev async for ev in stream_events(lambda notify: engine.submit(ids, GREEDY, notify=notify))]
+    assert isinstance(events[-1], Completion)
+    assert "".join(e.text for e in events[:-1] if not isinstance(e, Completion)) == events[-1].text
+    long = SamplingParams(max_tokens=200, temperature=0, ignore_eos=True)
+    agen = stream_events(lambda notify: engine.submit(ids, long, notify=notify))
+    async for _ in agen:
+        break  # the client disconnects after its first delta
+    await agen.aclose()
+    await eventually(lambda: engine.metrics()["running"] == 0, timeout_s=30)  # noticed at its next step
+    m = engine.metrics()
+    assert m["running"] == 0 and m["cancelled_total"] >= 1

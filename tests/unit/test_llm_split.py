@@ -3,6 +3,7 @@ rebuilt by replaying the history and the tokens continue unchanged, each stage l
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import itertools
+
 
 from sdk.llm.engine import LLMEngine
 from sdk.llm.errors import CacheMiss, InvalidRequest, ModelLoadError
@@ -117,3 +118,45 @@ def test_stage_frames_round_trip_through_the_wire(model_dir: pathlib.Path) -> No
     frame = head.forward_frame("s", tensor_wire.encode(torch.tensor([5, 6, 7])), 0)
     logits = tensor_wire.decode(tail.forward_frame("s", frame, 0))
     assert logits.shape == (tail.stack.vocab_size,) and logits.dtype == torch.float32
+
+
+def test_stage_blocks_chain_over_packets_and_replay_after_a_restart(
+        model_dir: pathlib.Path, unsplit: tuple[list[int], list[int]]) -> None:
+    from sdk import AIOSFile, BlockTester, CallbackFailed
+    from sdk.llm import tensor_wire
+    from sdk.llm.stage_block import LLMStageBlock
+
+    def stage(a: int, b: int) -> BlockTester:
+        return BlockTester(LLMStageBlock, block_init_data={"model_path": str(model_dir), "layers": [a, b]},
+                           block_init_settings={"max_sessions": 2})
+
+    def call(t: BlockTester, op: str, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        pkt = t.packet({"op": op, "session_id": "s", "start": start}, files=[tensor_wire.to_file(x)])
+        out = t.run(pkt)[0]
+        return tensor_wire.from_file(out.files[0])[1]
+
+    ids, want = unsplit
+    head, tail = stage(0, 2), stage(2, 4)
+    fed: list[int] = []
+    pending = list(ids)
+    got: list[int] = []
+    for step in range(len(want)):
+        if step == 6:  # the tail restarts: its next forward is a CacheMiss, the entry replays the history
+            tail = stage(2, 4)
+            h = call(head, "forward", torch.tensor(pending), len(fed))
+            ok, err = tail.process(tail.packet({"op": "forward", "session_id": "s", "start": len(fed)},
+                                               files=[tensor_wire.to_file(h)]))
+            assert not ok and isinstance(err, CallbackFailed) and err.type == "CacheMiss"
+            call(tail, "rebuild", call(head, "stateless", torch.tensor(fed)))
+            logits = call(tail, "forward", h, len(fed))
+        else:
+            logits = call(tail, "forward", call(head, "forward", torch.tensor(pending), len(fed)), len(fed))
+        tok = int(logits.argmax())
+        fed += pending
+        pending = [tok]
+        got.append(tok)
+    assert got == want
+    ok, err = head.process(head.packet({"op": "forward", "session_id": "s"}, files=[AIOSFile("{}", b"x")]))
+    assert not ok and isinstance(err, CallbackFailed) and err.type == "TensorWireError"
+    assert head.run(head.packet({"op": "drop", "session_id": "s"}))
+    assert head.block.stage.cached_len("s") == 0
