@@ -41,8 +41,9 @@ def train_tokenizer(vocab_size: int) -> object:
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train([str(CORPUS)], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   additional_special_tokens=SPECIALS[3:])
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # untyped upstream
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        additional_special_tokens=SPECIALS[3:])
     fast.chat_template = CHAT_TEMPLATE
     return fast
 

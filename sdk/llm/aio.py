@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from sdk.llm.generation import Completion, Delta, Failed, Generation
 
 
 async def stream_events(submit: Callable[[Callable[[], None]], Generation],
-                        timeout_s: float = 300.0) -> AsyncIterator[Delta | Completion]:
+                        timeout_s: float = 300.0) -> AsyncGenerator[Delta | Completion, None]:
     """Yield each Delta, then the Completion; raise the engine's error for a failed request.
 
     `submit(notify)` must queue the request with `notify` as its wake-up callback (engine.submit's

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-
+import torch
 
 from sdk.llm.engine import LLMEngine
 from sdk.llm.errors import CacheMiss, InvalidRequest, ModelLoadError

@@ -6,7 +6,9 @@ import struct
 
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
+
+import torch
 
 from sdk.llm import tensor_wire
 from sdk.llm.errors import TensorWireError
