@@ -50,7 +50,8 @@ def train_tokenizer(vocab_size: int) -> object:
 
 def build(out_dir: str | os.PathLike[str], *, hidden: int = 64, layers: int = 4, heads: int = 4,
           kv_heads: int = 2, intermediate: int | None = None, vocab: int = 512, context: int = 256,
-          seed: int = 1234, init_std: float = 0.2, tie_embeddings: bool = False) -> pathlib.Path:
+          seed: int = 1234, init_std: float = 0.2, tie_embeddings: bool = False,
+          dtype: str = "float32") -> pathlib.Path:
     """Write config.json, model.safetensors and the tokenizer files into out_dir; returns the path.
 
     init_std is larger than a trained model's (0.02) so random logits are peaked: greedy decoding then has
@@ -76,7 +77,7 @@ def build(out_dir: str | os.PathLike[str], *, hidden: int = 64, layers: int = 4,
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.uniform_(0.8, 1.2)
-    model.save_pretrained(out)
+    model.to(getattr(torch, dtype)).save_pretrained(out)  # dtype: float32 | bfloat16 | float16
     tokenizer.save_pretrained(out)  # type: ignore[attr-defined]
     (out / "aiosd-tiny-model.json").write_text(json.dumps({"seed": seed, "hidden": hidden, "layers": layers}))
     return out
@@ -93,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocab", type=int, default=512)
     p.add_argument("--context", type=int, default=256)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--init-std", type=float, default=0.2)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     a = p.parse_args(argv)
     path = build(a.out_dir, hidden=a.hidden, layers=a.layers, heads=a.heads, kv_heads=a.kv_heads,
-                 intermediate=a.intermediate, vocab=a.vocab, context=a.context, seed=a.seed)
+                 intermediate=a.intermediate, vocab=a.vocab, context=a.context, seed=a.seed,
+                 init_std=a.init_std, dtype=a.dtype)
     print(path)
     return 0
 
