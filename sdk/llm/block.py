@@ -28,7 +28,7 @@ from typing import Any
 from sdk.llm.aios import TransformersUtils
 from sdk.llm.errors import ContextTooLong, InvalidRequest
 from sdk.llm.generation import Completion, Delta, Generation
-from sdk.llm.params import messages_from_obj, prompt_from_obj, sampling_from_obj
+from sdk.llm.params import Message, messages_from_obj, prompt_from_obj, sampling_from_obj
 from sdk.llm.stats import LLMMetrics
 from sdk.packet import OnDataResult, PreProcessResult
 
@@ -112,10 +112,8 @@ class LLMBlock:
         if "message" in obj:
             text = prompt_from_obj(obj["message"], f"{path}message")
             sid = session or packet_session or "default"
-            if not self.utils.has_chat_session(sid):
-                self.utils.create_chat_session(sid)
-            self.utils.add_message_to_chat(sid, text)
-            history = self.utils.chat_history(sid)
+            # the turn joins the history only once answered: a refused request leaves no dangling turn
+            history = [*self.utils.chat_history(sid), Message("user", text)]
             return self._fit(LlmTask(self.engine.encode_chat(history), params, sid, chat_message=text,
                                      field=f"{path}message"))
         if "prompt" in obj:
@@ -148,6 +146,9 @@ class LLMBlock:
                       "total_tokens": done.usage.total_tokens},
         }
         if task.chat_message is not None and task.session_id is not None:
+            if not self.utils.has_chat_session(task.session_id):
+                self.utils.create_chat_session(task.session_id)
+            self.utils.add_message_to_chat(task.session_id, task.chat_message, role="user")
             self.utils.add_message_to_chat(task.session_id, done.text, role="assistant")
             out["reply"] = done.text
         return out
@@ -166,7 +167,15 @@ class LLMBlock:
         else:
             tasks = [self.parse(data, "data.", packet.session_id)]
         # submit them all now so the items of one packet decode together; on_data waits for each
-        return True, [PreProcessResult(packet=packet, extra_data=(t, self.submit(t))) for t in tasks]
+        handles: list[Generation] = []
+        try:
+            for t in tasks:
+                handles.append(self.submit(t))
+        except Exception:
+            for h in handles:  # e.g. OverCapacity on item 3: items 1-2 must not run for nobody
+                h.cancel()
+            raise
+        return True, [PreProcessResult(packet=packet, extra_data=(t, h)) for t, h in zip(tasks, handles)]
 
     def on_data(self, entry: Any) -> tuple[bool, Any]:
         task, handle = entry.extra_data

@@ -200,13 +200,12 @@ class LLMEngine:
     def _admit(self) -> list[_Request]:
         admitted: list[_Request] = []
         running_sessions = {r.session_id for r in self._running.values() if r.session_id is not None}
+        for req in [r for r in self._waiting if r.handle.cancelled]:  # a cancelled wait frees its queue place
+            self._waiting.remove(req)
+            self._finish(req, "cancelled")
         for req in list(self._waiting):
             if len(admitted) >= PREFILL_PER_STEP:
                 break
-            if req.handle.cancelled:
-                self._waiting.remove(req)
-                self._finish(req, "cancelled")
-                continue
             if req.session_id is not None and req.session_id in running_sessions:
                 continue  # one turn of a session at a time; later turns wait in order
             slot = self._take_slot(req)

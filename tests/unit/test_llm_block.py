@@ -106,3 +106,21 @@ def test_health_management_and_prometheus_metrics(tester: BlockTester) -> None:
 def test_missing_model_path_fails_at_init() -> None:
     with pytest.raises(Exception, match="model_path"):
         BlockTester(LLMBlock)
+
+
+def test_over_capacity_batch_is_refused_whole(tester: BlockTester) -> None:
+    before = tester.block.engine.metrics()["cancelled_total"]
+    items = [{"prompt": f"item {i}", "max_tokens": 8} for i in range(12)]  # 4 slots + 4 queued = 8 admitted
+    ok, err = tester.process(tester.packet({"inputs": items}))
+    assert not ok and isinstance(err, CallbackFailed) and err.type == "OverCapacity"
+    for _ in range(3):  # the 8 admitted items were cancelled, so the engine has room again at once
+        assert _one(tester, {"prompt": "after"})["usage"]["completion_tokens"] >= 1
+    assert tester.block.engine.metrics()["cancelled_total"] >= before + 8
+
+
+def test_refused_chat_turn_leaves_no_dangling_message(tester: BlockTester) -> None:
+    ok, _ = tester.process(tester.packet({"message": "word " * 300}, session_id="conv-2"))
+    assert not ok
+    assert tester.block.utils.chat_history("conv-2") == []
+    _one(tester, {"message": "short"}, session_id="conv-2")
+    assert [m.role for m in tester.block.utils.chat_history("conv-2")] == ["user", "assistant"]
