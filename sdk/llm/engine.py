@@ -93,8 +93,14 @@ class LLMEngine:
         self._closed = False
         self._thread: threading.Thread | None = None
         if start:
-            self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
-            self._thread.start()
+            self.start()
+
+    def start(self) -> None:
+        """Start the engine thread (idempotent; `start=False` at construction leaves stepping to the caller)."""
+        with self._cond:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
+                self._thread.start()
 
     def _eos_ids(self) -> frozenset[int]:
         ids: set[int] = set()

@@ -241,3 +241,21 @@ async def test_async_stream_and_a_client_that_leaves_frees_the_slot(engine: LLME
     await eventually(lambda: engine.metrics()["running"] == 0, timeout_s=30)  # noticed at its next step
     m = engine.metrics()
     assert m["running"] == 0 and m["cancelled_total"] >= 1
+
+
+def test_hundred_sessions_over_capacity_queue_with_a_bound_then_refuse(model_dir: pathlib.Path) -> None:
+    e = LLMEngine(str(model_dir), max_batch=8, max_queue=32, threads=1, start=False)  # all arrive at once
+    try:
+        accepted, refused = [], 0
+        for i in range(100):
+            try:
+                accepted.append(e.submit(e.encode(PROMPTS[i % 4]), SamplingParams(max_tokens=2, temperature=0)))
+            except OverCapacity:
+                refused += 1
+        assert len(accepted) == 40 and refused == 60  # 8 slots + 32 waiting, then refused at once
+        e.start()
+        assert all(h.result(120).usage.completion_tokens >= 1 for h in accepted)
+        assert e.metrics()["rejected_total"] == refused
+        assert e.generate(PROMPTS[0], GREEDY).usage.completion_tokens >= 1  # and it serves on
+    finally:
+        e.close()

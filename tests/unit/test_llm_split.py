@@ -160,3 +160,15 @@ def test_stage_blocks_chain_over_packets_and_replay_after_a_restart(
     assert not ok and isinstance(err, CallbackFailed) and err.type == "TensorWireError"
     assert head.run(head.packet({"op": "drop", "session_id": "s"}))
     assert head.block.stage.cached_len("s") == 0
+
+
+def test_plan_profile_matches_the_loaded_weights(model_dir: pathlib.Path) -> None:
+    import json
+
+    from aiosd.llm.plan import profile_from_config
+
+    prof = profile_from_config(json.loads((model_dir / "config.json").read_text()), dtype_bytes=4)
+    head, mid, tail = (s.stack for s in _stages(model_dir, [0, 1, 3, 4]))
+    assert mid.weight_bytes == 2 * prof.layer_bytes
+    assert head.weight_bytes == prof.layer_bytes + prof.embed_bytes
+    assert tail.weight_bytes == prof.layer_bytes + prof.head_bytes
