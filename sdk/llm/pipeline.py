@@ -93,6 +93,30 @@ class SplitPipeline:
         s.generated.append(tok)
         return tok
 
+    def step_many(self, session_ids: list[str]) -> list[int]:
+        """One decode step for several sessions together (each past its prompt): one batched forward per
+        stage. A stage that lost some sessions' caches gets those replayed, then the batch is retried."""
+        sessions = [self._sessions[sid] for sid in session_ids]
+        if any(not s.fed or len(s.pending) != 1 for s in sessions):
+            raise InvalidRequest("session_ids", "step_many continues sessions after their first step()")
+        xs: list[torch.Tensor] = [torch.tensor(s.pending, dtype=torch.long) for s in sessions]
+        for i, stage in enumerate(self.stages):
+            rows = [(sid, x, len(s.fed)) for sid, x, s in zip(session_ids, xs, sessions)]
+            try:
+                outs = stage.forward_batch(rows)
+            except CacheMiss:
+                for sid, s in zip(session_ids, sessions):
+                    if stage.cached_len(sid) != len(s.fed):
+                        self._replay(sid, s, i)
+                outs = stage.forward_batch(rows)
+            xs = outs if stage.last else [self._hop(o) for o in outs]
+        toks = sample_rows(torch.stack(xs), [s.params for s in sessions], [s.generator for s in sessions])
+        for s, tok in zip(sessions, toks):
+            s.fed.extend(s.pending)
+            s.pending = [tok]
+            s.generated.append(tok)
+        return toks
+
     def generate(self, session_id: str, prompt_ids: list[int], max_tokens: int,
                  params: SamplingParams | None = None) -> list[int]:
         """begin + max_tokens steps; the generated ids."""

@@ -87,6 +87,32 @@ class PipelineStage:
             out = self.stack.forward(self.cache, [slot], [start], x[None].to(self.stack.device))
         return out[0]
 
+    def forward_batch(self, rows: list[tuple[str, torch.Tensor, int]]) -> list[torch.Tensor]:
+        """forward() for several sessions' decode steps at once: rows of (session_id, x of one token, start),
+        one batched pass over their cache slots (continuous batching inside a stage).
+
+        Raises:
+            CacheMiss: for the first row whose session the stage does not hold at `start` (no row runs).
+            InvalidRequest: a row is not a single position, or names a session twice.
+        """
+        if not rows:
+            return []
+        if len({sid for sid, _, _ in rows}) != len(rows):
+            raise InvalidRequest("rows", "each session may appear once per batch")
+        for sid, x, start in rows:
+            self._check(x, start)
+            if x.shape[0] != 1 or start == 0:
+                raise InvalidRequest("rows", f"session {sid!r}: a batched row is one decode position after a prefill")
+        with self._lock:
+            slots = [self._slot(sid, start) for sid, _, start in rows]
+            order = sorted(range(len(rows)), key=lambda i: slots[i])  # ascending slots: contiguous views
+            x = torch.stack([rows[i][1] for i in order]).to(self.stack.device)
+            out = self.stack.forward(self.cache, [slots[i] for i in order], [rows[i][2] for i in order], x)
+        result: list[torch.Tensor] = [out[0]] * len(rows)
+        for k, i in enumerate(order):
+            result[i] = out[k]
+        return result
+
     def forward_frame(self, session_id: str, frame: bytes, start: int) -> bytes:
         """forward() with the input and output as tensor_wire frames (what crosses the network)."""
         return tensor_wire.encode(self.forward(session_id, tensor_wire.decode(frame), start))

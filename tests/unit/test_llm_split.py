@@ -172,3 +172,24 @@ def test_plan_profile_matches_the_loaded_weights(model_dir: pathlib.Path) -> Non
     assert mid.weight_bytes == 2 * prof.layer_bytes
     assert head.weight_bytes == prof.layer_bytes + prof.embed_bytes
     assert tail.weight_bytes == prof.layer_bytes + prof.head_bytes
+
+
+def test_sessions_decode_together_in_stages_and_match_alone(model_dir: pathlib.Path) -> None:
+    e = LLMEngine(str(model_dir), max_batch=2)
+    prompts = [e.encode("The river begins"), e.encode("A network connects machines so")]
+    want = [e.submit(p, SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)).result(60).token_ids
+            for p in prompts]
+    e.close()
+    pipe = SplitPipeline(_stages(model_dir, [0, 2, 4]))
+    got: list[list[int]] = []
+    for i, p in enumerate(prompts):
+        pipe.begin(f"s{i}", p)
+        got.append([pipe.step(f"s{i}")])
+    for step in range(11):
+        if step == 5:
+            pipe.replace_stage(1, PipelineStage(str(model_dir), (2, 4)))  # a restart: falls back, replays
+        for g, tok in zip(got, pipe.step_many(["s0", "s1"])):
+            g.append(tok)
+    assert got == want and pipe.replays == 2
+    with pytest.raises(InvalidRequest, match="once per batch"):
+        pipe.stages[0].forward_batch([("s0", torch.tensor([1]), 3), ("s0", torch.tensor([1]), 3)])
