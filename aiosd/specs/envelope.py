@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from aiosd.errors import describe_type as _kind
 from aiosd.specs.errors import Problem, SpecError
 
 PARSER_V1 = "Parser/V1"
@@ -182,20 +183,6 @@ def detect_kind(values: Mapping[str, Any], action: str | None = None) -> Kind:
     )
 
 
-def _kind(v: object) -> str:
-    if v is None:
-        return "nothing"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
 
 
 __all__ = ["ACTIONS", "PARSER_V1", "VALUES_PATH", "Envelope", "Kind", "detect_kind", "read_envelope"]

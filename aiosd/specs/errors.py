@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from aiosd.errors import AiosdError
+from aiosd.errors import describe_type as _kind
 
 # Why 20: a fuzzed or badly generated document can hold thousands of errors; the first 20 are
 # enough to act on, and the message stays readable in a terminal.
@@ -107,20 +108,6 @@ _TYPE_WORDS = {
 }
 
 
-def _kind(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
 
 
 def _message(kind: str, msg: str) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aiosd.errors import describe_type as _kind
 from aiosd.specs.errors import Problem, SpecError, join_path
 
 Record = Mapping[str, Any]
@@ -326,20 +327,6 @@ def _is_scalar(v: object) -> bool:
     return v is None or isinstance(v, bool | int | float | str)
 
 
-def _kind(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "a list"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
 
 
 def _show(v: object) -> str:
