@@ -219,7 +219,7 @@ def json_arg(text: str | None, flag: str, *, want_object: bool = False) -> Any:
     try:
         value = json.loads(read_text_arg(text, flag))
     except ValueError as e:
-        raise UsageError(f"{flag}: not valid JSON ({e})") from None
+        raise UsageError(f"{flag} is not valid JSON: {e}") from None
     if want_object and not isinstance(value, dict):
         raise UsageError(f"{flag}: must be a JSON object, not {describe_type(value)}")
     return value
