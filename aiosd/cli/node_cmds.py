@@ -111,13 +111,18 @@ def register_status(sub: Sub) -> argparse.ArgumentParser:
 
 
 def _alive(pid: int) -> bool:
+    """Whether PID still runs (an exited process its parent has not reaped yet does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def cmd_stop(args: argparse.Namespace, env: Env) -> int:
