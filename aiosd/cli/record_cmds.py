@@ -116,10 +116,10 @@ def cmd_get(args: argparse.Namespace, env: Env) -> int:
 
 def register_get(sub: Sub) -> argparse.ArgumentParser:
     p = command(sub, "get", "list or read records: blocks, components, nodes, registry tables",
-                "List records, or show one. Names (singular forms work too):\n"
-                f"  {', '.join(tables.NAMES)}\n"
-                "blocks and components are this node's catalog (as `aiosd apply` stored it), nodes the\n"
-                "membership view (as `aiosd nodes`), the others the network's replicated registry tables;\n"
+                "List records, or show one; the same names work for `describe` and `watch` (singular too).\n"
+                "blocks and components: this node's catalog (as `aiosd apply` stored it); nodes: the\n"
+                "membership view (as `aiosd nodes`); the other names are the network's replicated registry.\n"
+                f"Tables: {', '.join(tables.REGISTRY_TABLES)}.\n"
                 "--registry (or --filter) reads the replicated table of the same name instead.\n"
                 "A filter is the AIOS one: {variable, operator, value} on dot paths of the record's value,\n"
                 "operators ==, !=, IN, IN ANY, >, >=, <, <=, LIKE, nested {logicalOperator: AND|OR, conditions}.",
