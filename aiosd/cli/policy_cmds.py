@@ -59,32 +59,28 @@ def cmd_push(args: argparse.Namespace, env: Env) -> int:
 def cmd_list(args: argparse.Namespace, env: Env) -> int:
     found = env.get("/v1/policies", timeout_s=_TIMEOUT_S)
     rows = [r for r in found["policies"] if args.all or r["source"] == "published"]
-    if env.json:
-        print_json({"policies": rows})
-        return 0
-    print_table(["uri", "source", "sha256", "publisher", "description"],
-                [[r["uri"], r["source"], (r.get("archive_sha256") or "-")[:12], r.get("publisher") or "-",
-                  (r.get("description") or "")[:50]] for r in rows])
-    return 0
+
+    def human(_: object) -> None:
+        print_table(["uri", "source", "sha256", "publisher", "description"],
+                    [[r["uri"], r["source"], (r.get("archive_sha256") or "-")[:12], r.get("publisher") or "-",
+                      (r.get("description") or "")[:50]] for r in rows])
+
+    return env.show({"policies": rows}, human)
 
 
 def cmd_describe(args: argparse.Namespace, env: Env) -> int:
     rec = env.get("/v1/policies/" + _q(args.uri), timeout_s=_TIMEOUT_S)
-    if env.json:
-        print_json(rec)
-        return 0
-    pairs = [(k, json.dumps(v) if isinstance(v, dict | list) else v) for k, v in rec.items() if k != "signature"]
-    print_kv(pairs)
-    return 0
+
+    def human(_: object) -> None:
+        pairs = [(k, json.dumps(v) if isinstance(v, dict | list) else v) for k, v in rec.items() if k != "signature"]
+        print_kv(pairs)
+
+    return env.show(rec, human)
 
 
 def cmd_delete(args: argparse.Namespace, env: Env) -> int:
     out = env.call("DELETE", "/v1/policies/" + _q(args.uri), timeout_s=_TIMEOUT_S)
-    if env.json:
-        print_json(out)
-    else:
-        print(f"deleted {out['deleted']}")
-    return 0
+    return env.show(out, lambda _: print(f"deleted {out['deleted']}"))
 
 
 def cmd_run(args: argparse.Namespace, env: Env) -> int:
@@ -96,8 +92,7 @@ def cmd_run(args: argparse.Namespace, env: Env) -> int:
     if args.timeout is not None:
         body["timeout_s"] = args.timeout
     out = env.call("POST", f"/v1/policies/{_q(args.uri)}/run", body, timeout_s=_TIMEOUT_S)
-    print_json(out if env.json else out["result"])
-    return 0
+    return env.show(out, lambda o: print_json(o["result"]))
 
 
 def cmd_mgmt(args: argparse.Namespace, env: Env) -> int:
@@ -107,28 +102,23 @@ def cmd_mgmt(args: argparse.Namespace, env: Env) -> int:
         if v is not None:
             body[key] = v
     out = env.call("POST", f"/v1/policies/{_q(args.uri)}/management", body, timeout_s=_TIMEOUT_S)
-    print_json(out if env.json else out["result"])
-    return 0
+    return env.show(out, lambda o: print_json(o["result"]))
 
 
 # ----- template / spec -----------------------------------------------------------------------
 def cmd_template_push(args: argparse.Namespace, env: Env) -> int:
     rec = env.call("POST", "/v1/templates", _read_doc(args.file), timeout_s=_TIMEOUT_S)
-    if env.json:
-        print_json(rec)
-    else:
-        print(f"stored template {rec['templateUri']} (policy {rec['templatePolicyRuleUri']})")
-    return 0
+    return env.show(rec, lambda _: print(f"stored template {rec['templateUri']} (policy {rec['templatePolicyRuleUri']})"))
 
 
 def cmd_template_list(args: argparse.Namespace, env: Env) -> int:
     found = env.get("/v1/templates", timeout_s=_TIMEOUT_S)
-    if env.json:
-        print_json(found)
-        return 0
-    print_table(["template", "policy", "name"],
-                [[t["templateUri"], t["templatePolicyRuleUri"], t.get("templateName", "")] for t in found["templates"]])
-    return 0
+
+    def human(_: object) -> None:
+        print_table(["template", "policy", "name"],
+                    [[t["templateUri"], t["templatePolicyRuleUri"], t.get("templateName", "")] for t in found["templates"]])
+
+    return env.show(found, human)
 
 
 def cmd_spec_push(args: argparse.Namespace, env: Env) -> int:
@@ -143,31 +133,27 @@ def cmd_spec_push(args: argparse.Namespace, env: Env) -> int:
         rec = {"specUri": args.uri, "specType": args.type, "specData": doc,
                "specName": args.uri.split(":", 1)[0], "specDescription": args.description or ""}
     out = env.call("POST", "/v1/specs", rec, timeout_s=_TIMEOUT_S)
-    if env.json:
-        print_json(out)
-    else:
-        print(f"stored spec {out['specUri']} ({out['specType']})")
-    return 0
+    return env.show(out, lambda _: print(f"stored spec {out['specUri']} ({out['specType']})"))
 
 
 def cmd_spec_list(args: argparse.Namespace, env: Env) -> int:
     found = env.get("/v1/specs", timeout_s=_TIMEOUT_S)
-    if env.json:
-        print_json(found)
-        return 0
-    print_table(["spec", "type", "description"],
-                [[s["specUri"], s["specType"], s.get("specDescription", "")[:60]] for s in found["specs"]])
-    return 0
+
+    def human(_: object) -> None:
+        print_table(["spec", "type", "description"],
+                    [[s["specUri"], s["specType"], s.get("specDescription", "")[:60]] for s in found["specs"]])
+
+    return env.show(found, human)
 
 
 # ----- governance ----------------------------------------------------------------------------
 def cmd_gov_show(args: argparse.Namespace, env: Env) -> int:
     found = env.get("/v1/governance", timeout_s=_TIMEOUT_S)
-    if env.json:
-        print_json(found)
-        return 0
-    print_table(["action", "policy"], sorted(found["actionsPolicyMap"].items()))
-    return 0
+
+    def human(_: object) -> None:
+        print_table(["action", "policy"], sorted(found["actionsPolicyMap"].items()))
+
+    return env.show(found, human)
 
 
 def _gov_update(env: Env, action: str, uri: str | None) -> dict[str, Any]:
@@ -183,27 +169,18 @@ def _gov_update(env: Env, action: str, uri: str | None) -> dict[str, Any]:
 
 def cmd_gov_set(args: argparse.Namespace, env: Env) -> int:
     out = _gov_update(env, args.action, args.uri)
-    if env.json:
-        print_json(out)
-    else:
-        print(f"{args.action} is now pre-checked by {args.uri}")
-    return 0
+    return env.show(out, lambda _: print(f"{args.action} is now pre-checked by {args.uri}"))
 
 
 def cmd_gov_unset(args: argparse.Namespace, env: Env) -> int:
     out = _gov_update(env, args.action, None)
-    if env.json:
-        print_json(out)
-    else:
-        print(f"{args.action} has no pre-check policy now")
-    return 0
+    return env.show(out, lambda _: print(f"{args.action} has no pre-check policy now"))
 
 
 def cmd_gov_check(args: argparse.Namespace, env: Env) -> int:
     body = {"action": args.action, "payload": _json_arg(args.payload, "--payload") or {}}
     out = env.call("POST", "/v1/governance/precheck", body, timeout_s=_TIMEOUT_S)
-    print_json(out if env.json else out["payload"])
-    return 0
+    return env.show(out, lambda o: print_json(o["payload"]))
 
 
 # ----- registration --------------------------------------------------------------------------

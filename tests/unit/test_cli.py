@@ -165,11 +165,12 @@ def test_json_arg_inline_file_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_one_describe_type_wording() -> None:
-    assert [describe_type(v) for v in (None, True, 1, 1.5, "s", [], {})] == [
+    values: list[object] = [None, True, 1, 1.5, "s", [], {}]
+    assert [describe_type(v) for v in values] == [
         "null", "a boolean", "a number", "a number", "a string", "an array", "an object"]
     from aiosd.specs import envelope, errors, filters, protocol
 
-    assert all(m._kind is describe_type for m in (envelope, errors, filters, protocol))  # type: ignore[attr-defined]
+    assert all(m._kind is describe_type for m in (envelope, errors, filters, protocol))
 
 
 def aiosd(*args: str) -> subprocess.CompletedProcess[str]:
