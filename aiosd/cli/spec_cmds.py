@@ -80,11 +80,6 @@ def read_spec_documents(path: str) -> list[tuple[str, Any]]:
     return out
 
 
-def read_spec_text(path: str) -> str:
-    """The documents of FILE, DIR or stdin as one JSON array (kept for callers of the older name)."""
-    return json.dumps([d for _, d in read_spec_documents(path)])
-
-
 def _name_files(e: ApiError, origins: list[str]) -> ApiError:
     """The daemon names `documents[i]`; say which file document i came from."""
     def where(m: re.Match[str]) -> str:
@@ -337,4 +332,4 @@ def register_mgmt(sub: Sub) -> argparse.ArgumentParser:
 REGISTER = [register_apply, register_delete, register_tasks, register_wait, register_infer,
             register_mgmt]
 
-__all__ = ["REGISTER", "read_spec_documents", "read_spec_text"]
+__all__ = ["REGISTER", "read_spec_documents"]
