@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from aiosd.errors import AiosdError
-from aiosd.errors import describe_type as _kind
+from aiosd.errors import AiosdError, describe_type
 
 # Why 20: a fuzzed or badly generated document can hold thousands of errors; the first 20 are
 # enough to act on, and the message stays readable in a terminal.
@@ -90,7 +89,7 @@ def problems_from_validation(exc: ValidationError, base: str) -> list[Problem]:
     for err in exc.errors(include_url=False):
         message = _message(err["type"], err["msg"])
         if err["type"] in _TYPE_WORDS:
-            message = f"{message}, got {_kind(err.get('input'))}"
+            message = f"{message}, got {describe_type(err.get('input'))}"
         problems.append(Problem(loc_to_path(base, err["loc"]), message))
     return problems
 
@@ -129,6 +128,7 @@ __all__ = [
     "MAX_PROBLEMS_SHOWN",
     "Problem",
     "SpecError",
+    "describe_type",
     "join_path",
     "loc_to_path",
     "problems_from_validation",

@@ -170,7 +170,7 @@ def test_one_describe_type_wording() -> None:
         "null", "a boolean", "a number", "a number", "a string", "an array", "an object"]
     from aiosd.specs import envelope, errors, filters, protocol
 
-    assert all(m._kind is describe_type for m in (envelope, errors, filters, protocol))
+    assert all(m.describe_type is describe_type for m in (envelope, errors, filters, protocol))
 
 
 def aiosd(*args: str) -> subprocess.CompletedProcess[str]:
