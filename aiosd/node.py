@@ -132,7 +132,7 @@ class Node:
                 node_id=ident.node_id, network_id=ident.network.network_id, cluster=ident.cert.cluster,
                 version=__version__, data_dir=self.data_dir, roles=sorted(ident.cert.roles),
                 started=self._started, peers=self._peers,
-            ) + admin_routes()
+            ) + admin_routes(stop=self.request_stop)
             for role in self._roles:
                 service = role.factory(ctx)
                 await stack.enter_async_context(service)
