@@ -31,10 +31,10 @@ from aiosd.errors import DaemonNotRunning, UsageError
 
 MAX_TOP_REFRESHES = 1_000_000  # bounded loop: ~58 days at 5 s
 # Registry tables (aiosd.registry.service.TABLES; not imported: the CLI starts without the replication stack).
-TABLES = ("assets", "clusters", "components", "images", "inference_servers", "metrics", "nodes", "policies",
-          "specs", "tasks", "templates", "vdags")
-# Names `aiosd get` hands to the local component/block catalog (unless --filter or --registry).
-CATALOG_KINDS = ("component", "components", "block", "blocks")
+TABLES = ("assets", "blocks", "clusters", "components", "images", "inference_servers", "metrics", "nodes",
+          "policies", "specs", "tasks", "templates", "vdags")
+# Names `aiosd get` reads from the network's tables, or with --local from this node's catalog.
+CATALOG_KINDS = {"component": "components", "components": "components", "block": "blocks", "blocks": "blocks"}
 
 
 def _api(settings: Settings, method: str, path: str, body: Any = None) -> Any:
@@ -67,9 +67,11 @@ def _short(v: Any, width: int = 60) -> str:
 # ----- get / registry -------------------------------------------------------------------------------
 def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     name = args.table.lower()
-    if name in CATALOG_KINDS and not (args.filter or args.registry):
+    if name in CATALOG_KINDS and args.local:
         catalog = argparse.Namespace(kind=name, id=args.key, json=args.json, wide=args.wide)
         return spec_cmds.cmd_get(catalog, settings)
+    if name in CATALOG_KINDS:
+        return _network_get(args, settings, CATALOG_KINDS[name])
     if name not in TABLES:
         raise UsageError(f"unknown kind {args.table!r}; use a registry table ({', '.join(TABLES)}) "
                          "or component, block")
@@ -77,12 +79,41 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
     return cmd_registry(args, settings)
 
 
+def _network_get(args: argparse.Namespace, settings: Settings, table: str) -> int:
+    """Components or blocks as the network's registry holds them (a key: that record's value)."""
+    if args.key:
+        out = _api(settings, "GET", f"/v1/registry/{table}/{args.key}")
+        print_json(out["value"])
+        return 0
+    if args.filter:
+        out = _api(settings, "POST", f"/v1/registry/{table}/query", load_filter(args.filter))
+    else:
+        out = _api(settings, "GET", f"/v1/registry/{table}")
+    if args.json:
+        print_json(out)
+        return 0
+    vals = [i["value"] for i in out["items"]]
+    if table == "components":
+        print_table(["uri", "origin"], [[i["key"], i["version"]["origin"][:12]] for i in out["items"]])
+        return 0
+    headers = ["id", "component", "cluster", "placement", "nodes", "healthy", "desired"]
+    rows = [[v.get("id"), v.get("componentUri", "-"), v.get("cluster", "-"), v.get("placement", "-"),
+             ",".join(n[:12] for n in v.get("nodes", [])) or "-", v.get("status", {}).get("healthy", 0),
+             v.get("desiredInstances", "-")] for v in vals]
+    if args.wide:
+        headers.append("policies")
+        for row, v in zip(rows, vals, strict=True):
+            row.append(",".join(f"{k}={p.get('policyRuleURI')}" for k, p in v.get("policies", {}).items()) or "-")
+    print_table(headers, rows)
+    return 0
+
+
 def register_get(sub: Sub) -> argparse.ArgumentParser:
     p = _add(sub, "get", "list or read registry records (with an AIOS filter), components or blocks",
              "Read the network's replicated registries from this node's copy, or this node's catalog.\n"
              f"Tables: {', '.join(TABLES)}.\n"
-             "`components`/`component` and `blocks`/`block` show the local catalog (as `aiosd apply` stored\n"
-             "it); with --filter or --registry, `components` is the replicated table instead.\n"
+             "`components`/`component` and `blocks`/`block` show the network's records (every node's blocks,\n"
+             "the components admin nodes applied); --local shows this node's catalog (as `aiosd apply` stored it).\n"
              "A filter is the AIOS one: {variable, operator, value} on dot paths of the record's value,\n"
              "operators ==, !=, IN, IN ANY, >, >=, <, <=, LIKE, nested {logicalOperator: AND|OR, conditions}.",
              "examples:\n  aiosd get nodes\n  aiosd get specs my-spec --json\n"
@@ -90,11 +121,12 @@ def register_get(sub: Sub) -> argparse.ArgumentParser:
              "  aiosd get metrics --filter '{\"variable\": \"gpu.totalFreeMem\", \"operator\": \">\", "
              "\"value\": 8000}' --json\n"
              "  aiosd get templates --filter filter.json\n"
-             "  aiosd get blocks --wide\n  aiosd get block echo-1 --json", cmd_get)
+             "  aiosd get blocks --wide\n  aiosd get block echo-1 --json\n  aiosd get blocks --local", cmd_get)
     p.add_argument("table", metavar="TABLE", help="registry table, or component(s)/block(s) for the catalog")
     p.add_argument("key", nargs="?", metavar="KEY", help="one record's key (block id or component URI)")
     p.add_argument("--filter", metavar="FILE|JSON", help="an AIOS filter document (inline JSON or a file)")
-    p.add_argument("--registry", action="store_true", help="read the replicated table even for `components`")
+    p.add_argument("--registry", action="store_true", help="the network's records (the default; kept for old scripts)")
+    p.add_argument("--local", action="store_true", help="components/blocks: this node's catalog, not the network's")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.add_argument("--wide", action="store_true", help="more columns (catalog views)")
     return p
