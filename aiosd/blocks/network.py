@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 SYNC_S = 2.0
 BLOCKS_TABLE = "blocks"
 COMPONENTS_TABLE = "components"
+CLUSTERS_TABLE = "clusters"
 LOCAL = "node"  # the record's "placement" for a block of one node
 # Keys of a catalog block record copied into its network record as they are.
 _COPIED = ("componentUri", "blockMetadata", "policies", "minInstances", "maxInstances", "tags")
@@ -144,6 +145,10 @@ class NetworkRecords:
             if cputs:
                 await self._reg.put_many(COMPONENTS_TABLE, cputs)
         self.syncs += 1
+
+    async def put_infra(self, records: Mapping[str, dict[str, Any]]) -> None:
+        """Applied createCluster/addNode values into the `clusters` table (their owners fold them in)."""
+        await self._reg.put_many(CLUSTERS_TABLE, records)
 
     async def delete_component(self, uri: str) -> bool:
         """Remove a component from the network (an admin node's delete). Raises WriteRefused."""

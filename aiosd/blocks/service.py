@@ -377,6 +377,8 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
             for uri, rec in plan.components.items():
                 await self.registry.put(RecordKind.COMPONENT, uri, rec)
                 self._components[uri] = plan.parsed_components[uri]
+            if plan.infra and self.network is not None:  # createCluster/addNode (blocks/infra.py)
+                await self.network.put_infra(plan.infra)
             task = None
             starts = plan.blocks
             if cluster:
