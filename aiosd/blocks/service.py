@@ -39,6 +39,7 @@ from aiosd.blocks.apply import (
 )
 from aiosd.blocks.catalog import BlockCatalog, RecordKind
 from aiosd.blocks.cluster import ClusterBlocks
+from aiosd.blocks.cluster_scale import ClusterScaler
 from aiosd.blocks.errors import ImageUnavailable, InstanceFailed, RuntimeRefused
 from aiosd.blocks.follow import PlacementFollower
 from aiosd.blocks.forward import TaskForward, TaskForwardAnswer, TaskForwarder
@@ -118,6 +119,7 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
         self._tg: asyncio.TaskGroup | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self.network: NetworkRecords | None = None  # the network's component/block records, set by block_service()
+        self.scaler: ClusterScaler | None = None  # autoscaling of cluster blocks (cluster_scale.py)
 
     async def __aenter__(self) -> Self:
         for rec in await self.registry.list(RecordKind.BLOCK):
@@ -136,13 +138,15 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
             self.follower = follower
         if self.controller is not None and getattr(self.controller, "membership", None) is not None:
             self.forwarder = TaskForwarder(self.controller.membership, self._run_forwarded)
-        if self.network is not None:
-            await self.network.start()
+        for part in (self.network, self.scaler):
+            if part is not None:
+                await part.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.network is not None:
-            await self.network.stop()
+        for part in (self.scaler, self.network):
+            if part is not None:
+                await part.stop()
         follower, self.follower = self.follower, None
         if follower is not None:
             await follower.__aexit__(None, None, None)
@@ -540,6 +544,8 @@ def block_service(ctx: NodeContext) -> BlockService:
     if reg is not None:
         svc.network = NetworkRecords(reg, svc.registry, ctx.identity.node_id, ctx.identity.cert.cluster,
                                      lambda: runtime.sup.status(), svc.controller)
+        if svc.controller is not None:
+            svc.scaler = ClusterScaler(svc, svc.controller, reg)
     return svc
 
 

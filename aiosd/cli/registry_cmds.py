@@ -27,7 +27,7 @@ from aiosd.cli.node_cmds import Sub, _add
 from aiosd.cli.output import print_json, print_table
 from aiosd.client import Client
 from aiosd.config import Settings
-from aiosd.errors import DaemonNotRunning, UsageError
+from aiosd.errors import ApiError, DaemonNotRunning, UsageError
 
 MAX_TOP_REFRESHES = 1_000_000  # bounded loop: ~58 days at 5 s
 # Registry tables (aiosd.registry.service.TABLES; not imported: the CLI starts without the replication stack).
@@ -80,8 +80,18 @@ def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _network_get(args: argparse.Namespace, settings: Settings, table: str) -> int:
-    """Components or blocks as the network's registry holds them (a key: that record's value)."""
+    """Components or blocks as the network's registry holds them. One key: this node's catalog record
+    with its live status (givenUp, autoscaler...) where this node owns it, else the network's record."""
     if args.key:
+        try:
+            local = _api(settings, "GET", f"/v1/{table}/{args.key}")
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            local = None
+        if local is not None:
+            catalog = argparse.Namespace(kind=table, id=args.key, json=args.json, wide=args.wide)
+            return spec_cmds.cmd_get(catalog, settings)
         out = _api(settings, "GET", f"/v1/registry/{table}/{args.key}")
         print_json(out["value"])
         return 0
