@@ -55,7 +55,7 @@ def test_components_and_blocks_are_network_records(tmp_path: Path, daemons: list
     (tmp_path / "block.json").write_text(block_doc)
     r = n2.cli("apply", "-f", str(tmp_path / "block.json"), "--json")
     assert r.returncode == 0, r.stderr
-    wait_sync(lambda: everywhere(nodes, "blocks", "net-echo"), timeout_s=10, interval_s=0.1)
+    wait_sync(lambda: everywhere(nodes, "blocks", "net-echo"), timeout_s=30, interval_s=0.2)
     assert all("net-echo" in cli_keys(d, "blocks") for d in nodes)
     rec = keys(n3, "blocks")["net-echo"]
     assert rec["owner"] == node_id(n2) and rec["placement"] == "node" and rec["componentUri"] == uri
@@ -74,17 +74,17 @@ def test_components_and_blocks_are_network_records(tmp_path: Path, daemons: list
     (tmp_path / "cluster.json").write_text(cdoc)
     r = n3.cli("apply", "-f", str(tmp_path / "cluster.json"), "--cluster", "--json")
     assert r.returncode == 0, r.stderr
-    wait_sync(lambda: everywhere(nodes, "blocks", "net-cluster"), timeout_s=10, interval_s=0.1)
+    wait_sync(lambda: everywhere(nodes, "blocks", "net-cluster"), timeout_s=30, interval_s=0.2)
     crec = wait_sync(lambda: (v := keys(n2, "blocks")["net-cluster"]) and len(v["instances"]) == 2 and v,
-                     timeout_s=10, interval_s=0.1)
+                     timeout_s=30, interval_s=0.2)
     assert crec["placement"] == "cluster" and crec["desiredInstances"] == 2 and len(crec["nodes"]) == 2
     assert crec["owner"] == node_id(leader_of(nodes))
     # Deleting removes them everywhere (the owner's delete, the cluster's, the admin's).
     assert n2.cli("delete", "block", "net-echo").returncode == 0
     assert n1.cli("delete", "block", "net-cluster").returncode == 0
     wait_sync(lambda: everywhere(nodes, "blocks", "net-echo", False) and everywhere(nodes, "blocks", "net-cluster", False),
-              timeout_s=10, interval_s=0.1)
+              timeout_s=30, interval_s=0.2)
     r = n1.cli("delete", "component", uri)
     assert r.returncode == 0, r.stderr
-    wait_sync(lambda: everywhere(nodes, "components", uri, False), timeout_s=5, interval_s=0.1)
+    wait_sync(lambda: everywhere(nodes, "components", uri, False), timeout_s=20, interval_s=0.2)
     print(f"component on every node after {took:.2f}s")

@@ -89,8 +89,8 @@ def test_node_and_cluster_records(tmp_path: Path, daemons: list[Daemon]) -> None
     assert default["leader"] == ctl(n1)["leader"]
     # A GPU inventory change (fake NVML) reaches every node's copy.
     gpus.write_text(json.dumps([H100, {**H100, "uuid": "GPU-h100-1"}]))
-    wait_sync(lambda: table(n1, "nodes")[node_id(n4)]["gpus"]["count"] == 2, timeout_s=8, interval_s=0.2)
-    wait_sync(lambda: table(n2, "clusters")["lab"]["gpus"]["count"] == 2, timeout_s=8, interval_s=0.2)
+    wait_sync(lambda: table(n1, "nodes")[node_id(n4)]["gpus"]["count"] == 2, timeout_s=20, interval_s=0.2)
+    wait_sync(lambda: table(n2, "clusters")["lab"]["gpus"]["count"] == 2, timeout_s=20, interval_s=0.2)
     # createCluster and addNode apply: tags and metadata on the cluster, labels on a node.
     (tmp_path / "lab.json").write_text(doc({"id": "lab", "tags": ["gpu", "eu"],
                                             "clusterMetadata": {"vendor": "acme"}}) + "\n" +
@@ -98,9 +98,9 @@ def test_node_and_cluster_records(tmp_path: Path, daemons: list[Daemon]) -> None
     r = n1.cli("apply", "-f", str(tmp_path / "lab.json"), "--json")
     assert r.returncode == 0, r.stderr
     assert [d["kind"] for d in json.loads(r.stdout)["documents"]] == ["cluster", "node"]
-    wait_sync(lambda: table(n3, "clusters")["lab"]["tags"] == ["gpu", "eu"], timeout_s=8, interval_s=0.2)
+    wait_sync(lambda: table(n3, "clusters")["lab"]["tags"] == ["gpu", "eu"], timeout_s=20, interval_s=0.2)
     assert table(n3, "clusters")["lab"]["clusterMetadata"]["vendor"] == "acme"
-    wait_sync(lambda: table(n2, "nodes")[node_id(n4)]["labels"] == {"zone": "eu-1"}, timeout_s=8, interval_s=0.2)
+    wait_sync(lambda: table(n2, "nodes")[node_id(n4)]["labels"] == {"zone": "eu-1"}, timeout_s=20, interval_s=0.2)
     assert table(n2, "nodes")[node_id(n4)]["tags"] == ["fast"]
     # Bad input: each refused with the field named, nothing stored.
     for values, field, why in [
