@@ -39,7 +39,7 @@ from federation.replication import InvalidWrite, WriteRefused
 
 log = logging.getLogger(__name__)
 
-PUBLISH_S = 1.0
+PUBLISH_S = 2.0
 NODES, CLUSTERS = "nodes", "clusters"
 SPEC_PREFIX, NODE_PREFIX = "spec:", "node:"
 
