@@ -83,6 +83,8 @@ class Loader:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(lambda: self.stop_ev.set() if self.stop_ev is not None else None)
         self.thread.join(timeout=90)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 def test_cluster_block_autoscales_and_survives_a_leader_kill(tmp_path: Path, daemons: list[Daemon]) -> None:
