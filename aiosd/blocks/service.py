@@ -39,10 +39,12 @@ from aiosd.blocks.apply import (
 )
 from aiosd.blocks.catalog import BlockCatalog, RecordKind
 from aiosd.blocks.cluster import ClusterBlocks
+from aiosd.blocks.cluster_scale import ClusterScaler
 from aiosd.blocks.errors import ImageUnavailable, InstanceFailed, RuntimeRefused
 from aiosd.blocks.follow import PlacementFollower
 from aiosd.blocks.forward import TaskForward, TaskForwardAnswer, TaskForwarder
 from aiosd.blocks.loops import BlockLoop, BlockLoops
+from aiosd.blocks.network import NetworkRecords
 from aiosd.blocks.planning import VALUES, BlockPlanner, canonical, checked_count, prefix
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.controller.errors import ClusterRefused
@@ -57,6 +59,7 @@ from aiosd.policies import (
 from aiosd.policies.errors import PolicyError, PolicyOutputError, PolicyVetoed
 from aiosd.policies.runner import Catalog
 from aiosd.policies.service import POLICIES_KEY, PoliciesService
+from aiosd.registry.service import REGISTRY_KEY
 from aiosd.specs import ParsedBlock, ParsedComponent, ParsedSpec, ResolvedBlock, SpecError
 from aiosd.specs.errors import Problem, join_path
 from aiosd.specs.parse import parse_document, split_documents
@@ -115,6 +118,8 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
         self._lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self.network: NetworkRecords | None = None  # the network's component/block records, set by block_service()
+        self.scaler: ClusterScaler | None = None  # autoscaling of cluster blocks (cluster_scale.py)
 
     async def __aenter__(self) -> Self:
         for rec in await self.registry.list(RecordKind.BLOCK):
@@ -133,9 +138,15 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
             self.follower = follower
         if self.controller is not None and getattr(self.controller, "membership", None) is not None:
             self.forwarder = TaskForwarder(self.controller.membership, self._run_forwarded)
+        for part in (self.network, self.scaler):
+            if part is not None:
+                await part.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for part in (self.scaler, self.network):
+            if part is not None:
+                await part.stop()
         follower, self.follower = self.follower, None
         if follower is not None:
             await follower.__aexit__(None, None, None)
@@ -276,6 +287,8 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
         comp = self._components.get(uri)
         if comp is None:
             rec = await self.registry.get(RecordKind.COMPONENT, uri)
+            if rec is None and self.network is not None:  # applied on another (admin) node
+                rec = await self.network.network_component(uri)
             if rec is not None:
                 parsed = parse_document(rec["document"])
                 if isinstance(parsed, ParsedComponent):
@@ -368,6 +381,8 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
             for uri, rec in plan.components.items():
                 await self.registry.put(RecordKind.COMPONENT, uri, rec)
                 self._components[uri] = plan.parsed_components[uri]
+            if plan.infra and self.network is not None:  # createCluster/addNode (blocks/infra.py)
+                await self.network.put_infra(plan.infra)
             task = None
             starts = plan.blocks
             if cluster:
@@ -485,7 +500,9 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
         """
         async with self._lock:
             cluster = await self._cluster_of(key) if kind is RecordKind.BLOCK else None
-            if await self.registry.get(kind, key) is None and cluster is None:
+            networked = kind is RecordKind.COMPONENT and self.network is not None and \
+                await self.network.network_component(key) is not None
+            if await self.registry.get(kind, key) is None and cluster is None and not networked:
                 raise KeyError(key)
             await self.precheck("remove_block" if kind is RecordKind.BLOCK else "remove_component",
                                 {"block_id" if kind is RecordKind.BLOCK else "uri": key})
@@ -495,6 +512,8 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
                     raise SpecError.at("id", f"component {key!r} is used by blocks {', '.join(map(str, users))}; "
                                        "delete them first")
                 await self.registry.delete(kind, key)
+                if networked and self.network is not None:  # WriteRefused: only an admin node removes it
+                    await self.network.delete_component(key)
                 self._components.pop(key, None)
                 return {"kind": kind.value, "id": key, "deleted": True}
             if cluster is not None:  # every node stops its instances once the removal commits
@@ -517,9 +536,16 @@ BLOCKS_KEY: ServiceKey[BlockService] = ServiceKey("blocks")
 
 
 def block_service(ctx: NodeContext) -> BlockService:
-    svc = BlockService(BlockCatalog(ctx.store), ctx.get(RUNTIME_KEY), ctx.get(TASKS_KEY), ctx.identity.node_id,
+    runtime = ctx.get(RUNTIME_KEY)
+    svc = BlockService(BlockCatalog(ctx.store), runtime, ctx.get(TASKS_KEY), ctx.identity.node_id,
                        ctx.find(CONTROLLER_KEY), ctx.store, ctx.find(POLICIES_KEY))
     svc.assets = ctx.find(ASSETS_KEY)
+    reg = ctx.find(REGISTRY_KEY)
+    if reg is not None:
+        svc.network = NetworkRecords(reg, svc.registry, ctx.identity.node_id, ctx.identity.cert.cluster,
+                                     lambda: runtime.sup.status(), svc.controller)
+        if svc.controller is not None:
+            svc.scaler = ClusterScaler(svc, svc.controller, reg)
     return svc
 
 

@@ -70,11 +70,14 @@ def _show_blocks(items: list[Any], wide: bool) -> None:
 
 
 # ----- reading one name ----------------------------------------------------------------------------
-def read(env: Env, name: str, key: str | None, *, registry: bool = False, filter_: Any = None) -> Any:
+def read(env: Env, name: str, key: str | None, *, registry: bool = False, filter_: Any = None,
+         local: bool = False) -> Any:
     """The answer for NAME (and KEY) from where NAME lives. Raises ApiError, UsageError."""
-    src = tables.source(name, registry=registry or filter_ is not None)
+    src = tables.source(name, registry=registry or filter_ is not None, local=local)
     if src == "catalog":
         return env.get(f"/v1/{name}/{q(key)}" if key else f"/v1/{name}?full=1")
+    if src == "network":
+        return _read_network(env, name, key)
     if src == "members":
         out = env.get("/v1/nodes")
         if key is None:
@@ -90,15 +93,49 @@ def read(env: Env, name: str, key: str | None, *, registry: bool = False, filter
     return env.get(f"/v1/registry/{name}")
 
 
+def _read_network(env: Env, name: str, key: str | None) -> Any:
+    """Blocks/components as the network holds them: one key is this node's catalog record (with live
+    status) where this node has it, else the network's record; a list is `{"items": [{key, ...record}]}`."""
+    if key:
+        try:
+            return env.get(f"/v1/{name}/{q(key)}")
+        except ApiError as e:
+            if e.status != 404:
+                raise
+        return env.get(f"/v1/registry/{name}/{q(key)}")["value"]
+    out = env.get(f"/v1/registry/{name}")
+    return {"items": [{"key": i["key"], **i["value"]} for i in out["items"]]}
+
+
+def _show_network_blocks(items: list[Any], wide: bool) -> None:
+    headers = ["id", "component", "cluster", "placement", "nodes", "healthy", "desired"]
+    rows = [[v.get("id", v.get("key")), v.get("componentUri", "-"), v.get("cluster", "-"), v.get("placement", "-"),
+             ",".join(n[:12] for n in v.get("nodes", [])) or "-", v.get("status", {}).get("healthy", 0),
+             v.get("desiredInstances", "-")] for v in items]
+    if wide:
+        headers.append("policies")
+        for row, v in zip(rows, items, strict=True):
+            row.append(",".join(f"{k}={p.get('policyRuleURI')}" for k, p in v.get("policies", {}).items()) or "-")
+    print_table(headers, rows)
+
+
 def cmd_get(args: argparse.Namespace, env: Env) -> int:
     name = tables.resolve(args.table)
     filter_ = load_filter(args.filter) if args.filter else None
-    out = read(env, name, args.key, registry=args.registry, filter_=filter_)
+    local = bool(getattr(args, "local", False))
+    out = read(env, name, args.key, registry=args.registry, filter_=filter_, local=local)
     if env.json:
         print_json(out)
         return 0
-    src = tables.source(name, registry=args.registry or filter_ is not None)
-    if src == "catalog":
+    src = tables.source(name, registry=args.registry or filter_ is not None, local=local)
+    if src == "network" and args.key:
+        print_json(out)
+    elif src == "network":
+        if name == "components":
+            print_table(["uri", "image"], [[r["key"], component_image(r)] for r in out["items"]])
+        else:
+            _show_network_blocks(out["items"], args.wide)
+    elif src == "catalog":
         items = [out] if args.key else out["items"]
         if name == "components":
             print_table(["uri", "image"], [[r["uri"], component_image(r)] for r in items])
@@ -133,6 +170,7 @@ def register_get(sub: Sub) -> argparse.ArgumentParser:
     p.add_argument("key", nargs="?", metavar="KEY", help="one record's key (block id, component URI, node id...)")
     p.add_argument("--filter", metavar="FILE|JSON", help="an AIOS filter document (inline JSON or a file)")
     p.add_argument("--registry", action="store_true", help="read the replicated registry table of that name")
+    p.add_argument("--local", action="store_true", help="blocks/components: this node's catalog, not the network's")
     p.add_argument("--wide", action="store_true", help="more columns (blocks)")
     return p
 

@@ -1,7 +1,9 @@
 """One set of record names for `aiosd get`, `watch`, `describe` and `delete`.
 
 A name is a kind of record and where this node reads it from:
-- `blocks`, `components`: this node's catalog (what `aiosd apply` stored; `/v1/blocks`, `/v1/components`);
+- `blocks`, `components`: the network's records (every node's blocks, the components admin nodes
+  applied; registry tables of the same names); `--local` reads this node's catalog instead (what
+  `aiosd apply` stored here; `/v1/blocks`, `/v1/components`);
 - `nodes`: the membership view (`/v1/nodes`, the same as `aiosd nodes`);
 - every other name: a table of the network's replicated registry (`/v1/registry/TABLE`).
 `--registry` (or `--filter`) reads the replicated table of the same name instead, where there is one.
@@ -14,7 +16,7 @@ from aiosd.errors import UsageError
 
 # Registry tables (aiosd.registry.service.TABLES; not imported: the CLI starts without the registry
 # stack; a unit test keeps the two equal).
-REGISTRY_TABLES = ("assets", "clusters", "components", "images", "inference_servers", "metrics", "nodes",
+REGISTRY_TABLES = ("assets", "blocks", "clusters", "components", "images", "inference_servers", "metrics", "nodes",
                    "policies", "specs", "tasks", "templates", "vdags")
 CATALOG = ("blocks", "components")
 MEMBERS = "nodes"
@@ -43,12 +45,13 @@ def resolve(raw: str, *, what: str = "kind") -> str:
     return name
 
 
-def source(name: str, *, registry: bool = False) -> str:
-    """Where NAME is read: "catalog", "members" or "registry" (`registry=True`: the replicated table)."""
+def source(name: str, *, registry: bool = False, local: bool = False) -> str:
+    """Where NAME is read: "catalog" (this node's, `local=True`), "network" (blocks and components as the
+    network's registry holds them), "members" or "registry" (`registry=True`: the replicated table)."""
     if registry and name in REGISTRY_TABLES:
         return "registry"
     if name in CATALOG:
-        return "catalog"
+        return "catalog" if local else "network"
     if name == MEMBERS:
         return "members"
     return "registry"

@@ -106,7 +106,8 @@ def test_record_names_are_one_set() -> None:
     with pytest.raises(UsageError, match="unknown kind 'widgets'; use one of: assets, blocks"):
         tables.resolve("widgets")
     assert tables.source("nodes") == "members" and tables.source("nodes", registry=True) == "registry"
-    assert tables.source("blocks", registry=True) == "catalog" and tables.source("specs") == "registry"
+    assert tables.source("blocks") == "network" and tables.source("blocks", local=True) == "catalog"
+    assert tables.source("blocks", registry=True) == "registry" and tables.source("specs") == "registry"
 
 
 def test_constants_copied_to_keep_the_cli_light_match_their_source() -> None:
