@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from tests.daemons import AIOSD, Daemon
 from tests.instances import kill_process_instances
@@ -133,7 +134,7 @@ class ChaosNet:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def __enter__(self) -> ChaosNet:
+    def __enter__(self) -> Self:
         try:
             t0 = time.monotonic()
             delete_stale()
