@@ -72,7 +72,7 @@ async def check_registry(api: Api, hist: History, nodes: list[int], promise_s: f
         out.append(Violation("registry", f"digests equal only {took:.1f}s after healing (promise {promise_s:.1f}s)"))
     acked = {o.key: o.value for o in hist.ops_of("reg.put") if o.outcome is Outcome.OK}
     for i in nodes:
-        r = await api.call(i, "GET", f"/v1/registry/{TABLE}?limit=1000000", timeout_s=20.0)
+        r = await api.call(i, "GET", f"/v1/registry/{TABLE}?limit=100000", timeout_s=20.0)
         if r.outcome is not Outcome.OK:
             out.append(Violation("registry", f"n{i}: could not list {TABLE}: {r.outcome} {r.message}"))
             continue

@@ -91,7 +91,7 @@ async def _leader_to_commit(api: Api, hist: History, net: ChaosNet, act: Active,
         op = Op("ctl.place", random.choice(others), block, 1, time.monotonic())
         hist.ops.append(op)
         r = await api.record(op, "POST", "/v1/controller/placements",
-                             {"block_id": block, "count": 1, "allocator": SPREAD}, timeout_s=2.0)
+                             {"block_id": block, "count": 1, "allocator": SPREAD}, timeout_s=0.5)
         if r.outcome is Outcome.OK:
             return time.monotonic() - t0
         await asyncio.sleep(0.05)
