@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.chaos.faults import seed_from_env  # after the sys.path line: a plain script
+from tests.chaos.faults import Kind, seed_from_env  # after the sys.path line: a plain script
 from tests.chaos.net import ChaosNet, why_not
 from tests.chaos.run import RunResult, dumps, run_schedule, setup_echo
 
@@ -71,12 +70,14 @@ def main() -> int:
     ap.add_argument("--faults", type=int, default=3)
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--max-minutes", type=float, default=40.0)
+    ap.add_argument("--kinds", default="", help="comma-separated fault kinds (default: all)")
     ap.add_argument("--break", dest="brk", default="", help="AIOSD_TEST_BREAK for every daemon (a broken build)")
     args = ap.parse_args()
     if why := why_not():
         print(f"skipped: {why}")
         return 0
     first = seed_from_env(args.first_seed)
+    kinds = tuple(Kind(k) for k in args.kinds.split(",")) if args.kinds else tuple(Kind)
     env = {"AIOSD_TEST_BREAK": args.brk} if args.brk else {}
     t0 = time.monotonic()
     results: list[RunResult] = []
@@ -86,7 +87,7 @@ def main() -> int:
             if time.monotonic() - t0 > args.max_minutes * 60:
                 print(f"stopped at the {args.max_minutes:g} min bound")
                 break
-            res = asyncio.run(run_schedule(net, seed, count=args.faults))
+            res = asyncio.run(run_schedule(net, seed, count=args.faults, kinds=kinds))
             results.append(res)
             print(dumps(res), flush=True)
         ready = net.ready_s

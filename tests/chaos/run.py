@@ -132,13 +132,14 @@ async def _one_fault(api: Api, hist: History, net: ChaosNet, inj: Injector, wl: 
                                                                              Kind.KILL)
     if leader_hit:
         probes.append(asyncio.create_task(_leader_to_commit(api, hist, net, act, hist.seed, f.duration_s)))
-    if f.kind is Kind.KILL:
+    hosted = f.kind is Kind.KILL and act.nodes[0].node_id in before.values()
+    if hosted:
         probes.append(asyncio.create_task(_kill_to_answering(api, net, act, before, f.duration_s)))
     await asyncio.sleep(max(0.0, act.started + f.duration_s - time.monotonic()))
     got = [await p for p in probes]
     if leader_hit:
         rec.setdefault("leader_to_commit", []).append(got.pop(0))
-    if f.kind is Kind.KILL:
+    if hosted:
         rec.setdefault("kill_to_answering", []).append(got.pop(0))
     wl.registry_paused.set() if f.kind in PARTITIONS else None
     await asyncio.sleep(0.3 if f.kind in PARTITIONS else 0)  # writes in flight finish
@@ -152,7 +153,9 @@ async def _one_fault(api: Api, hist: History, net: ChaosNet, inj: Injector, wl: 
 
 
 async def run_schedule(net: ChaosNet, seed: int, count: int = 3, settle_s: float = 1.5, promise_s: float = 5.0,
-                       kinds: tuple[Kind, ...] = tuple(Kind), rates: Rates | None = None) -> RunResult:
+                       kinds: tuple[Kind, ...] = tuple(Kind), rates: Rates | None = None,
+                       check_within_s: float = 30.0) -> RunResult:
+    """Run one schedule; checkers wait up to `check_within_s` for the healed cluster to agree."""
     t_start = time.monotonic()
     faults = schedule(seed, net.n, count, kinds, skew_ok=FAKETIME_LIB.exists())
     print(f"chaos seed {seed} (replay: AIOSD_CHAOS_SEED={seed}): {[f.describe() for f in faults]}", flush=True)
@@ -177,9 +180,9 @@ async def run_schedule(net: ChaosNet, seed: int, count: int = 3, settle_s: float
         finally:
             wl.stop.set()
             await runner
-        v_reg, _ = await check_registry(api, hist, nodes, promise_s)
-        violations = [*v_reg, *await check_controller(api, hist, nodes, initial_echo)]
-        violations += await check_instances(api, nodes)
+        v_reg, _ = await check_registry(api, hist, nodes, promise_s, check_within_s)
+        violations = [*v_reg, *await check_controller(api, hist, nodes, initial_echo, check_within_s)]
+        violations += await check_instances(api, nodes, check_within_s)
         v_inf, counts = check_inference(hist)
         violations += v_inf
     v_d, usage = check_daemons(net, base)
