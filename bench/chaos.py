@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.chaos.checkers import proc_usage
 from tests.chaos.faults import Kind, seed_from_env  # after the sys.path line: a plain script
 from tests.chaos.net import ChaosNet, why_not
 from tests.chaos.run import RunResult, dumps, run_schedule, setup_echo
@@ -53,14 +54,18 @@ def report(results: list[RunResult], wall_s: float, ready_s: float) -> None:
     print("faults by kind:", dict(sorted(kinds.items())))
     print(f"violations: {sum(len(r.violations) for r in results)} in {len(bad)} schedules")
     for r in bad:
-        for v in r.violations:
-            print(f"  seed {r.seed}: {v}")
+        for bad_v in r.violations:
+            print(f"  seed {r.seed}: {bad_v}")
     for k, target in TARGETS.items():
         print(f"{k}: {_fig(rec.get(k, []))} (target <= {target:g}s)")
     infer: Counter[str] = Counter()
     for r in results:
         infer.update(r.inference)
     print("inference outcomes:", dict(infer))
+
+
+def _usage(net: ChaosNet) -> dict[str, tuple[float, int]]:
+    return {x.name: proc_usage(x.daemon.pid) for x in net.nodes if x.daemon.proc and x.daemon.proc.poll() is None}
 
 
 def main() -> int:
@@ -83,6 +88,7 @@ def main() -> int:
     results: list[RunResult] = []
     with ChaosNet(args.nodes, env=env) as net:
         setup_echo(net)
+        first_usage = _usage(net)
         for seed in range(first, first + args.schedules):
             if time.monotonic() - t0 > args.max_minutes * 60:
                 print(f"stopped at the {args.max_minutes:g} min bound")
@@ -91,6 +97,10 @@ def main() -> int:
             results.append(res)
             print(dumps(res), flush=True)
         ready = net.ready_s
+        print("daemon RSS MiB / open fds, after setup -> after the run (restarted daemons are new processes):")
+        last = _usage(net)
+        for name, (rss, fds) in first_usage.items():
+            print(f"  {name}: {rss:.0f} / {fds} -> {last.get(name, (0.0, 0))[0]:.0f} / {last.get(name, (0.0, 0))[1]}")
     report(results, time.monotonic() - t0, ready)
     return 1 if any(r.violations for r in results) else 0
 
