@@ -3,7 +3,8 @@
 The rules (what the daemons promise):
 - registry: every acknowledged write is on every node with its value, and the table digests of
   all nodes are equal within `promise_s` of the last heal.
-- controller: at most one node is leader in any term (from the observed samples); every
+- controller: at most one node is leader in any term (from the observed samples), and a node's
+  commit index never goes back within one daemon process; every
   acknowledged placement is in the healed committed state and every acknowledged delete is not;
   an answer that says "refused" (4xx but 429) was not applied; the echo block's instance count is
   the last acknowledged scale (or an unacknowledged later one); all nodes hold the same placements.
@@ -95,6 +96,26 @@ def check_terms(hist: History) -> list[Violation]:
             for t, ids in sorted(leaders.items()) if len(ids) > 1]
 
 
+RESTARTS = ("kill9", "clock-skew")  # faults whose start or heal gives a node a new daemon process
+
+
+def check_commit_monotonic(hist: History) -> list[Violation]:
+    """Within one daemon process, the commit index a node reports never goes back."""
+    resets: dict[int, list[float]] = defaultdict(list)
+    for e in hist.events:
+        if e.detail.startswith(RESTARTS):
+            for i in e.nodes:
+                resets[i].append(e.t)
+    out: list[Violation] = []
+    last: dict[int, tuple[float, int]] = {}
+    for s in sorted(hist.samples, key=lambda x: x.t):
+        prev = last.get(s.node)
+        if prev is not None and s.commit_index < prev[1] and not any(prev[0] <= r <= s.t for r in resets[s.node]):
+            out.append(Violation("controller", f"n{s.node}: commit index went back {prev[1]} -> {s.commit_index}"))
+        last[s.node] = (s.t, s.commit_index)
+    return out
+
+
 def _indeterminate(o: Op) -> bool:
     return o.outcome is Outcome.TIMEOUT or (o.outcome is Outcome.ERROR and o.status not in DEFINITE_REFUSALS)
 
@@ -138,7 +159,7 @@ def _placements(body: Any) -> dict[str, list[str]]:
 
 async def check_controller(api: Api, hist: History, nodes: list[int], initial_echo: int,
                            settle_s: float = 20.0) -> list[Violation]:
-    out = check_terms(hist)
+    out = check_terms(hist) + check_commit_monotonic(hist)
     equal, _ = await wait_equal(api, nodes, "/v1/controller/placements", _placements, settle_s)
     if not equal:
         out.append(Violation("controller", f"placements differ between nodes {settle_s:.0f}s after healing"))
@@ -235,6 +256,6 @@ def check_daemons(net: ChaosNet, baseline: dict[int, tuple[int, float, int]]) ->
     return out, usage
 
 
-__all__ = ["Violation", "check_controller", "check_daemons", "check_inference", "check_instances",
+__all__ = ["RESTARTS", "Violation", "check_commit_monotonic", "check_controller", "check_daemons", "check_inference", "check_instances",
            "check_registry", "check_terms", "expected_echo", "expected_phantoms", "fault_windows", "proc_usage",
            "wait_equal"]
