@@ -99,7 +99,7 @@ def _one(rng: random.Random, kind: Kind, n: int) -> Fault:
         case Kind.SLOW:
             return Fault(kind, dur, (nodes[0],))
         case Kind.KILL:
-            return Fault(kind, round(rng.uniform(4.0, 7.0), 1), (LEADER if rng.random() < 0.4 else nodes[0],))
+            return Fault(kind, round(rng.uniform(6.0, 9.0), 1), (LEADER if rng.random() < 0.4 else nodes[0],))
         case Kind.STOP:
             return Fault(kind, dur, (LEADER if rng.random() < 0.4 else nodes[0],))
         case Kind.DISK:

@@ -118,12 +118,16 @@ class ChaosNet:
     """N namespaced daemons joined by token (context manager; see the module docstring)."""
 
     def __init__(self, n: int = 5, env: dict[str, str] | None = None,
-                 per_node_env: dict[int, dict[str, str]] | None = None) -> None:
+                 per_node_env: dict[int, dict[str, str]] | None = None,
+                 code: dict[int, Path] | None = None) -> None:
+        """`code`: node index -> a source tree (e.g. an older commit) that node's daemon and its
+        `aiosd join` run from (cwd and PYTHONPATH), for version-skew runs."""
         if not 1 <= n <= 20:
             raise ValueError(f"n: must be in 1..20, got {n}")
         self.n = n
         self.env = {**BASE_ENV, **(env or {})}
         self.per_node_env = per_node_env or {}
+        self.code = code or {}
         self.tag = f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.hub = f"{self.tag}-hub"
         self.root = Path(tempfile.mkdtemp(prefix="aiosd-chaos-", dir="/tmp"))
@@ -189,16 +193,19 @@ class ChaosNet:
             sh("mount", "-t", "tmpfs", "-o", f"size={DATA_TMPFS},mode=0700", "tmpfs", str(data))
             self._mounts.append(data)
             env = {**self.env, **self.per_node_env.get(i, {})}
+            prefix = ["ip", "netns", "exec", ns]
+            if i in self.code:  # `python -m` puts the cwd first on sys.path, so the tree is the cwd too
+                env["PYTHONPATH"] = str(self.code[i])
+                prefix += ["env", "-C", str(self.code[i])]
             d = Daemon(self.root, f"n{i}", p2p_host=addr, extra=["--p2p-port", str(P2P_PORT)], env=env,
-                       prefix=["ip", "netns", "exec", ns])
+                       prefix=prefix)
             node = Node(i, ns, addr, d, base_env=env)
             node.nft(NFT_BASE)
             self.nodes.append(node)
 
     def _join(self, node: Node, token: str) -> None:
-        r = subprocess.run(["ip", "netns", "exec", node.ns, *AIOSD, "join", token, "--data-dir", str(node.data_dir),
-                            "--json"], capture_output=True, text=True, timeout=60, check=False,
-                           env={**os.environ, **node.base_env})
+        r = subprocess.run([*node.daemon.prefix, *AIOSD, "join", token, "--data-dir", str(node.data_dir), "--json"],
+                           capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **node.base_env})
         if r.returncode != 0:
             raise RuntimeError(f"join of {node.name} failed: {r.stderr.strip()}")
 
