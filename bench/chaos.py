@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.chaos.checkers import proc_usage
+from tests.chaos.checkers import Violation, proc_usage
 from tests.chaos.faults import Kind, seed_from_env  # after the sys.path line: a plain script
 from tests.chaos.net import ChaosNet, why_not
 from tests.chaos.run import RunResult, dumps, run_schedule, setup_echo
@@ -93,7 +93,12 @@ def main() -> int:
             if time.monotonic() - t0 > args.max_minutes * 60:
                 print(f"stopped at the {args.max_minutes:g} min bound")
                 break
-            res = asyncio.run(run_schedule(net, seed, count=args.faults, kinds=kinds))
+            try:
+                res = asyncio.run(run_schedule(net, seed, count=args.faults, kinds=kinds))
+            except Exception as e:  # e.g. a daemon that does not come back: reported, and the run ends
+                results.append(RunResult(seed, [], Counter(), [Violation("harness", f"{type(e).__name__}: {e}")]))
+                print(f"seed {seed}: the run stopped: {e}", flush=True)
+                break
             results.append(res)
             print(dumps(res), flush=True)
         ready = net.ready_s
