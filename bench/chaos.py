@@ -95,7 +95,7 @@ def main() -> int:
                 break
             try:
                 res = asyncio.run(run_schedule(net, seed, count=args.faults, kinds=kinds))
-            except Exception as e:  # e.g. a daemon that does not come back: reported, and the run ends
+            except (AssertionError, RuntimeError, OSError) as e:  # a daemon that does not come back: reported
                 results.append(RunResult(seed, [], Counter(), [Violation("harness", f"{type(e).__name__}: {e}")]))
                 print(f"seed {seed}: the run stopped: {e}", flush=True)
                 break
