@@ -79,8 +79,8 @@ class History:
     samples: list[Sample] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
-    def event(self, what: str, detail: str, nodes: tuple[int, ...] = ()) -> Event:
-        e = Event(time.monotonic(), what, detail, nodes)
+    def event(self, what: str, detail: str, nodes: tuple[int, ...] = (), t: float | None = None) -> Event:
+        e = Event(time.monotonic() if t is None else t, what, detail, nodes)
         self.events.append(e)
         return e
 

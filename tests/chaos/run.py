@@ -125,7 +125,7 @@ async def _one_fault(api: Api, hist: History, net: ChaosNet, inj: Injector, wl: 
     r = await api.call(net.up()[0].index, "GET", "/v1/controller/placements", timeout_s=2.0)
     before = placements_of(r.body, ECHO) if r.outcome is Outcome.OK else {}
     act = await asyncio.to_thread(inj.apply, f)
-    hist.event("fault", f.describe(), tuple(x.index for x in act.nodes))
+    hist.event("fault", f.describe(), tuple(x.index for x in act.nodes), t=act.started)  # before the kill etc.
     probes: list[asyncio.Task[float | None]] = []
     hit = {x.index for x in act.nodes}
     leader_hit = was_leader is not None and was_leader in hit and f.kind in (Kind.ISOLATE, Kind.HALVES, Kind.STOP,
@@ -150,6 +150,15 @@ async def _one_fault(api: Api, hist: History, net: ChaosNet, inj: Injector, wl: 
                                  lambda b: b["tables"].get("tasks"), timeout_s=15)
         rec.setdefault("heal_to_equal", []).append(round(time.monotonic() - t_heal, 3) if ok else None)
         wl.registry_paused.clear()
+
+
+async def _clean_up(api: Api, nodes: list[int]) -> None:
+    """Delete this run's phantom and probe placements (they hold CPU the next schedules need)."""
+    r = await api.call(nodes[0], "GET", "/v1/controller/placements", timeout_s=5.0)
+    blocks = [b for b in (r.body or {}).get("blocks", {}) if b.startswith(("ph-", "probe-"))] \
+        if r.outcome is Outcome.OK else []
+    for b in blocks:
+        await api.call(nodes[0], "DELETE", f"/v1/controller/placements/{b}", timeout_s=5.0)
 
 
 async def run_schedule(net: ChaosNet, seed: int, count: int = 3, settle_s: float = 1.5, promise_s: float = 5.0,
@@ -185,6 +194,7 @@ async def run_schedule(net: ChaosNet, seed: int, count: int = 3, settle_s: float
         violations += await check_instances(api, nodes, check_within_s)
         v_inf, counts = check_inference(hist)
         violations += v_inf
+        await _clean_up(api, nodes)
     v_d, usage = check_daemons(net, base)
     violations += v_d
     ops = Counter(f"{o.kind}:{o.outcome.value}" for o in hist.ops)
