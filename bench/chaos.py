@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.chaos.checkers import Violation, proc_usage
 from tests.chaos.faults import Kind, seed_from_env  # after the sys.path line: a plain script
 from tests.chaos.net import ChaosNet, why_not
-from tests.chaos.run import RunResult, dumps, run_schedule, setup_echo
+from tests.chaos.run import KNOWN_BUGS_ENV, RunResult, dumps, run_schedule, setup_echo
 
 TARGETS = {"heal_to_equal": 5.0, "leader_to_commit": 2.0, "kill_to_answering": 15.0}
 
@@ -76,12 +77,16 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=5)
     ap.add_argument("--max-minutes", type=float, default=40.0)
     ap.add_argument("--kinds", default="", help="comma-separated fault kinds (default: all)")
+    ap.add_argument("--known-bugs", choices=("avoid", "hit"), default="avoid",
+                    help="hit: let schedules run into known daemon bugs (see tests/chaos/run.py)")
     ap.add_argument("--break", dest="brk", default="", help="AIOSD_TEST_BREAK for every daemon (a broken build)")
     args = ap.parse_args()
     if why := why_not():
         print(f"skipped: {why}")
         return 0
     first = seed_from_env(args.first_seed)
+    os.environ[KNOWN_BUGS_ENV] = args.known_bugs
+    print(f"known bugs: {args.known_bugs}")
     kinds = tuple(Kind(k) for k in args.kinds.split(",")) if args.kinds else tuple(Kind)
     env = {"AIOSD_TEST_BREAK": args.brk} if args.brk else {}
     t0 = time.monotonic()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -37,6 +38,15 @@ from tests.chaos.workloads import ECHO, SPREAD, Rates, Workloads, placements_of
 from tests.instances import echo_block_docs
 
 PARTITIONS = (Kind.HALVES, Kind.BRIDGE, Kind.ISOLATE)
+# Known daemon bug found by these runs (tests/chaos/test_findings.py): an instance placed on a
+# node while its disk is full never starts after the disk frees. Until it is fixed, the
+# controller workload does not scale echo during a disk-full fault, unless
+# AIOSD_CHAOS_KNOWN_BUGS=hit (bench/chaos.py --known-bugs hit) asks the schedules to hit it.
+KNOWN_BUGS_ENV = "AIOSD_CHAOS_KNOWN_BUGS"
+
+
+def avoid_known_bugs() -> bool:
+    return os.environ.get(KNOWN_BUGS_ENV, "avoid") != "hit"
 
 
 @dataclass
@@ -124,6 +134,8 @@ async def _one_fault(api: Api, hist: History, net: ChaosNet, inj: Injector, wl: 
     was_leader = leader_index(hist, net)
     r = await api.call(net.up()[0].index, "GET", "/v1/controller/placements", timeout_s=2.0)
     before = placements_of(r.body, ECHO) if r.outcome is Outcome.OK else {}
+    if f.kind is Kind.DISK and avoid_known_bugs():
+        wl.no_scale.set()
     act = await asyncio.to_thread(inj.apply, f)
     hist.event("fault", f.describe(), tuple(x.index for x in act.nodes), t=act.started)  # before the kill etc.
     probes: list[asyncio.Task[float | None]] = []
@@ -145,6 +157,7 @@ async def _one_fault(api: Api, hist: History, net: ChaosNet, inj: Injector, wl: 
     await asyncio.sleep(0.3 if f.kind in PARTITIONS else 0)  # writes in flight finish
     await asyncio.to_thread(act.heal)
     t_heal = hist.event("heal", f.describe(), tuple(hit)).t
+    wl.no_scale.clear()
     if f.kind in PARTITIONS:
         ok, _ = await wait_equal(api, [x.index for x in net.nodes], "/v1/registry/_digests",
                                  lambda b: b["tables"].get("tasks"), timeout_s=15)
@@ -213,4 +226,4 @@ def dumps(res: RunResult) -> str:
                        "duration_s": round(res.duration_s, 1)})
 
 
-__all__ = ["RunResult", "dumps", "leader_index", "run_schedule", "setup_echo"]
+__all__ = ["KNOWN_BUGS_ENV", "RunResult", "avoid_known_bugs", "dumps", "leader_index", "run_schedule", "setup_echo"]

@@ -55,12 +55,31 @@ def test_an_older_daemon_joins_gossips_follows_raft_and_serves_inference(mixed: 
                     r = await api.call(x.index, "POST", f"/v1/infer/block/{ECHO}", {"data": {"message": msg}},
                                        timeout_s=20)
                     assert r.outcome is Outcome.OK and msg in json.dumps(r.body), (x.name, r)
+            # One instance left: the nodes that run none forward (signed blk.task) across versions.
+            r = await api.call(1, "POST", "/v1/controller/placements", {"block_id": ECHO, "count": 1, "allocator":
+                                                                          {"uri": "policy.resourceAllocator.cpu:v1",
+                                                                           "parameters": {"cpus": 0.1}}})
+            assert r.outcome is Outcome.OK, r
+            host = next(iter(placements_of(r.body, ECHO).values()))
+            for x in mixed.nodes:
+                if x.node_id == host:
+                    continue
+                for k in range(3):
+                    msg = f"fwd-{x.index}-{k}"
+                    for _ in range(40):  # until the host's old instances stopped and the view moved
+                        got = await api.call(x.index, "POST", f"/v1/infer/block/{ECHO}", {"data": {"message": msg}},
+                                             timeout_s=20)
+                        if got.outcome is Outcome.OK and got.body.get("instance_id") in placements_of(r.body, ECHO):
+                            break
+                        await asyncio.sleep(0.25)
+                    assert got.outcome is Outcome.OK and msg in json.dumps(got.body), (x.name, got)
+            print(f"forwarded to {'the old' if host == old.node_id else 'a current'} node from the others")
             for x in mixed.nodes:          # registry writes both ways
                 r = await api.call(x.index, "PUT", f"/v1/registry/tasks/skew-{x.index}", {"from": x.index})
                 assert r.outcome is Outcome.OK, r
             for _ in range(100):
-                got = [await api.call(x.index, "GET", "/v1/registry/tasks?limit=1000") for x in mixed.nodes]
-                keys = [{i["key"] for i in g.body["items"]} if g.outcome is Outcome.OK else set() for g in got]
+                lists = [await api.call(x.index, "GET", "/v1/registry/tasks?limit=1000") for x in mixed.nodes]
+                keys = [{i["key"] for i in g.body["items"]} if g.outcome is Outcome.OK else set() for g in lists]
                 if all({f"skew-{i}" for i in (1, 2, 3)} <= k for k in keys):
                     break
                 await asyncio.sleep(0.1)

@@ -45,6 +45,7 @@ class Workloads:
         self.echo_counts = echo_counts
         self.stop = asyncio.Event()
         self.registry_paused = asyncio.Event()  # set: registry writers wait (recovery measurements)
+        self.no_scale = asyncio.Event()  # set: the controller loop does not scale echo (a known bug, run.py)
         self._seq = 0
         self._placed: list[str] = []
 
@@ -84,7 +85,7 @@ class Workloads:
     async def _controller(self) -> None:
         while await self._pace(self.rates.controller_s):
             roll = self.rng.random()
-            if roll < 0.2:
+            if roll < 0.2 and not self.no_scale.is_set():
                 count = self.rng.choice(self.echo_counts)
                 op = self._op("ctl.scale", ECHO, count)
                 body = {"block_id": ECHO, "count": count, "allocator": SPREAD}
@@ -119,10 +120,13 @@ class Workloads:
 
 
 def placements_of(body: object, block: str) -> dict[str, str]:
-    """instance id -> node id of `block` in a GET /v1/controller/placements answer."""
+    """instance id -> node id of `block` in a placements answer (GET all, or POST one block)."""
     if not isinstance(body, dict):
         return {}
-    rows = body.get("blocks", {}).get(block, {}).get("instances", [])
+    if "blocks" in body:
+        rows = body["blocks"].get(block, {}).get("instances", [])
+    else:  # a POST /v1/controller/placements answer: {block_id, instances}
+        rows = body.get("instances", []) if body.get("block_id") == block else []
     return {str(i["instance_id"]): str(i["node_id"]) for i in rows}
 
 
