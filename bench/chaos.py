@@ -10,7 +10,7 @@ one JSON line per schedule, then faults by kind, violations, and the recovery fi
 (p50 / max) against today's loopback numbers: partition healed -> registries equal (<= 1 s with
 gossip, <= 5 s with one anti-entropy round), leader isolated -> new leader committing (<= 2 s),
 node killed -> its instances answering elsewhere (<= 15 s). Bounded by --max-minutes.
-A failing seed replays alone: AIOSD_CHAOS_SEED=<seed> .venv/bin/python bench/chaos.py --schedules 1
+A failing seed replays alone: AIOSD_TEST_CHAOS_SEED=<seed> .venv/bin/python bench/chaos.py --schedules 1
 """
 
 from __future__ import annotations

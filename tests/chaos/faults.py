@@ -1,7 +1,7 @@
 """Faults on a seeded schedule, and the injector that applies and heals them on a `ChaosNet`.
 
 `schedule(seed, n)` is a pure function: the same seed gives the same faults (kinds, order,
-times, targets, parameters), so a failing run is replayed with `AIOSD_CHAOS_SEED=<seed>`.
+times, targets, parameters), so a failing run is replayed with `AIOSD_TEST_CHAOS_SEED=<seed>`.
 A target may be a node index or the role "leader", resolved when the fault starts.
 
 How each kind is made (all inside the test's namespaces, never on the host's interfaces):
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tests.chaos.net import ChaosNet, Node
 
-SEED_ENV = "AIOSD_CHAOS_SEED"
+SEED_ENV = "AIOSD_TEST_CHAOS_SEED"
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 
 

@@ -41,8 +41,8 @@ PARTITIONS = (Kind.HALVES, Kind.BRIDGE, Kind.ISOLATE)
 # Known daemon bug found by these runs (tests/chaos/test_findings.py): an instance placed on a
 # node while its disk is full never starts after the disk frees. Until it is fixed, the
 # controller workload does not scale echo during a disk-full fault, unless
-# AIOSD_CHAOS_KNOWN_BUGS=hit (bench/chaos.py --known-bugs hit) asks the schedules to hit it.
-KNOWN_BUGS_ENV = "AIOSD_CHAOS_KNOWN_BUGS"
+# AIOSD_TEST_CHAOS_KNOWN_BUGS=hit (bench/chaos.py --known-bugs hit) asks the schedules to hit it.
+KNOWN_BUGS_ENV = "AIOSD_TEST_CHAOS_KNOWN_BUGS"
 
 
 def avoid_known_bugs() -> bool:
@@ -180,7 +180,7 @@ async def run_schedule(net: ChaosNet, seed: int, count: int = 3, settle_s: float
     """Run one schedule; checkers wait up to `check_within_s` for the healed cluster to agree."""
     t_start = time.monotonic()
     faults = schedule(seed, net.n, count, kinds, skew_ok=FAKETIME_LIB.exists())
-    print(f"chaos seed {seed} (replay: AIOSD_CHAOS_SEED={seed}): {[f.describe() for f in faults]}", flush=True)
+    print(f"chaos seed {seed} (replay: AIOSD_TEST_CHAOS_SEED={seed}): {[f.describe() for f in faults]}", flush=True)
     hist = History(seed)
     base = {}
     for x in net.nodes:

@@ -1,6 +1,6 @@
 """CI-sized chaos run: 5 real daemons in network namespaces, a few seeded fault schedules, every
 checker; and a deliberately broken build (acknowledges registry writes before they are durable)
-that the checkers must catch. Replay one schedule: AIOSD_CHAOS_SEED=<seed> (printed by each run).
+that the checkers must catch. Replay one schedule: AIOSD_TEST_CHAOS_SEED=<seed> (printed by each run).
 The long run is bench/chaos.py (docs/chaos.md)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tests.chaos.net import ChaosNet, why_not
 from tests.chaos.run import run_schedule, setup_echo
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(300)]
-# Three schedules that between them run every fault kind once (AIOSD_CHAOS_SEED runs only that one).
+# Three schedules that between them run every fault kind once (AIOSD_TEST_CHAOS_SEED runs only that one).
 CI_SEEDS = [seed_from_env(0)] if os.environ.get(SEED_ENV) else [1, 6, 184]
 
 
