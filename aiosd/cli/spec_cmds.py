@@ -23,7 +23,7 @@ from aiosd.errors import AiosdError, UsageError
 
 Sub = Any
 KINDS = {"component": "components", "components": "components", "comp": "components",
-         "block": "blocks", "blocks": "blocks"}
+         "block": "blocks", "blocks": "blocks", "vdag": "vdags", "vdags": "vdags"}
 FINAL = ("succeeded", "failed", "interrupted")
 POLL_S = 0.1  # CLI progress poll; the server-side wait is a long poll, this only bounds a round
 
@@ -76,6 +76,11 @@ async def _apply(settings: Settings, text: str, args: argparse.Namespace) -> int
         if not args.json:
             for d in out["documents"]:
                 print(f"{d['kind']} {d['id']} {d['action']}")
+                if d["kind"] == "vdag":
+                    from aiosd.cli.vdag_cmds import print_vdag_doc
+
+                    print_vdag_doc(d)
+                    continue
                 if d["kind"] == "block" and d["placement"].get("cluster") and not args.dry_run:
                     for inst in d["placement"].get("placements", []):
                         gpus = ",".join(map(str, inst.get("gpus", []))) or "-"
@@ -210,6 +215,11 @@ def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(r)
         return 0
+    if kind == "vdags":
+        from aiosd.cli.vdag_cmds import print_describe
+
+        print_describe(r)
+        return 0
     if kind == "components":
         v = r["document"]["body"]["spec"]["values"]
         print_kv([("uri", r["uri"]), ("image", v["containerRegistryInfo"]["containerImage"]),
@@ -332,6 +342,10 @@ def cmd_infer(args: argparse.Namespace, settings: Settings) -> int:
         files.append({"metadata": json.dumps({"name": p.name}), "file_data_b64": base64.b64encode(
             p.read_bytes()).decode()})
     body = {"data": data, "files": files, "session_id": args.session or ""}
+    if args.block.startswith("vdag:"):
+        from aiosd.cli.vdag_cmds import infer_vdag
+
+        return infer_vdag(args, settings, body)
 
     async def go() -> Any:
         async with Client(settings.socket_path, timeout_s=120) as c:
@@ -352,8 +366,9 @@ def register_infer(sub: Sub) -> argparse.ArgumentParser:
              "healthy instance is chosen by the load balancer, and the outputs are printed as JSON.",
              "examples:\n  aiosd infer echo-1 --data '{\"message\": \"hello\"}'\n"
              "  aiosd infer echo-1 --data '{}' --file photo.jpg --session s1 --json", cmd_infer)
-    p.add_argument("block", help="block id")
+    p.add_argument("block", help="block id, or vdag:URI for a vDAG")
     p.add_argument("--data", metavar="JSON", help="the packet's data (any JSON value)")
+    p.add_argument("--receipts", action="store_true", help="vdag:URI only: print the signed stage receipts too")
     p.add_argument("--file", action="append", metavar="PATH", help="attach a file (repeatable)")
     p.add_argument("--session", metavar="S", help="session id (sticky routing with a session-aware balancer)")
     p.add_argument("--json", action="store_true", help="print the whole answer as JSON")
