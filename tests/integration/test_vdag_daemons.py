@@ -74,7 +74,7 @@ def test_vdags_across_four_daemons(tmp_path: Path, daemons: list[Daemon]) -> Non
                [("x", "y")])
     r = apply(admin, tmp_path, bad)
     assert r.returncode == 2 and "nodes[1].manualBlockId" in r.stderr and "'nope'" in r.stderr, r.stderr
-    pick = {"nodeLabel": "y", "assignmentPolicyRule": {"policyRuleURI": "policy.vdag.assign-filter:v1",
+    pick: dict[str, Any] = {"nodeLabel": "y", "assignmentPolicyRule": {"policyRuleURI": "policy.vdag.assign-filter:v1",
                                                        "parameters": {"filter": {"variable": "id", "operator": "LIKE",
                                                                                  "value": "stage-%"}}}}
     r = apply(admin, tmp_path, vdag("broken", [{"nodeLabel": "x", "manualBlockId": "stage-a"}, pick], [("x", "y")]))
