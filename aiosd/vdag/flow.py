@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
 
-from aiosd.specs.protocol import check_value
+from aiosd.specs.protocol import Protocol, check_value
 from aiosd.vdag.compile import CompiledVdag, Stage
 from aiosd.vdag.errors import VdagError
 from aiosd.vdag.receipts import Receipt, ReceiptError, check_link, open_receipt, payload_digest, sign_receipt
@@ -47,6 +47,7 @@ DEFAULT_WAIT_S = 30.0
 HOP_TIMEOUT_S = 30.0  # one stage's block must answer within this (or the deadline, if sooner)
 MAX_HELD = 4096  # fan-in branches waiting here for their siblings (receipts only)
 MAX_PENDING = 10_000  # tasks an entry node waits on at once
+PROTOCOL_S = 5.0  # a head block's input protocol is re-read this often
 TRACES = 20  # recent task traces kept per vDAG for describe
 
 
@@ -74,6 +75,8 @@ class VdagFlow:
         self.stats: dict[str, dict[str, Any]] = {}
         self.traces: dict[str, deque[list[dict[str, Any]]]] = {}
         self.addr = ""
+        self.quota_handles: dict[str, Any] = {}
+        self.protocols: dict[str, tuple[float, Protocol | None]] = {}
 
     async def start(self) -> None:
         m = self.svc.membership
@@ -193,10 +196,16 @@ class VdagFlow:
             return
         from aiosd.policies.errors import PolicyError
 
+        ck = json.dumps([uri, rule], sort_keys=True, default=str)
         try:
-            h = await svc.runner.load(
-                rule["policyRuleURI"], parameters=rule.get("parameters") or {}, settings=rule.get("settings") or {},
-                rule_id=f"{uri}/quota")
+            h = self.quota_handles.get(ck)
+            if h is None:  # one handle per vDAG and rule: the policy's own counters live in it
+                h = await svc.runner.load(
+                    rule["policyRuleURI"], parameters=rule.get("parameters") or {},
+                    settings=rule.get("settings") or {}, rule_id=f"{uri}/quota")
+                if len(self.quota_handles) > 256:
+                    self.quota_handles.clear()
+                self.quota_handles[ck] = h
             out = await h.eval({"session_id": sid, "input": {"session_id": session}})
         except PolicyError as e:
             raise VdagError(429, "quota", f"vDAG {uri}: the quota policy refused (it failed: {e})") from None
@@ -207,11 +216,24 @@ class VdagFlow:
 
     async def _check_input(self, c: CompiledVdag, data: Any) -> None:
         for head in c.heads:
-            res = await self.svc.blocks.lookup(c.stages[head].block_id)
-            if res is not None and res.input_protocol.fields and isinstance(data, dict):
-                problems = check_value(res.input_protocol, data, "data")
+            proto = await self._protocol(c.stages[head].block_id)
+            if proto is not None and proto.fields and isinstance(data, dict):
+                problems = check_value(proto, data, "data")
                 if problems:
                     raise VdagError(422, "invalid", "; ".join(str(p) for p in problems[:5]), problems[0].path)
+
+    async def _protocol(self, block_id: str) -> Protocol | None:
+        """The block's input protocol (a cluster block resolves from its spec: cached PROTOCOL_S)."""
+        now = time.monotonic()
+        hit = self.protocols.get(block_id)
+        if hit is not None and now - hit[0] < PROTOCOL_S:
+            return hit[1]
+        res = await self.svc.blocks.lookup(block_id)
+        proto = res.input_protocol if res is not None else None
+        if len(self.protocols) > 1024:
+            self.protocols.clear()
+        self.protocols[block_id] = (now, proto)
+        return proto
 
     async def _on_result(self, v: Verified) -> ResultAck:
         if not isinstance(v.body, Result):

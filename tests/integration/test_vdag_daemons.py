@@ -5,14 +5,17 @@ entry's); bad input is refused at the entry; receipts verify offline and an alte
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aiosd.client import Client
 from aiosd.errors import ApiError
 from tests.daemons import Daemon
 from tests.integration.test_controller_daemons import api, healthy_here, node_id, placements, start_cluster
@@ -154,6 +157,20 @@ def test_vdags_across_four_daemons(tmp_path: Path, daemons: list[Daemon]) -> Non
     assert infer(entry, "cond:1.0-stable", {"text": "hi"})["outputs"][0]["text"] == "hi-a-c"
     assert infer(entry, "cond:1.0-stable", {"text": "a-long-sentence"})["outputs"][0]["text"] == "a-long-sentence-a-b"
 
+    # --- quota at the entry: the policy's reason, 429 -----------------------------------------------
+    quota = vdag("quota", [{"nodeLabel": "only", "manualBlockId": "stage-a"}], [])
+    quota["body"]["spec"]["values"]["controller"]["policies"] = [{"values": {
+        "name": "quotaChecker", "policyRuleURI": "policy.quota.per-session:v1", "parameters": {"max_requests": 2}}}]
+    r = apply(admin, tmp_path, quota)
+    assert r.returncode == 0, r.stderr
+    wait_sync(lambda: any(i["uri"] == "quota:1.0-stable" for i in api(entry, "GET", "/v1/vdags")["items"]),
+              timeout_s=10)
+    for _ in range(2):
+        assert infer(entry, "quota:1.0-stable", {"text": "q"})["outputs"][0]["text"] == "q-a"
+    with pytest.raises(ApiError) as e:
+        infer(entry, "quota:1.0-stable", {"text": "q"})
+    assert e.value.status == 429 and "used 2 of 2" in str(e.value), str(e.value)
+
     # --- describe: stages, the nodes serving each, the last task's hops ------------------------------
     desc = api(entry, "GET", f"/v1/vdags/{LINEAR}")
     assert desc["health"] == "healthy" and desc["status"] == "active"
@@ -166,3 +183,82 @@ def test_vdags_across_four_daemons(tmp_path: Path, daemons: list[Daemon]) -> Non
     assert r.returncode == 0, r.stderr
     r = admin.cli("get", "vdags", "--json")
     assert r.returncode == 0 and "cond:1.0-stable" not in r.stdout
+
+
+def test_kill9_of_a_middle_stage_node_while_tasks_flow(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """1,000 tasks through a → mid (2 instances, 2 nodes) → c; the node of one mid instance is
+    killed -9 a fifth of the way in: every task gets one answer, >= 99% succeed (a failed hop is
+    retried on the other instance), successes resume within 3 s."""
+    nodes = start_cluster(tmp_path, daemons, 4)
+    admin = nodes[0]
+    r = admin.cli("apply", "-f", str(EX / "vdag-stage/component.json"), "--json")
+    assert r.returncode == 0, r.stderr
+    mid = json.loads((EX / "vdag-pipeline/blocks/stage-b.json").read_text())
+    mid["body"]["spec"]["values"].update(blockId="mid", minInstances=2, maxInstances=3)
+    (tmp_path / "mid.json").write_text(json.dumps(mid))
+    for f in (tmp_path / "mid.json", EX / "vdag-pipeline/blocks/stage-a.json", EX / "vdag-pipeline/blocks/stage-c.json"):
+        r = admin.cli("apply", "-f", str(f), "--cluster", "--json", timeout_s=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+    by_id = {node_id(d): d for d in nodes}
+    for b, n in (("mid", 2), ("stage-a", 1), ("stage-c", 1)):
+        wait_sync(lambda b=b, n=n: len(placements(admin, b)) == n, timeout_s=10)  # type: ignore[misc]
+        for iid, nid in placements(admin, b).items():
+            wait_sync(lambda b=b, iid=iid, nid=nid: iid in healthy_here(by_id[nid], b),  # type: ignore[misc]
+                      timeout_s=60, interval_s=0.25)
+    mids = set(placements(admin, "mid").values())
+    assert len(mids) == 2
+    a_node = next(iter(placements(admin, "stage-a").values()))
+    c_node = next(iter(placements(admin, "stage-c").values()))
+    victims = [n for n in mids if n not in (a_node, c_node, node_id(admin))]
+    if not victims:
+        pytest.skip(f"placement put every mid node next to another stage or the admin: {placements(admin, 'mid')}")
+    victim = by_id[victims[0]]
+    entry = by_id[a_node]
+    doc = vdag("failover", [{"nodeLabel": "a", "manualBlockId": "stage-a"}, {"nodeLabel": "m", "manualBlockId": "mid"},
+                            {"nodeLabel": "c", "manualBlockId": "stage-c"}], [("a", "m"), ("m", "c")])
+    doc["body"]["spec"]["values"]["controller"]["initSettings"]["maxOutputWaitTimeSeconds"] = 5
+    r = apply(admin, tmp_path, doc)
+    assert r.returncode == 0, r.stderr
+    uri = "failover:1.0-stable"
+    wait_sync(lambda: any(i["uri"] == uri for i in api(entry, "GET", "/v1/vdags")["items"]), timeout_s=10)
+    answers = asyncio.run(_flow(entry, uri, victim, total=1000, conc=16))
+    ok = [t for t, good in answers if good]
+    assert len(answers) == 1000  # every task answered once (an output or an error)
+    assert len(ok) >= 990, f"{len(ok)} of 1000 succeeded"
+    kill_at = answers_kill_time[0]
+    after = sorted(t for t in ok if t > kill_at)
+    gaps = [b - a for a, b in zip([kill_at, *after], after, strict=False)]
+    assert after and max(gaps) < 3.0, f"longest pause in successes after the kill: {max(gaps):.2f}s"
+    print(f"kill -9 of a mid node: {len(ok)}/1000 ok, longest pause {max(gaps):.2f}s")
+
+
+answers_kill_time: list[float] = []
+
+
+async def _flow(entry: Daemon, uri: str, victim: Daemon, total: int, conc: int) -> list[tuple[float, bool]]:
+    out: list[tuple[float, bool]] = []
+    left = total
+
+    async def worker(c: Client) -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            try:
+                got = await c.post(f"/v1/infer/vdag/{uri}", {"data": {"text": "t"}})
+                good = got["outputs"][0]["text"] == "t-a-b-c"
+            except ApiError:
+                good = False
+            out.append((time.monotonic(), good))
+            if len(out) == total // 5 and not answers_kill_time:
+                answers_kill_time.append(time.monotonic())
+                victim.kill9()
+
+    clients = [Client(entry.socket, timeout_s=30) for _ in range(conc)]
+    for c in clients:
+        await c.__aenter__()
+    try:
+        await asyncio.gather(*(worker(c) for c in clients))
+    finally:
+        for c in clients:
+            await c.__aexit__(None, None, None)
+    return out
