@@ -30,10 +30,11 @@ import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs publish
 from aiosd.specs.protocol import Protocol, check_value
 from aiosd.vdag.compile import CompiledVdag, Stage
 from aiosd.vdag.errors import VdagError
+from aiosd.vdag.payloads import Payloads
 from aiosd.vdag.receipts import Receipt, ReceiptError, check_link, open_receipt, payload_digest, sign_receipt
 from aiosd.vdag.routing import choose_target, next_labels
 from aiosd.vdag.stage_policies import run_postprocessing
-from aiosd.vdag.wire import MAX_PACKET_BYTES, VDAG_MODELS, Hop, HopAck, Result, ResultAck
+from aiosd.vdag.wire import VDAG_MODELS, Hop, HopAck, Result, ResultAck
 from federation.envelope import Verified
 from federation.errors import AuthError, AuthReason, FederationError
 from federation.sansio import NodeId
@@ -75,6 +76,7 @@ class VdagFlow:
         self.stats: dict[str, dict[str, Any]] = {}
         self.traces: dict[str, deque[list[dict[str, Any]]]] = {}
         self.addr = ""
+        self.payloads = Payloads(self.me, None, "")
         self.quota_handles: dict[str, Any] = {}
         self.protocols: dict[str, tuple[float, Protocol | None]] = {}
 
@@ -86,6 +88,7 @@ class VdagFlow:
         m.transport.route("vdag.hop", self._on_hop)
         m.transport.route("vdag.result", self._on_result)
         self.addr = m.addr
+        self.payloads = Payloads(self.me, m.transport, m.addr)
 
     async def stop(self) -> None:
         for t in list(self.tasks):
@@ -144,8 +147,7 @@ class VdagFlow:
         stamp = json.dumps({"is_graph": True, "vdag": uri, "reply_to": self.me})
         packet = msgpack.packb({"session_id": sid, "seq_no": seq, "data": json.dumps(data), "files": files,
                                 "frame_ptr": "", "output_ptr": stamp, "ts": time.time()}, use_bin_type=True)
-        if len(packet) > MAX_PACKET_BYTES:
-            raise VdagError(413, "too_large", f"the packet is {len(packet)} bytes; at most {MAX_PACKET_BYTES}", "data")
+        self.payloads.wrap(packet)  # refused here (413) when over the largest payload
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self.pending[key] = fut
         st = self._stat(uri)
@@ -161,6 +163,12 @@ class VdagFlow:
                                 "(maxOutputWaitTimeSeconds)") from None
         finally:
             self.pending.pop(key, None)
+        if res.status == 200 and res.ref is not None:
+            try:
+                res = res.model_copy(update={"packets": await self.payloads.unwrap(b"", res.ref)})
+            except VdagError as e:
+                res = _error(task, 502, e.code, f"the answer of stage {res.stage!r}: {e}",
+                             c.stages[res.stage], res.node) if res.stage in c.stages else res
         if res.status != 200:
             st["errors"][res.stage or "?"] = st["errors"].get(res.stage or "?", 0) + 1
             raise VdagError(res.status, res.code or "stage_failed", res.message, "stage")
@@ -261,7 +269,11 @@ class VdagFlow:
             return HopAck(status=404, node=self.me, message=f"vDAG {hop.vdag} has no stage {hop.label!r} here")
         c = got[0]
         try:
-            packet = msgpack.unpackb(hop.packet, raw=False)
+            raw = await self.payloads.unwrap(hop.packet, hop.ref)
+        except VdagError as e:
+            return HopAck(status=422, node=self.me, message=f"stage {hop.label!r}: {e}")
+        try:
+            packet = msgpack.unpackb(raw, raw=False)
             if hop.receipts:
                 prev = open_receipt(hop.receipts[-1], self.ca, len(hop.receipts) - 1, now=time.time())
                 check_link(prev, packet, len(hop.receipts) - 1)
@@ -273,7 +285,7 @@ class VdagFlow:
         if bal is None:
             return HopAck(status=503, node=self.me, message="the runtime is not running")
         try:
-            reply = await bal.submit(stage.block_id, hop.packet, hop.session_id, prefer=hop.instance or None)
+            reply = await bal.submit(stage.block_id, raw, hop.session_id, prefer=hop.instance or None)
         except TaskFailed as e:
             return HopAck(status=422, node=self.me, message=f"block {stage.block_id} failed the task: {e}"[:4000])
         except (NoHealthyInstance, InstanceBusy) as e:
@@ -309,10 +321,14 @@ class VdagFlow:
             nxt = next_labels(stage, str(out.get("output_ptr", "")))
             out["output_ptr"] = stamp  # a policy's routing choice applies to this stage only
             if not nxt:
-                body = msgpack.packb([out], use_bin_type=True)
+                try:
+                    body, ref = self.payloads.wrap(msgpack.packb([out], use_bin_type=True))
+                except VdagError as e:
+                    await self._result(task, _error(task, e.status, e.code, str(e), stage, self.me))
+                    continue
                 await self._result(task, Result(vdag=task.vdag, session_id=task.session_id, seq_no=task.seq_no,
                                                 status=200, stage=stage.label, block=stage.block_id, node=self.me,
-                                                packets=body, receipts=receipts))
+                                                packets=body, ref=ref, receipts=receipts))
                 continue
             raw = msgpack.packb(out, use_bin_type=True)
             await asyncio.gather(*(self._forward(task, c, stage, child, raw, receipts) for child in nxt))
@@ -324,6 +340,11 @@ class VdagFlow:
         fan_in = len(stage.parents) > 1
         tried: set[str] = set()
         last, last_node = "no node runs it (as far as this node knows)", ""
+        try:
+            inline, ref = self.payloads.wrap(raw)
+        except VdagError as e:
+            await self._result(task, _error(task, e.status, e.code, str(e), src or stage, self.me))
+            return
         for _ in range(2):
             t = choose_target(self.svc.targets(stage.block_id), me=self.me, fan_in=fan_in,
                               session_id=task.session_id, seq_no=task.seq_no, rng=self.rng,
@@ -331,7 +352,7 @@ class VdagFlow:
             if t is None:
                 break
             hop = Hop(vdag=task.vdag, label=label, from_label=src.label if src else "", session_id=task.session_id,
-                      seq_no=task.seq_no, packet=raw, entry=task.entry, entry_addr=task.entry_addr,
+                      seq_no=task.seq_no, packet=inline, ref=ref, entry=task.entry, entry_addr=task.entry_addr,
                       instance=t.instance if fan_in else "", deadline=task.deadline, receipts=receipts)
             left = min(HOP_TIMEOUT_S, task.deadline - time.time())
             if left <= 0:

@@ -20,6 +20,21 @@ class _Wire(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
 
+class PayloadRef(_Wire):
+    """A packet kept by `holder` (refs.py): fetched with `vdag.fetch`, checked against sha256/size."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0, le=64 << 20)
+    holder: str = Field(min_length=1, max_length=128)
+    holder_addr: str = Field(min_length=1, max_length=300)
+
+
+class FetchPayload(_Wire):
+    kind: Literal["vdag.fetch"] = "vdag.fetch"
+    v: Literal[1] = 1
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class Hop(_Wire):
     kind: Literal["vdag.hop"] = "vdag.hop"
     v: Literal[1] = 1
@@ -28,7 +43,8 @@ class Hop(_Wire):
     from_label: str = Field("", max_length=600)  # "" from the entry
     session_id: str = Field(min_length=1, max_length=700)
     seq_no: int = Field(ge=0, le=2**63 - 1)
-    packet: bytes = Field(max_length=MAX_PACKET_BYTES)
+    packet: bytes = Field(max_length=MAX_PACKET_BYTES)  # b"" when `ref` is set
+    ref: PayloadRef | None = None
     entry: str = Field(min_length=1, max_length=128)  # the entry node (the tail answers it)
     entry_addr: str = Field(min_length=1, max_length=300)
     instance: str = Field("", max_length=128)  # fan-in: the instance every branch goes to
@@ -57,6 +73,7 @@ class Result(_Wire):
     block: str = Field("", max_length=128)
     node: str = Field("", max_length=128)
     packets: bytes = Field(b"", max_length=MAX_PACKET_BYTES)  # msgpack list of the tail's output packets
+    ref: PayloadRef | None = None  # the packets by reference, when large
     receipts: tuple[bytes, ...] = Field((), max_length=MAX_RECEIPTS)
 
 
@@ -66,6 +83,6 @@ class ResultAck(_Wire):
     taken: bool  # False: the entry had already answered this (session, seq), or stopped waiting
 
 
-VDAG_MODELS: tuple[type[BaseModel], ...] = (Hop, HopAck, Result, ResultAck)
+VDAG_MODELS: tuple[type[BaseModel], ...] = (Hop, HopAck, Result, ResultAck, FetchPayload)
 
-__all__ = ["MAX_PACKET_BYTES", "VDAG_MODELS", "Hop", "HopAck", "Result", "ResultAck"]
+__all__ = ["MAX_PACKET_BYTES", "VDAG_MODELS", "FetchPayload", "Hop", "HopAck", "PayloadRef", "Result", "ResultAck"]

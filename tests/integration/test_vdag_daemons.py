@@ -21,7 +21,7 @@ from tests.daemons import Daemon
 from tests.integration.test_controller_daemons import api, healthy_here, node_id, placements, start_cluster
 from tests.waiting import wait_sync
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(420)
 EX = Path(__file__).resolve().parents[2] / "examples"
 BLOCKS = ("stage-a", "stage-b", "stage-c", "join-3")
 LINEAR = "text-pipeline:1.0-stable"
@@ -110,6 +110,11 @@ def test_vdags_across_four_daemons(tmp_path: Path, daemons: list[Daemon]) -> Non
         infer(entry, LINEAR, {"text": "fail"})
     assert e.value.status == 502 and "'first'" in str(e.value) and "stage-a" in str(e.value) \
         and where["stage-a"] in str(e.value), str(e.value)
+
+    # --- 1 MiB: above 256 KiB every hop carries a reference (sha256, size, holder), fetched and checked
+    big = "y" * ((1 << 20) - 64)
+    got = infer(entry, LINEAR, {"text": big})["outputs"][0]
+    assert got["text"] == big + "-a-b-c"
 
     # --- receipts verify offline; an altered one does not -------------------------------------------
     saved = tmp_path / "receipts.json"
