@@ -78,6 +78,7 @@ class VdagFlow:
         self.addr = ""
         self.payloads = Payloads(self.me, None, "")
         self.quota_handles: dict[str, Any] = {}
+        self.known_certs: set[bytes] = set()  # peer certificates whose CA signature a receipt check verified
         self.protocols: dict[str, tuple[float, Protocol | None]] = {}
 
     async def start(self) -> None:
@@ -275,7 +276,8 @@ class VdagFlow:
         try:
             packet = msgpack.unpackb(raw, raw=False)
             if hop.receipts:
-                prev = open_receipt(hop.receipts[-1], self.ca, len(hop.receipts) - 1, now=time.time())
+                prev = open_receipt(hop.receipts[-1], self.ca, len(hop.receipts) - 1, now=time.time(),
+                                    known_certs=self.known_certs)
                 check_link(prev, packet, len(hop.receipts) - 1)
         except ReceiptError as e:
             return HopAck(status=422, node=self.me, message=f"stage {hop.label!r}: receipt refused: {e}")

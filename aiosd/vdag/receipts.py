@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
 
-from federation.certs import NodeCert, verify_cert
+from federation.certs import NodeCert, check_cert_state, verify_cert
 from federation.errors import AuthError
 from federation.identity import NodeKey, verify_signature
 
@@ -72,9 +72,12 @@ def sign_receipt(key: NodeKey, cert_bytes: bytes, r: Receipt) -> bytes:
     return bytes(msgpack.packb([body, key.sign(DOMAIN + body), cert_bytes], use_bin_type=True))
 
 
-def open_receipt(raw: bytes, ca_public: bytes, index: int = 0, now: float | None = None) -> Receipt:
+def open_receipt(raw: bytes, ca_public: bytes, index: int = 0, now: float | None = None,
+                 known_certs: set[bytes] | None = None) -> Receipt:
     """Decode and check one receipt (certificate against the CA at `now`, or at the receipt's own
-    time when None, and the signature). Raises ReceiptError."""
+    time when None, and the signature). `known_certs`: certificates whose CA signature was already
+    checked (their time and revocation are still checked); this adds the ones it checks.
+    Raises ReceiptError."""
     if len(raw) > MAX_RECEIPT_BYTES:
         raise ReceiptError(index, f"larger than {MAX_RECEIPT_BYTES} bytes")
     try:
@@ -86,8 +89,14 @@ def open_receipt(raw: bytes, ca_public: bytes, index: int = 0, now: float | None
         raise ReceiptError(index, f"malformed ({type(e).__name__})") from None
     if not isinstance(body, bytes) or not isinstance(sig, bytes) or fields.get("v") != 1:
         raise ReceiptError(index, "malformed (version or field types)")
+    at = r.ts if now is None else now
     try:
-        verify_cert(cert, ca_public, r.ts if now is None else now)
+        if known_certs is not None and cert_b in known_certs:
+            check_cert_state(cert, at, frozenset())
+        else:
+            verify_cert(cert, ca_public, at)
+            if known_certs is not None and len(known_certs) < 4096:
+                known_certs.add(cert_b)
     except AuthError as e:
         raise ReceiptError(index, f"certificate refused: {e}") from None
     if cert.node_id != r.node:

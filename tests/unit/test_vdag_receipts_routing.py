@@ -92,3 +92,18 @@ def test_routing_local_first_fan_in_stable_and_conditional() -> None:
     assert route_by_field(params, {"m": {"size": "long"}}) == ["big"]
     assert route_by_field(params, {"m": {}}) == []
     assert route_by_field({**params, "default": "small"}, {"x": 1}) == ["small"]
+
+
+def test_known_certificates_skip_only_the_ca_check() -> None:
+    ca = CaKey.generate()
+    k1, c1 = node(ca)
+    good = sign_receipt(k1, c1, receipt(k1, "a", "1" * 64, "2" * 64))
+    known: set[bytes] = set()
+    open_receipt(good, ca.public_bytes, known_certs=known)
+    assert known == {c1}
+    altered = bytearray(good)
+    altered[30] ^= 1
+    with pytest.raises(ReceiptError):  # the signature is still checked
+        open_receipt(bytes(altered), ca.public_bytes, known_certs=known)
+    with pytest.raises(ReceiptError, match="certificate refused"):  # and the certificate's time
+        open_receipt(good, ca.public_bytes, now=NOW + 10**7, known_certs=known)
