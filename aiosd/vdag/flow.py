@@ -122,6 +122,28 @@ class VdagFlow:
                 "hops_served": st["hops_served"], "fps": round(st["ok"] / up, 3),
                 "latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99)}}
 
+    def all_metrics(self) -> dict[str, Any]:
+        """The `vdags` section of /v1/metrics: per vDAG seen on this node."""
+        return {uri: self.metrics_of(uri) for uri in list(self.stats)}
+
+    def prometheus(self, node: str) -> str:
+        """Per-vDAG Prometheus lines (requests and errors counted at this entry node, hops served here)."""
+        lines: list[str] = []
+        names = (("aiosd_vdag_requests_total", "counter", "requests"), ("aiosd_vdag_ok_total", "counter", "ok"),
+                 ("aiosd_vdag_hops_served_total", "counter", "hops_served"), ("aiosd_vdag_fps", "gauge", "fps"))
+        rows = {uri: self.metrics_of(uri) for uri in list(self.stats)}
+        for metric, typ, key in names:
+            lines.append(f"# TYPE {metric} {typ}")
+            lines += [f'{metric}{{node="{node}",vdag="{_esc(u)}"}} {float(m[key])}' for u, m in rows.items()]
+        lines.append("# TYPE aiosd_vdag_errors_total counter")
+        lines += [f'aiosd_vdag_errors_total{{node="{node}",vdag="{_esc(u)}",stage="{_esc(st)}"}} {float(n)}'
+                  for u, m in rows.items() for st, n in m["errors_by_stage"].items()]
+        lines.append("# TYPE aiosd_vdag_latency_seconds gauge")
+        lines += [f'aiosd_vdag_latency_seconds{{node="{node}",vdag="{_esc(u)}",quantile="{q}"}} '
+                  f'{m["latency_ms"][p] / 1000}' for u, m in rows.items()
+                  for q, p in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"))]
+        return "\n".join(lines) + "\n"
+
     def traces_of(self, uri: str) -> list[list[dict[str, Any]]]:
         return list(self.traces.get(uri, ()))
 
@@ -396,6 +418,10 @@ class VdagFlow:
 def _error(task: TaskRef, status: int, code: str, msg: str, stage: Stage, node: str) -> Result:
     return Result(vdag=task.vdag, session_id=task.session_id, seq_no=task.seq_no, status=status, code=code,
                   message=msg[:4000], stage=stage.label, block=stage.block_id, node=node)
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
 def _wait_s(ctl: dict[str, Any]) -> float:

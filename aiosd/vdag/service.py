@@ -21,6 +21,7 @@ from aiosd.blocks.catalog import RecordKind
 from aiosd.blocks.service import BLOCKS_KEY, BlockService
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.membership.service import MEMBERSHIP_KEY, MembershipService
+from aiosd.metrics.service import METRICS_KEY, MetricsService
 from aiosd.policies.errors import PolicyError
 from aiosd.registry.service import REGISTRY_KEY, RegistryService
 from aiosd.specs import ParsedSpec, ParsedVdag, SpecError
@@ -43,7 +44,8 @@ class VdagService:
     name = "vdag"
 
     def __init__(self, ctx: NodeContext, registry: RegistryService, blocks: BlockService,
-                 membership: MembershipService | None) -> None:
+                 membership: MembershipService | None, metrics: MetricsService | None = None) -> None:
+        self.metrics = metrics
         self.ctx = ctx
         self.registry = registry
         self.blocks = blocks
@@ -59,10 +61,17 @@ class VdagService:
         self.blocks.vdag_apply = self.apply_documents
         self.flow = VdagFlow(self)
         await self.flow.start()
+        if self.metrics is not None:
+            self.metrics.sections["vdags"] = self.flow.all_metrics
+            self.metrics.prometheus_sources.append(self.flow.prometheus)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.blocks.vdag_apply = None
+        if self.metrics is not None and self.flow is not None:
+            self.metrics.sections.pop("vdags", None)
+            with contextlib.suppress(ValueError):
+                self.metrics.prometheus_sources.remove(self.flow.prometheus)
         if self.flow is not None:
             await self.flow.stop()
 
@@ -224,7 +233,7 @@ ApplyHook = Callable[[Sequence[ParsedSpec], bool], Awaitable[list[dict[str, Any]
 
 
 def vdag_service(ctx: NodeContext) -> VdagService:
-    return VdagService(ctx, ctx.get(REGISTRY_KEY), ctx.get(BLOCKS_KEY), ctx.find(MEMBERSHIP_KEY))
+    return VdagService(ctx, ctx.get(REGISTRY_KEY), ctx.get(BLOCKS_KEY), ctx.find(MEMBERSHIP_KEY), ctx.find(METRICS_KEY))
 
 
 __all__ = ["ASSIGN_FILTER_URI", "TABLE", "VDAG_KEY", "ApplyHook", "VdagService", "vdag_service"]

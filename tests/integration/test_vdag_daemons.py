@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from aiosd.client import Client
@@ -182,6 +183,11 @@ def test_vdags_across_four_daemons(tmp_path: Path, daemons: list[Daemon]) -> Non
     assert {s["label"]: {x["node"] for x in s["serving"]} for s in desc["stages"]} == {
         "first": {where["stage-a"]}, "second": {where["stage-b"]}, "third": {where["stage-c"]}}
     assert desc["metrics"]["requests"] >= 21 and desc["metrics"]["errors_by_stage"].get("first") == 1
+    m = api(entry, "GET", "/v1/metrics")["vdags"][LINEAR]
+    assert m["requests"] >= 21 and m["latency_ms"]["p50"] > 0 and m["errors_by_stage"].get("first") == 1
+    prom = asyncio.run(_text(entry, "/metrics"))
+    assert f'aiosd_vdag_requests_total{{node="{node_id(entry)}",vdag="{LINEAR}"}}' in prom
+    assert f'aiosd_vdag_errors_total{{node="{node_id(entry)}",vdag="{LINEAR}",stage="first"}} 1.0' in prom
     r = entry.cli("describe", "vdag", LINEAR)
     assert r.returncode == 0 and "last task: first@" in r.stdout, r.stdout + r.stderr
     r = admin.cli("delete", "vdag", "cond:1.0-stable")
@@ -238,6 +244,12 @@ def test_kill9_of_a_middle_stage_node_while_tasks_flow(tmp_path: Path, daemons: 
 
 
 answers_kill_time: list[float] = []
+
+
+async def _text(d: Daemon, path: str) -> str:
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(d.socket))) as s, \
+            s.get("http://aiosd" + path) as r:
+        return await r.text()
 
 
 async def _flow(entry: Daemon, uri: str, victim: Daemon, total: int, conc: int) -> list[tuple[float, bool]]:
