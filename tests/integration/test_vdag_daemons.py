@@ -279,3 +279,26 @@ async def _flow(entry: Daemon, uri: str, victim: Daemon, total: int, conc: int) 
         for c in clients:
             await c.__aexit__(None, None, None)
     return out
+
+
+AIOS_POSE = EX.parents[1] / "shared" / "reference" / "aios-examples" / "vdag-pose-estimation_vdag.json"
+
+
+@pytest.mark.skipif(not AIOS_POSE.is_file(), reason="the AIOS example specs are not in ../shared/reference")
+def test_aios_pose_estimation_vdag_runs_on_stand_in_blocks(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """The AIOS repo's pose-estimation vdag.json, unchanged, against CPU stand-ins named like its blocks."""
+    d = Daemon(tmp_path, "n1", env={"AIOSD_RUNTIME_DRIVER": "process"}).start()
+    daemons.append(d)
+    files = [str(EX / "vdag-stage/component.json")]
+    for bid, suffix in (("object-det-1", "-det"), ("tracker-122", "-trk")):
+        b = json.loads((EX / "vdag-pipeline/blocks/stage-a.json").read_text())
+        b["body"]["spec"]["values"].update(blockId=bid, parameters={"suffix": suffix, "tag": bid})
+        (tmp_path / f"{bid}.json").write_text(json.dumps(b))
+        files.append(str(tmp_path / f"{bid}.json"))
+    r = d.cli("apply", *[a for f in files for a in ("-f", f)], timeout_s=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = d.cli("apply", "-f", str(AIOS_POSE))
+    assert r.returncode == 0 and "vdag pose-estimator:0.0.1-stable created" in r.stdout, r.stdout + r.stderr
+    out = infer(d, "pose-estimator:0.0.1-stable", {"text": "frame"})
+    assert out["outputs"][0]["text"] == "frame-det-trk"
+    assert [h["label"] for h in out["trace"]] == ["obj-det-1", "tracker-0"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,3 +103,20 @@ def test_compile_100_stages_well_under_a_second() -> None:
     took = time.perf_counter() - t0
     assert len(c.stages) == n and c.heads == ("s0",) and c.tails == (f"s{n - 1}",)
     assert took < 1.0, took
+
+
+AIOS_POSE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "aios-examples" / "vdag-pose-estimation_vdag.json"
+
+
+@pytest.mark.skipif(not AIOS_POSE.is_file(), reason="the AIOS example specs are not in ../shared/reference")
+def test_aios_pose_estimation_vdag_compiles_against_stand_in_blocks() -> None:
+    p = parse_document(json.loads(AIOS_POSE.read_text()))
+    assert isinstance(p, ParsedVdag)
+    # Stand-ins of the same names (examples/vdag-stage blocks called object-det-1 and tracker-122).
+    c = compile_graph(p.spec, assign(p.spec, {"object-det-1", "tracker-122"}, {}), {})
+    assert c.uri == "pose-estimator:0.0.1-stable" and c.heads == ("obj-det-1",) and c.tails == ("tracker-0",)
+    assert c.t2() == {"object-det-1": ["tracker-122"], "tracker-122": []}
+    assert c.stages["tracker-0"].model_parameters == {"cosineDistance": 0.4, "budget": 0.2}
+    assert c.stages["obj-det-1"].postprocessing is None  # an empty policyRuleURI is no policy
+    e = pytest.raises(SpecError, assign, p.spec, {"object-det-1"}, {}).value
+    assert "tracker-122" in str(e) and e.paths == ["body.spec.values.nodes[1].spec.values.manualBlockId"]
