@@ -269,6 +269,8 @@ class VdagFlow:
     async def _on_result(self, v: Verified) -> ResultAck:
         if not isinstance(v.body, Result):
             raise AuthError(AuthReason.BAD_BODY, "not a vdag.result")
+        if v.body.node and v.body.node != v.sender and v.body.status == 200:
+            raise AuthError(AuthReason.FORBIDDEN, "a result names another node than its sender")
         return ResultAck(taken=self.deliver(v.body))
 
     def deliver(self, res: Result) -> bool:
