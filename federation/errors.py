@@ -4,6 +4,7 @@
     ├── IdentityError                   a key or certificate file is missing, corrupt or too open
     │   └── AlreadyExistsError          save() would overwrite an existing key without force=True
     ├── AuthError(reason)               a peer message / certificate failed a check (AuthReason)
+    ├── SessionError(reason)            a session handshake or frame was refused (SessionReason)
     ├── TokenError(reason)              a join token was refused or is unparseable (TokenReason)
     ├── RemoteProtocolError             a peer answered with something that is not a valid answer
     │   └── RemoteRejected              the peer verified our request and refused it (status + reason)
@@ -55,6 +56,43 @@ class AuthError(FederationError):
     """A peer's certificate or message failed verification; `reason` says which check."""
 
     def __init__(self, reason: AuthReason, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+
+class SessionReason(StrEnum):
+    """Why a session handshake failed or a frame was dropped (closed set; metric label).
+
+    A handshake failure that is a certificate check keeps the AuthReason value (unknown_ca,
+    revoked, expired_cert, ...), so one label means one thing on both the old and new wire.
+    """
+
+    TOO_LARGE = "too_large"  # over the size cap (checked before anything is allocated)
+    TRUNCATED = "truncated"  # shorter than a header + tag
+    MALFORMED = "malformed"  # not the expected layout (after decryption for payloads)
+    BAD_VERSION = "bad_version"  # unknown protocol magic / message version
+    BAD_KEY = "bad_key"  # an ephemeral key that gives an all-zero shared secret
+    BAD_TAG = "bad_tag"  # AEAD authentication failed: altered, or a frame of another session
+    BAD_SIGNATURE = "bad_signature"  # the peer's transcript signature is wrong
+    REPLAY = "replay"  # counter not above the last accepted one (or an old epoch)
+    OUT_OF_ORDER = "out_of_order"  # counter skipped ahead on an ordered stream
+    BAD_EPOCH = "bad_epoch"  # a key epoch the session cannot be at
+    STALE_KEY = "stale_key"  # the peer did not rekey in time
+    WRONG_PEER = "wrong_peer"  # the peer is not the node the caller asked for
+    CA_MISMATCH = "ca_mismatch"  # (join) the seed's CA is not the one pinned in the token
+    ANONYMOUS = "anonymous"  # an anonymous (join) session sent a member message
+    PEER_CERT = "peer_cert"  # the peer's cert expired or was revoked during the session
+    TIMEOUT = "timeout"  # the handshake did not finish in time
+    RATE_LIMITED = "rate_limited"  # too many handshakes from one source
+    BUSY = "busy"  # too many handshakes in progress
+    UNEXPECTED = "unexpected"  # a message in the wrong handshake state
+
+
+class SessionError(FederationError):
+    """A session handshake or frame was refused; `reason` says which check (or the cert's AuthReason)."""
+
+    def __init__(self, reason: SessionReason | AuthReason, detail: str = "") -> None:
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
@@ -125,6 +163,8 @@ __all__ = [
     "PeerUnreachable",
     "RemoteProtocolError",
     "RemoteRejected",
+    "SessionError",
+    "SessionReason",
     "TokenError",
     "TokenReason",
 ]

@@ -1,13 +1,17 @@
-"""p2p transport: signed envelopes over aiohttp (server on the p2p port, pooled client per peer).
+"""p2p transport: every message rides an encrypted, mutually authenticated session (aiohttp WebSocket).
 
-Every inbound message goes through EnvelopeVerifier before a handler sees it; every answer is an
-envelope verified the same way and bound to its request (`re` = request nonce). Bounded: inbound
-in-flight requests (503 past the cap), the one-way queue (503 when full), the peer session pool
-(LRU). `faults` drops traffic to/from chosen peers (tests; the partition seam). The pre-trust
-`open` channel carries only join requests (no envelope: the joiner has no cert yet). The `raw`
-channel answers a signed request with unsigned bytes (bulk data whose hash the caller knows).
-The WebSocket client side and its frames are in transport_ws.py; sendfile answers, capped reads
-and the pre-trust join request in transport_http.py.
+A connection starts with the session handshake (federation/sessions/handshake.py: ephemeral
+X25519, both node certs checked like envelopes were, transcript signed by both node keys); then
+every message is one AEAD frame (frames.py) whose plaintext holds the kind, the body (with its
+`v`) and a call id (messages.py). Point-to-point messages need no per-message signature: the
+session authenticates the sender. What a third party must check (registry records, manifests,
+revocations, join tokens) carries its origin signature inside the body, as before.
+
+Bounded: handshakes (per-source rate, in-progress cap, deadline), inbound in-flight requests
+(503 past the cap), the one-way queue (503 / drop), links and client sessions (LRU), pending calls
+per link. `faults` drops traffic to/from chosen peers (tests; the partition seam). Pre-trust
+(join) requests use an anonymous session (`route_open`, `request_open`). Raw answers (bulk data
+whose hash the caller knows) stream as DATA frames of `data_piece_bytes`.
 """
 
 from __future__ import annotations
@@ -20,47 +24,39 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Container
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar, cast
 
 import aiohttp
-import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from federation.certs import MSGPACK_ERRORS, NodeCert, first_error, pack
-from federation.envelope import EnvelopeVerifier, Schemas, Verified, seal
-from federation.errors import (
-    AuthError,
-    AuthReason,
-    FederationError,
-    PeerUnreachable,
-    RemoteProtocolError,
-    RemoteRejected,
-)
+from federation.certs import NodeCert, check_cert_state
+from federation.envelope import EnvelopeVerifier, Schemas, Verified
+from federation.errors import AuthError, PeerUnreachable, RemoteProtocolError, SessionError, SessionReason
 from federation.identity import NodeKey
 from federation.sansio import NodeId
-from federation.transport_http import OPEN_PATH, FileRange, read_capped, request_open, send_range
-from federation.transport_ws import WsPeer, peek_nonce, send_err
+from federation.sessions.frames import FrameLimits
+from federation.sessions.gate import GateLimits, HandshakeGate
+from federation.sessions.handshake import CIPHER, ClientHandshake, Identity, ServerHandshake
+from federation.sessions.messages import Message, MsgType
+from federation.sessions.stats import PeerSessionInfo, SessionsReport, SessionStats
+from federation.transport_http import FileRange
+from federation.transport_link import Link
+from federation.transport_serve import Dispatcher
+from federation.transport_ws import (
+    WS_PATH,
+    client_handshake,
+    close_code_of,
+    frame_cap,
+    open_call,
+    request_open,
+    server_handshake,
+)
 
 log = logging.getLogger(__name__)
 
-PATH = "/p2p/v1/msg"
-WS_PATH = "/p2p/v1/ws"
-RAW_PATH = "/p2p/v1/raw"
-_CT = "application/x-aiosd-envelope"
-_STATUS: dict[AuthReason, int] = {
-    AuthReason.TOO_LARGE: 413,
-    AuthReason.MALFORMED: 400,
-    AuthReason.UNSUPPORTED_VERSION: 400,
-    AuthReason.UNKNOWN_KIND: 404,
-    AuthReason.BAD_BODY: 422,
-    AuthReason.FORBIDDEN: 403,
-}  # every other reason: 401
-
 RequestHandler = Callable[[Verified], Awaitable[BaseModel]]
 OneWayHandler = Callable[[Verified], Awaitable[None]]
-
-
 RawHandler = Callable[[Verified], Awaitable[bytes | FileRange]]
 M = TypeVar("M", bound=BaseModel)
 
@@ -77,18 +73,23 @@ class TransportSettings(BaseModel):
     max_inflight: int = Field(256, ge=1, description="inbound requests being handled at once; 503 past it")
     oneway_queue: int = Field(1024, ge=1, description="queued one-way messages; 503 (dropped) when full")
     oneway_workers: int = Field(4, ge=1, description="tasks running one-way handlers")
-    max_bytes: int = Field(1 << 20, ge=1024, description="largest envelope accepted or read back")
-    max_skew_s: float = Field(30.0, gt=0, description="clock skew tolerated on envelope ts")
-    max_peers: int = Field(512, ge=1, description="pooled client sessions kept (LRU)")
+    max_bytes: int = Field(1 << 20, ge=1024, description="largest message body accepted or read back")
+    max_skew_s: float = Field(30.0, gt=0, description="clock skew tolerated (kept for the envelope API)")
+    max_peers: int = Field(512, ge=1, description="outbound links and client sessions kept (LRU)")
     per_peer_connections: int = Field(8, ge=1, description="keep-alive connections per peer")
     open_max_bytes: int = Field(16 * 1024, ge=256, description="largest pre-trust (join) request")
     open_max_inflight: int = Field(8, ge=1, description="pre-trust requests handled at once")
     shutdown_grace_s: float = Field(2.0, ge=0, description="time in-flight handlers get on close")
-    websocket: bool = Field(
-        True, description="request() over one long-lived WebSocket per peer (False: one HTTP POST each)"
-    )
-    max_ws_conns: int = Field(1024, ge=1, description="inbound WebSocket connections kept at once")
-    max_pending: int = Field(1024, ge=1, description="requests awaiting an answer per peer (WebSocket)")
+    websocket: bool = Field(True, description="kept for compatibility: every message rides a session")
+    max_ws_conns: int = Field(1024, ge=1, description="inbound links kept at once")
+    max_pending: int = Field(1024, ge=1, description="requests awaiting an answer per link")
+    handshake_timeout_s: float = Field(5.0, gt=0, description="a handshake not done by then is dropped")
+    handshake_rate_s: float = Field(20.0, gt=0, description="handshakes per second per source address")
+    handshake_burst: int = Field(64, ge=1, description="handshakes a source may start at once")
+    max_handshakes: int = Field(64, ge=1, description="inbound handshakes in progress at once")
+    rekey_s: float = Field(3600.0, gt=0, description="a session key is replaced after this long")
+    rekey_frames: int = Field(1 << 32, ge=2, description="... or after this many frames")
+    data_piece_bytes: int = Field(256 * 1024, ge=4096, description="bulk answers travel in frames this big")
 
 
 class TransportFaults:
@@ -110,98 +111,77 @@ class TransportFaults:
 
 
 class Transport:
-    """Signed request/response and one-way messaging between nodes (async context manager)."""
+    """Request/response and one-way messaging between nodes over sessions (async context manager)."""
 
-    def __init__(
-        self,
-        key: NodeKey,
-        cert: NodeCert,
-        ca_public: bytes,
-        schemas: Schemas,
-        settings: TransportSettings | None = None,
-        *,
-        revoked: Container[str] = frozenset(),
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, key: NodeKey, cert: NodeCert, ca_public: bytes, schemas: Schemas,
+                 settings: TransportSettings | None = None, *, revoked: Container[str] = frozenset(),
+                 clock: Callable[[], float] = time.time) -> None:
         self.key, self.cert, self.settings, self.clock = key, cert, settings or TransportSettings(), clock
+        self.ca_public, self.revoked = ca_public, revoked
         self._cert_b = cert.to_bytes()
+        self._cert_gen = 0
         s = self.settings
-        self.verifier = EnvelopeVerifier(
-            ca_public,
-            schemas,
-            revoked=revoked,
-            me=key.node_id,
-            max_bytes=s.max_bytes,
-            max_skew_s=s.max_skew_s,
-        )
+        # Kept for its schema registry and its cache of CA-verified certs (aiosd reads both).
+        self.verifier = EnvelopeVerifier(ca_public, schemas, revoked=revoked, me=key.node_id,
+                                         max_bytes=s.max_bytes, max_skew_s=s.max_skew_s)
         self.faults = TransportFaults()
         self.counters: Counter[str] = Counter()
-        self._routes: dict[str, RequestHandler] = {}
-        self._oneway: dict[str, OneWayHandler] = {}
-        self._raw: dict[str, RawHandler] = {}
-        self._open: dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[BaseModel]]]] = {}
-        self._inflight = 0
-        self._open_inflight = 0
-        self._queue: asyncio.Queue[Verified] = asyncio.Queue(maxsize=s.oneway_queue)
-        self._workers: list[asyncio.Task[None]] = []
+        self.stats = SessionStats()
+        self.limits = FrameLimits(max_frame_bytes=frame_cap(max(s.max_bytes, s.open_max_bytes)),
+                                  rekey_frames=s.rekey_frames, rekey_s=s.rekey_s)
+        self.gate = HandshakeGate(GateLimits(per_source_rate_s=s.handshake_rate_s,
+                                             per_source_burst=s.handshake_burst, max_pending=s.max_handshakes))
+        self.serve = Dispatcher(self)
         self._sessions: OrderedDict[str, aiohttp.ClientSession] = OrderedDict()
-        self._evicted: list[aiohttp.ClientSession] = []  # closed by the next _post (awaits there)
-        self._peers: dict[str, WsPeer] = {}
+        self._evicted: list[aiohttp.ClientSession] = []
+        self._links: dict[str, Link] = {}
+        self._link_tasks: dict[Link, asyncio.Task[None]] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
+        self._server_links: set[Link] = set()
         self._ws_conns = 0
-        self._server_ws: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self.port = 0
 
     def set_cert(self, cert: NodeCert) -> None:
-        """Use a renewed certificate for every message from now on (same key)."""
+        """Use a renewed certificate from now on (same key): later links present it."""
         if cert.public_key != self.key.public_bytes:
             raise ValueError("cert: does not belong to this node's key")
         self.cert, self._cert_b = cert, cert.to_bytes()
+        self._cert_gen += 1
 
-    # -- routes -------------------------------------------------------------------------------
-
+    # -- routes ---------------------------------------------------------------------------------
     def route(self, kind: str, handler: RequestHandler) -> None:
-        """Answer requests of `kind` with handler's model (sealed as that model's kind).
+        """Answer requests of `kind` with handler's model (sent as that model's kind).
 
         A handler refuses with AuthError(FORBIDDEN) (→ 403); any other exception → 500, logged.
         """
-        self._check_kind(kind)
-        self._routes[kind] = handler
+        self.serve.check_kind(kind)
+        self.serve.routes[kind] = handler
 
     def route_oneway(self, kind: str, handler: OneWayHandler) -> None:
-        """Run handler for one-way messages of `kind` (queued; the sender gets 202 on enqueue)."""
-        self._check_kind(kind)
-        self._oneway[kind] = handler
+        """Run handler for one-way messages of `kind` (queued; acknowledged on enqueue when asked)."""
+        self.serve.check_kind(kind)
+        self.serve.oneway[kind] = handler
 
     def route_raw(self, kind: str, handler: RawHandler) -> None:
-        """Answer signed requests of `kind` with raw bytes (unsigned: the caller must know their hash),
-        or with a FileRange the kernel sends from the file without copying it through Python.
+        """Answer requests of `kind` with raw bytes (the caller must know their hash), or with a
+        FileRange read in pieces, each sealed in its own frame.
 
         A handler refuses with AuthError(FORBIDDEN) (→ 403) or LookupError (→ 404); else → 500.
         """
-        self._check_kind(kind)
-        self._raw[kind] = handler
+        self.serve.check_kind(kind)
+        self.serve.raw[kind] = handler
 
     def route_open(self, model: type[M], handler: Callable[[M], Awaitable[BaseModel]]) -> None:
-        """A pre-trust route (joins only): msgpack `model` in, msgpack model out, no envelope."""
+        """A pre-trust route (joins only): served on anonymous sessions, typed `model` in and out."""
         kind = model.model_fields["kind"].default
-        self._open[kind] = (model, handler)
-
-    def _check_kind(self, kind: str) -> None:
-        if kind not in self.verifier.schemas:
-            raise ValueError(f"kind: {kind!r} is not in the schema registry")
-        if kind in self._routes or kind in self._oneway or kind in self._raw:
-            raise ValueError(f"kind: {kind!r} already has a handler")
+        self.serve.open[kind] = (model, handler)
 
     # -- lifecycle ------------------------------------------------------------------------------
-
     async def __aenter__(self) -> Self:
         s = self.settings
-        app = web.Application(client_max_size=max(s.max_bytes, s.open_max_bytes))
-        app.router.add_post(PATH, self._on_msg)
-        app.router.add_post(OPEN_PATH, self._on_open)
-        app.router.add_post(RAW_PATH, self._on_raw)
+        app = web.Application()
         app.router.add_get(WS_PATH, self._on_ws)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_grace_s)
         await runner.setup()
@@ -214,35 +194,32 @@ class Transport:
         self._runner = runner
         sockets = getattr(site._server, "sockets", None) or ()  # aiohttp exposes bound sockets only here
         self.port = int(sockets[0].getsockname()[1]) if sockets else s.port
-        self._workers = [
-            asyncio.create_task(self._worker(), name=f"p2p-oneway-{i}") for i in range(s.oneway_workers)
-        ]
-        log.info(
-            "p2p transport listening", extra={"host": s.host, "port": self.port, "node": self.key.node_id}
-        )
+        self.serve.start()
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="p2p-session-sweep")
+        log.info("p2p transport listening", extra={"host": s.host, "port": self.port, "node": self.key.node_id})
         return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
         await self.close()
 
     async def close(self) -> None:
-        """Stop accepting, give in-flight handlers the grace period, cancel workers, close sessions."""
-        for peer in list(self._peers.values()):
-            await peer.close()
-        self._peers.clear()
-        for sws in list(self._server_ws):  # say goodbye first so runner.cleanup need not wait
-            await sws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+        """Stop accepting, close links, give handlers the grace period, cancel workers."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for link in list(self._links.values()) + list(self._server_links):
+            await link.close()
+        for task in list(self._link_tasks.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._links.clear()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-        for w in self._workers:
-            w.cancel()
-        for w in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await w
-        self._workers = []
+        await self.serve.stop()
         sessions, self._sessions = list(self._sessions.values()), OrderedDict()
         for sess in sessions + self._evicted:
             await sess.close()
@@ -252,284 +229,54 @@ class Transport:
     def address(self) -> str:
         return f"{self.settings.host}:{self.port}"
 
-    # -- server ---------------------------------------------------------------------------------
+    def _identity(self) -> Identity:
+        return Identity(self.key, self._cert_b)
 
-    async def _on_msg(self, request: web.Request) -> web.StreamResponse:
-        return await self._inbound(request, self._serve_msg, what="p2p handler failed", capped=False)
-
-    async def _on_raw(self, request: web.Request) -> web.StreamResponse:
-        return await self._inbound(request, self._serve_raw, what="p2p raw handler failed", capped=True)
-
-    async def _inbound(self, request: web.Request,
-                       serve: Callable[[web.Request, Verified], Awaitable[web.StreamResponse]],
-                       *, what: str, capped: bool) -> web.StreamResponse:
-        """What every signed inbound POST shares: the in-flight gate, the size cap, verification,
-        the partition test hook; then `serve` answers the verified envelope."""
-        s = self.settings
-        if self._inflight >= s.max_inflight:
-            self.counters["inbound_busy"] += 1
-            return web.Response(status=503, text="busy")
-        self._inflight += 1
-        try:
-            if (request.content_length or 0) > s.max_bytes:
-                self.verifier.rejected[AuthReason.TOO_LARGE] += 1
-                return web.Response(status=413, text=AuthReason.TOO_LARGE.value)
-            raw = await read_capped(request.content, s.max_bytes) if capped else await request.read()
-            try:
-                v = self.verifier.open(raw, self.clock(), source=request.remote or "")
-            except AuthError as e:
-                return web.Response(status=_STATUS.get(e.reason, 401), text=e.reason.value)
-            if v.sender in self.faults.blocked:
-                self.faults.dropped_in += 1
-                if request.transport is not None:
-                    request.transport.abort()  # a partition: the peer sees a dead connection
-                return web.Response(status=503)
-            return await serve(request, v)
-        except (asyncio.CancelledError, web.HTTPException):
-            raise
-        except Exception:
-            log.exception(what, extra={"path": request.path})
-            self.counters["handler_errors"] += 1
-            return web.Response(status=500, text="handler error")
-        finally:
-            self._inflight -= 1
-
-    async def _serve_msg(self, request: web.Request, v: Verified) -> web.StreamResponse:
-        if v.kind in self._oneway:
-            try:
-                self._queue.put_nowait(v)
-            except asyncio.QueueFull:
-                self.counters["oneway_dropped"] += 1
-                return web.Response(status=503, text="queue full")
-            return web.Response(status=202)
-        handler = self._routes.get(v.kind)
-        if handler is None:
-            return web.Response(status=404, text="no route")
-        try:
-            answer = await handler(v)
-        except AuthError as e:
-            return web.Response(status=_STATUS.get(e.reason, 403), text=e.reason.value)
-        kind = getattr(answer, "kind", None)
-        if not isinstance(kind, str):
-            raise TypeError("handler answer: model has no kind")  # our bug: 500 in _inbound
-        out = seal(self.key, self.cert, kind, answer, self.clock(), to=v.sender, re=v.nonce,
-                   cert_bytes=self._cert_b)
-        self.counters["requests_served"] += 1
-        return web.Response(body=out, content_type=_CT)
-
-    async def _serve_raw(self, request: web.Request, v: Verified) -> web.StreamResponse:
-        handler = self._raw.get(v.kind)
-        if handler is None:
-            return web.Response(status=404, text="no route")
-        try:
-            data = await handler(v)
-        except AuthError as e:
-            return web.Response(status=_STATUS.get(e.reason, 403), text=e.reason.value)
-        except LookupError:
-            return web.Response(status=404, text="not found")
-        self.counters["raw_served"] += 1
-        if isinstance(data, FileRange):
-            self.counters["raw_bytes_out"] += data.length
-            return await send_range(request, data)
-        self.counters["raw_bytes_out"] += len(data)
-        return web.Response(body=data, content_type="application/octet-stream")
-
-    async def _worker(self) -> None:
-        while True:
-            v = await self._queue.get()
-            try:
-                await self._oneway[v.kind](v)
-                self.counters["oneway_handled"] += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("p2p one-way handler failed", extra={"kind": v.kind, "sender": v.sender})
-                self.counters["handler_errors"] += 1
-
-    async def _on_open(self, request: web.Request) -> web.StreamResponse:
-        s = self.settings
-        entry = self._open.get(request.match_info["kind"])
-        if entry is None:
-            return web.Response(status=404, text="no route")
-        if self._open_inflight >= s.open_max_inflight:
-            self.counters["open_busy"] += 1
-            return web.Response(status=503, text="busy")
-        self._open_inflight += 1
-        try:
-            if (request.content_length or 0) > s.open_max_bytes:
-                return web.Response(status=413, text="too_large")
-            raw = await read_capped(request.content, s.open_max_bytes)
-            if len(raw) > s.open_max_bytes:
-                return web.Response(status=413, text="too_large")
-            model, handler = entry
-            try:
-                body = model.model_validate(msgpack.unpackb(raw, raw=False, use_list=False))
-            except MSGPACK_ERRORS:
-                return web.Response(status=400, text="malformed: not msgpack")
-            except ValidationError as e:
-                return web.Response(status=422, text="bad_body: " + first_error(e))
-            try:
-                answer = await handler(body)
-            except FederationError as e:  # a refusal the joiner must read (TokenError, AuthError)
-                return web.Response(status=403, text=str(e))
-            return web.Response(body=pack(answer.model_dump()), content_type="application/msgpack")
-        except (asyncio.CancelledError, web.HTTPException):
-            raise
-        except Exception:
-            log.exception("p2p open handler failed", extra={"path": request.path})
-            return web.Response(status=500, text="handler error")
-        finally:
-            self._open_inflight -= 1
-
-    # -- WebSocket channel (server side) ------------------------------------------------------
-
+    # -- server side ----------------------------------------------------------------------------
     async def _on_ws(self, request: web.Request) -> web.StreamResponse:
         s = self.settings
-        if self._ws_conns >= s.max_ws_conns:
-            self.counters["ws_refused"] += 1
-            return web.Response(status=503, text="busy")
-        ws = web.WebSocketResponse(max_msg_size=s.max_bytes, compress=False)
-        await ws.prepare(request)
-        self._ws_conns += 1
-        self._server_ws.add(ws)
-        tasks: set[asyncio.Task[None]] = set()
         source = request.remote or ""
+        refused = self.gate.admit(source, time.monotonic())
+        if refused is None and self._ws_conns >= s.max_ws_conns:
+            self.gate.done()
+            refused = SessionReason.BUSY
+        if refused is not None:  # before the upgrade: a flood costs one parsed request each
+            self.stats.handshake_failures[refused.value] += 1
+            return web.Response(status=429 if refused.value == "rate_limited" else 503, text=refused.value)
+        ws = web.WebSocketResponse(max_msg_size=self.limits.max_frame_bytes, compress=False, autoping=True)
+        self._ws_conns += 1
         try:
-            async for msg in ws:
-                if msg.type is not aiohttp.WSMsgType.BINARY:
-                    break
-                self._on_frame(ws, msg.data, source, tasks)
-                if len(tasks) > s.max_pending:  # the peer sends faster than it reads our answers
-                    self.counters["ws_overrun"] += 1
-                    break
+            await ws.prepare(request)
+            hs = ServerHandshake(os.urandom, me=self._identity(), ca_public=self.ca_public,
+                                 certs=self.verifier.certs, revoked=self.revoked, limits=self.limits)
+            try:
+                async with asyncio.timeout(s.handshake_timeout_s):
+                    session = await server_handshake(ws, hs, self.clock)
+            except (SessionError, TimeoutError) as e:
+                self.gate.done()
+                reason = e.reason.value if isinstance(e, SessionError) else "timeout"
+                self.stats.handshake_failures[reason] += 1
+                if self.verifier.quiet.should_log(reason, source, self.clock()):
+                    log.warning("p2p handshake refused", extra={"reason": reason, "source": source})
+                await ws.close(code=close_code_of(reason), message=reason.encode())
+                return ws
+            except BaseException:
+                self.gate.done()
+                raise
+            self.gate.done()
+            self.stats.handshakes_ok += 1
+            link = Link(ws, session, source, self.stats, clock=self.clock, revoked=self.revoked,
+                        on_request=self.serve.on_request, max_pending=s.max_pending)
+            self._server_links.add(link)
+            try:
+                await link.run()
+            finally:
+                self._server_links.discard(link)
+            return ws
         finally:
             self._ws_conns -= 1
-            self._server_ws.discard(ws)
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return ws
 
-    def _on_frame(
-        self, ws: web.WebSocketResponse, raw: bytes, source: str, tasks: set[asyncio.Task[None]]
-    ) -> None:
-        """One inbound envelope frame: verify, then queue (one-way) or answer in a bounded task."""
-        try:
-            v = self.verifier.open(raw, self.clock(), source=source)
-        except AuthError as e:
-            self._spawn(tasks, send_err(ws, peek_nonce(raw), _STATUS.get(e.reason, 401), e.reason.value))
-            return
-        if v.sender in self.faults.blocked:
-            self.faults.dropped_in += 1
-            self._spawn(tasks, ws.close())  # a partition: the peer sees its connection die
-            return
-        if v.kind in self._oneway:
-            try:
-                self._queue.put_nowait(v)
-            except asyncio.QueueFull:
-                self.counters["oneway_dropped"] += 1
-            return
-        handler = self._routes.get(v.kind)
-        if handler is None:
-            self._spawn(tasks, send_err(ws, v.nonce, 404, "no route"))
-            return
-        if self._inflight >= self.settings.max_inflight:
-            self.counters["inbound_busy"] += 1
-            self._spawn(tasks, send_err(ws, v.nonce, 503, "busy"))
-            return
-        self._inflight += 1
-        self._spawn(tasks, self._answer_ws(ws, v, handler))
-
-    @staticmethod
-    def _spawn(tasks: set[asyncio.Task[None]], coro: Awaitable[Any]) -> None:
-        # Owned by the connection: cancelled when it closes; bounded by max_inflight (+ error replies).
-        t: asyncio.Task[None] = asyncio.ensure_future(coro)
-        tasks.add(t)
-        t.add_done_callback(tasks.discard)
-
-    async def _answer_ws(self, ws: web.WebSocketResponse, v: Verified, handler: RequestHandler) -> None:
-        try:
-            try:
-                answer = await handler(v)
-            except AuthError as e:
-                await send_err(ws, v.nonce, _STATUS.get(e.reason, 403), e.reason.value)
-                return
-            except Exception:
-                log.exception("p2p handler failed", extra={"kind": v.kind, "sender": v.sender})
-                self.counters["handler_errors"] += 1
-                await send_err(ws, v.nonce, 500, "handler error")
-                return
-            kind = getattr(answer, "kind", None)
-            if not isinstance(kind, str):  # our bug, as on the HTTP path
-                log.error("p2p handler answer has no kind", extra={"kind": v.kind})
-                await send_err(ws, v.nonce, 500, "handler error")
-                return
-            out = seal(
-                self.key,
-                self.cert,
-                kind,
-                answer,
-                self.clock(),
-                to=v.sender,
-                re=v.nonce,
-                cert_bytes=self._cert_b,
-            )
-            self.counters["requests_served"] += 1
-            await ws.send_bytes(out)
-        except (ConnectionError, RuntimeError):  # the peer went away while we worked: nothing to answer
-            self.counters["answers_lost"] += 1
-        finally:
-            self._inflight -= 1
-
-    # -- WebSocket channel (client side) --------------------------------------------------------
-
-    async def _ws_peer(self, addr: str) -> WsPeer:
-        peer = self._peers.get(addr)
-        if peer is not None and not peer.closed:
-            return peer
-        lock = self._connecting.setdefault(addr, asyncio.Lock())
-        async with lock:
-            peer = self._peers.get(addr)
-            if peer is not None and not peer.closed:
-                return peer
-            while self._evicted:
-                await self._evicted.pop().close()
-            ws = await self._session(addr).ws_connect(
-                WS_PATH, max_msg_size=self.settings.max_bytes, compress=0
-            )
-            peer = WsPeer(addr, ws, self.verifier, self.clock, self.counters, self.settings.max_pending,
-                          self._peer_closed)
-            self._peers[addr] = peer
-            if len(self._connecting) > self.settings.max_peers:
-                self._connecting = {a: lk for a, lk in self._connecting.items() if a in self._peers}
-            return peer
-
-    def _peer_closed(self, peer: WsPeer) -> None:
-        if self._peers.get(peer.addr) is peer:
-            del self._peers[peer.addr]
-
-    def _check_faults(self, addr: str, to: NodeId | None) -> None:
-        if addr in self.faults.blocked or (to is not None and to in self.faults.blocked):
-            self.faults.dropped_out += 1
-            raise PeerUnreachable(addr, "dropped (fault injection)")
-
-    async def _ws_request(
-        self, addr: str, raw: bytes, nonce: bytes, timeout_s: float | None, to: NodeId | None
-    ) -> Verified:
-        self._check_faults(addr, to)
-        try:
-            async with asyncio.timeout(timeout_s or self.settings.request_timeout_s):
-                peer = await self._ws_peer(addr)
-                return await peer.call(raw, nonce)
-        except TimeoutError as e:
-            self.counters["timeouts"] += 1
-            raise PeerUnreachable(addr, "timed out") from e
-        except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError, OSError) as e:
-            self.counters["unreachable"] += 1
-            raise PeerUnreachable(addr, type(e).__name__) from e
-
-    # -- client ---------------------------------------------------------------------------------
-
+    # -- client side ----------------------------------------------------------------------------
     def _session(self, addr: str) -> aiohttp.ClientSession:
         sess = self._sessions.get(addr)
         if sess is not None and not sess.closed:
@@ -539,181 +286,206 @@ class Transport:
         sess = aiohttp.ClientSession(
             base_url=f"http://{addr}",
             connector=aiohttp.TCPConnector(limit=s.per_peer_connections, enable_cleanup_closed=False),
-            timeout=aiohttp.ClientTimeout(total=s.request_timeout_s, sock_connect=s.connect_timeout_s),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout_s),
             auto_decompress=False,
         )
         self._sessions[addr] = sess
         while len(self._sessions) > s.max_peers:
-            _, old = self._sessions.popitem(last=False)
+            old_addr, old = self._sessions.popitem(last=False)
             self._evicted.append(old)
+            link = self._links.pop(old_addr, None)
+            if link is not None:
+                asyncio.ensure_future(link.close())
         return sess
 
-    async def _post(
-        self, addr: str, path: str, data: bytes, timeout_s: float | None, to: NodeId | None,
-        cap: int | None = None,
-    ) -> tuple[int, bytes]:
-        self._check_faults(addr, to)
-        while self._evicted:
-            await self._evicted.pop().close()
-        s = self.settings
-        timeout = aiohttp.ClientTimeout(
-            total=timeout_s or s.request_timeout_s, sock_connect=s.connect_timeout_s
-        )
+    async def _link(self, addr: str) -> Link:
+        link = self._links.get(addr)
+        if link is not None and not link.closed and link.cert_gen == self._cert_gen:
+            return link
+        lock = self._connecting.setdefault(addr, asyncio.Lock())
+        async with lock:
+            link = self._links.get(addr)
+            if link is not None and not link.closed:
+                if link.cert_gen == self._cert_gen:
+                    return link
+                asyncio.ensure_future(self._retire(link))
+            while self._evicted:
+                await self._evicted.pop().close()
+            ws = await self._session(addr).ws_connect(WS_PATH, max_msg_size=self.limits.max_frame_bytes,
+                                                      compress=0)
+            hs = ClientHandshake(os.urandom, me=self._identity(), certs=self.verifier.certs,
+                                 revoked=self.revoked, limits=self.limits)
+            try:
+                async with asyncio.timeout(self.settings.handshake_timeout_s):
+                    session = await client_handshake(ws, hs, addr, self.clock, self.stats)
+            except BaseException:
+                await ws.close()
+                raise
+            link = Link(ws, session, addr, self.stats, clock=self.clock, revoked=self.revoked,
+                        on_request=None, max_pending=self.settings.max_pending, cert_gen=self._cert_gen)
+            self._links[addr] = link
+            task = asyncio.create_task(self._run_link(addr, link), name=f"p2p-link-{addr}")
+            self._link_tasks[link] = task
+            if len(self._connecting) > self.settings.max_peers:
+                self._connecting = {a: lk for a, lk in self._connecting.items() if a in self._links}
+            return link
+
+    async def _run_link(self, addr: str, link: Link) -> None:
         try:
-            async with self._session(addr).post(
-                path, data=data, timeout=timeout, headers={"Content-Type": _CT}
-            ) as resp:
-                limit = s.max_bytes if cap is None else cap
-                if resp.content_length is not None and resp.content_length > limit:
-                    raise RemoteProtocolError(f"peer {addr}: answer larger than {limit} bytes")
-                # A stated length within the cap is read in one piece (one copy); else counted.
-                data = await resp.read() if resp.content_length is not None else await read_capped(
-                    resp.content, limit)
-                if len(data) > limit:
-                    raise RemoteProtocolError(f"peer {addr}: answer larger than {limit} bytes")
-                return resp.status, data
+            await link.run()
+        finally:
+            self._link_tasks.pop(link, None)
+            if self._links.get(addr) is link:
+                del self._links[addr]
+
+    async def _retire(self, link: Link) -> None:
+        """Close a link made with an older cert once its calls are answered (bounded wait)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                while link.calls:
+                    await asyncio.sleep(0.05)
+        await link.close()
+
+    def _check_faults(self, addr: str, to: NodeId | None) -> None:
+        if addr in self.faults.blocked or (to is not None and to in self.faults.blocked):
+            self.faults.dropped_out += 1
+            raise PeerUnreachable(addr, "dropped (fault injection)")
+
+    async def _call(self, addr: str, type_: MsgType, kind: str, body: BaseModel, timeout_s: float | None,
+                    to: NodeId | None, raw_cap: int | None = None) -> tuple[Link, Message | bytes | bytearray]:
+        self._check_faults(addr, to)
+        try:
+            async with asyncio.timeout(timeout_s or self.settings.request_timeout_s):
+                link = await self._link(addr)
+                if to is not None and link.peer_id != to:
+                    raise RemoteProtocolError(f"peer {addr} is node {link.peer_id}, not {to}")
+                if type_ is MsgType.ONEWAY:
+                    await link.notify(kind, body)
+                    return link, b""
+                return link, await link.call(type_, kind, body, raw_cap=raw_cap)
         except TimeoutError as e:
             self.counters["timeouts"] += 1
             raise PeerUnreachable(addr, "timed out") from e
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as e:
+        except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError, OSError) as e:
+            if isinstance(e, PeerUnreachable):
+                raise
             self.counters["unreachable"] += 1
             raise PeerUnreachable(addr, type(e).__name__) from e
 
-    async def request(
-        self,
-        addr: str,
-        kind: str,
-        body: BaseModel,
-        timeout_s: float | None = None,
-        *,
-        to: NodeId | None = None,
-    ) -> Verified:
-        """Send a signed request and return the peer's verified, typed answer.
+    async def request(self, addr: str, kind: str, body: BaseModel, timeout_s: float | None = None, *,
+                      to: NodeId | None = None) -> Verified:
+        """Send a request over the session to `addr` and return the peer's typed answer.
 
         Raises:
             PeerUnreachable: refused, reset, dropped or no answer within timeout_s.
-            RemoteRejected: the peer answered with an error status (401/403/404/413/422/503/500).
-            RemoteProtocolError: the answer is not a valid envelope bound to this request.
+            RemoteRejected: the peer refused (401/403/404/413/422/503/500) or refused our session.
+            RemoteProtocolError: the answer is not a valid answer (unknown kind, bad body, wrong node).
         """
-        nonce = os.urandom(16)
-        raw = seal(self.key, self.cert, kind, body, self.clock(), to=to, nonce=nonce, cert_bytes=self._cert_b)
-        if self.settings.websocket:
-            v = await self._ws_request(addr, raw, nonce, timeout_s, to)
-            if to is not None and v.sender != to:
-                raise RemoteProtocolError(f"peer {addr}: answer is not for this request")
-            return v
-        status, data = await self._post(addr, PATH, raw, timeout_s, to)
-        if status != 200:
-            raise RemoteRejected(status, data[:200].decode("utf-8", "replace"))
-        try:
-            v = self.verifier.open(data, self.clock(), source=addr)
-        except AuthError as e:
-            raise RemoteProtocolError(f"peer {addr}: answer refused: {e}") from e
-        if v.re != nonce or (to is not None and v.sender != to):
+        link, got = await self._call(addr, MsgType.REQ, kind, body, timeout_s, to)
+        if not isinstance(got, Message):
             raise RemoteProtocolError(f"peer {addr}: answer is not for this request")
-        return v
+        return self.serve.verified_answer(link, got)
 
-    async def send(
-        self,
-        addr: str,
-        kind: str,
-        body: BaseModel,
-        timeout_s: float | None = None,
-        *,
-        to: NodeId | None = None,
-        ack: bool = True,
-    ) -> None:
-        """Send a signed one-way message.
+    async def send(self, addr: str, kind: str, body: BaseModel, timeout_s: float | None = None, *,
+                   to: NodeId | None = None, ack: bool = True) -> None:
+        """Send a one-way message.
 
-        ack=True: one HTTP POST, returns when the peer queued it (503 when its queue is full).
-        ack=False: a frame on the peer's WebSocket, returns when written; a full peer queue drops
-        it there (counted as p2p_oneway_dropped): for gossip, where the next round repairs a loss.
+        ack=True: returns when the peer queued it (RemoteRejected 503 when its queue is full).
+        ack=False: returns when written; a full peer queue drops it there (counted): for gossip.
 
         Raises:
-            PeerUnreachable / RemoteRejected (503 when the peer's queue is full: back off).
+            PeerUnreachable / RemoteRejected.
         """
-        raw = seal(self.key, self.cert, kind, body, self.clock(), to=to, cert_bytes=self._cert_b)
-        if not ack and self.settings.websocket:
-            self._check_faults(addr, to)
-            try:
-                async with asyncio.timeout(timeout_s or self.settings.request_timeout_s):
-                    peer = await self._ws_peer(addr)
-                    await peer.ws.send_bytes(raw)
-            except TimeoutError as e:
-                self.counters["timeouts"] += 1
-                raise PeerUnreachable(addr, "timed out") from e
-            except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError, OSError) as e:
-                self.counters["unreachable"] += 1
-                raise PeerUnreachable(addr, type(e).__name__) from e
-            return
-        status, data = await self._post(addr, PATH, raw, timeout_s, to)
-        if status != 202:
-            raise RemoteRejected(status, data[:200].decode("utf-8", "replace"))
+        await self._call(addr, MsgType.ONEWAY_ACK if ack else MsgType.ONEWAY, kind, body, timeout_s, to)
 
-    async def request_raw(
-        self,
-        addr: str,
-        kind: str,
-        body: BaseModel,
-        *,
-        max_bytes: int,
-        timeout_s: float | None = None,
-        to: NodeId | None = None,
-    ) -> bytes:
-        """Send a signed request; return the peer's raw answer (at most max_bytes, NOT signed:
-        the caller checks it against a hash it already trusts).
+    async def request_raw(self, addr: str, kind: str, body: BaseModel, *, max_bytes: int,
+                          timeout_s: float | None = None, to: NodeId | None = None) -> bytes:
+        """Send a request; return the peer's raw answer (at most max_bytes; the caller checks it
+        against a hash it already trusts).
 
         Raises:
             PeerUnreachable, RemoteRejected (404: the peer lacks it), RemoteProtocolError (too large).
         """
-        raw = seal(self.key, self.cert, kind, body, self.clock(), to=to, cert_bytes=self._cert_b)
-        status, data = await self._post(addr, RAW_PATH, raw, timeout_s, to, cap=max_bytes)
-        if status != 200:
-            raise RemoteRejected(status, data[:200].decode("utf-8", "replace"))
-        self.counters["raw_bytes_in"] += len(data)
-        return data
+        _, got = await self._call(addr, MsgType.RAW, kind, body, timeout_s, to, raw_cap=max_bytes)
+        if not isinstance(got, bytes | bytearray):
+            raise RemoteProtocolError(f"peer {addr}: not a raw answer")
+        self.counters["raw_bytes_in"] += len(got)
+        # A bytearray when the answer filled max_bytes (saves a copy of up to 16 MiB); it has every
+        # method of bytes callers use (hash, slice, len, write), so it is typed as bytes.
+        return cast(bytes, got)
 
-    async def request_open(
-        self, addr: str, body: BaseModel, answer: type[M], timeout_s: float | None = None
-    ) -> M:
-        """Pre-trust request (join): plain msgpack both ways; the caller verifies what comes back.
+    async def request_open(self, addr: str, body: BaseModel, answer: type[M],
+                           timeout_s: float | None = None) -> M:
+        """Pre-trust request (join) over this node's member session; the caller verifies the answer.
 
         Raises:
-            PeerUnreachable, RemoteRejected (the text is the seed's sentence, e.g. token expired),
-            RemoteProtocolError (answer not a valid `answer`).
+            PeerUnreachable, RemoteRejected (the text is the seed's sentence), RemoteProtocolError.
         """
-        kind = getattr(body, "kind", None)
-        if not isinstance(kind, str):
-            raise TypeError("body: model has no kind")
-        status, data = await self._post(
-            addr, OPEN_PATH.format(kind=kind), pack(body.model_dump()), timeout_s, None
-        )
-        if status != 200:
-            raise RemoteRejected(status, data[:500].decode("utf-8", "replace"))
+        self._check_faults(addr, None)
         try:
-            return answer.model_validate(msgpack.unpackb(data, raw=False, use_list=False))
-        except (ValidationError, ValueError, TypeError, msgpack.UnpackException) as e:
-            raise RemoteProtocolError(f"peer {addr}: bad answer") from e
+            async with asyncio.timeout(timeout_s or self.settings.request_timeout_s):
+                return await open_call(await self._link(addr), body, answer)
+        except TimeoutError as e:
+            raise PeerUnreachable(addr, "timed out") from e
+        except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError, OSError) as e:
+            if isinstance(e, PeerUnreachable):
+                raise
+            raise PeerUnreachable(addr, type(e).__name__) from e
+
+    # -- sessions: revocation sweep, report, metrics --------------------------------------------
+    def end_invalid_sessions(self) -> int:
+        """Close every link whose peer cert is now revoked or expired; how many were closed."""
+        now, n = self.clock(), 0
+        for link in list(self._links.values()) + list(self._server_links):
+            if link.peer is None or link.closed:
+                continue
+            try:
+                check_cert_state(link.peer, now, self.revoked)
+            except AuthError:
+                self.stats.frames_dropped["peer_cert"] += 1
+                asyncio.ensure_future(link.close(close_code_of("revoked"), "peer_cert"))
+                n += 1
+        return n
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.end_invalid_sessions()
+
+    def sessions_report(self) -> SessionsReport:
+        """Totals and one line per live session (for `aiosd doctor`)."""
+        now, peers = self.clock(), []
+        for link in list(self._links.values()) + list(self._server_links):
+            if link.closed:
+                continue
+            s = link.session
+            peers.append(PeerSessionInfo(
+                peer=link.peer_id or "", addr=link.addr, initiator=s.initiator, cipher=CIPHER,
+                session_id=s.session_id.hex(), age_s=round(now - s.started, 3),
+                last_rekey_age_s=round(now - max(s.sealer.epoch_started, s.opener.epoch_started), 3),
+                epoch_out=s.sealer.epoch, epoch_in=s.opener.epoch, frames_out=s.sealer.counter,
+                cert_expires=0 if link.peer is None else link.peer.expires))
+        st = self.stats
+        return SessionsReport(CIPHER, st.handshakes_ok, dict(st.handshake_failures), dict(st.frames_dropped),
+                              st.sessions_opened, st.sessions_closed, st.rekeys + sum(p.epoch_out for p in peers),
+                              tuple(peers))
 
     def metrics(self) -> dict[str, int]:
-        """Transport and verifier counters (names are stable metric names)."""
+        """Transport, verifier and session counters (names are stable metric names)."""
         out = dict(self.verifier.metrics())
         out.update({f"p2p_{k}": v for k, v in self.counters.items()})
-        out["p2p_inflight"] = self._inflight
-        out["p2p_oneway_queued"] = self._queue.qsize()
+        out.update(self.stats.metrics())
+        out["p2p_inflight"] = self.serve.inflight
+        out["p2p_oneway_queued"] = self.serve.queue.qsize()
         out["p2p_dropped_in"] = self.faults.dropped_in
         out["p2p_dropped_out"] = self.faults.dropped_out
+        out["sessions_live"] = len(self._links) + len(self._server_links)
         return out
 
+    @property
+    def _inflight(self) -> int:  # tests read it
+        return self.serve.inflight
 
-__all__ = [
-    "OPEN_PATH",
-    "FileRange",
-    "OneWayHandler",
-    "RawHandler",
-    "RequestHandler",
-    "Transport",
-    "TransportFaults",
-    "TransportSettings",
-    "request_open",
-]
+
+__all__ = ["FileRange", "OneWayHandler", "RawHandler", "RequestHandler", "Transport", "TransportFaults",
+           "TransportSettings", "request_open"]

@@ -3,7 +3,8 @@
 Starts missing instances, restarts dead or unhealthy ones with exponential back-off (a
 visible `crashloop` state), adopts instances a previous daemon started (same id + spec
 digest) and removes what is no longer desired. The desired set is persisted under the data
-dir, so a restarted daemon knows it before anyone calls `set_desired` again.
+dir (desired_store.py), so a restarted daemon knows it before anyone calls `set_desired` again.
+A slot's pure transitions (exit, back-off, healthy) and the configuration live in slots.py.
 """
 
 from __future__ import annotations
@@ -11,84 +12,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import shutil
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Self
 
 from runtime.client import InstanceClient
+from runtime.desired_store import fresh_socket_dir, load_desired, save_desired
 from runtime.drivers.base import SOCKET_NAME, Driver, Observed
 from runtime.errors import AiosdRuntimeError, DriverError, ImageNotFound, InstanceNotFound, SpecError
 from runtime.gpus import GpuBook
-from runtime.spec import (
-    Endpoint,
-    GpuDevice,
-    GpuRequest,
-    InstanceSpec,
-    InstanceState,
-    InstanceStatus,
-    spec_from_json,
-    spec_to_json,
-)
+from runtime.slots import Slot, SupervisorConfig, backoff, check_gpus, check_specs, mark_healthy, on_exit
+from runtime.spec import Endpoint, InstanceSpec, InstanceState, InstanceStatus
+
+__all__ = ["Supervisor", "SupervisorConfig"]
 
 log = logging.getLogger(__name__)
 
 _SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, minus the NUL
 _PROBE_INTERVAL_S = 0.02  # start → healthy polling; a refused unix connect costs microseconds
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisorConfig:
-    node_id: str
-    data_dir: Path
-    socket_dir: Path | None = None  # short directory for instance sockets; default data_dir/"sock"
-    cluster_id: str = "default"
-    tick_s: float = 1.0  # how often the driver is asked what runs (one REST call for podman)
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    backoff_reset_s: float = 60.0  # healthy this long → the failure count starts over
-    crashloop_after: int = 3  # consecutive failures before the state reads `crashloop`
-    stop_timeout_s: float = 10.0
-    log_lines: int = 20  # last output lines kept in the status of a dead instance
-    max_instances: int = 1024
-
-    @classmethod
-    def test(cls, node_id: str, data_dir: Path, socket_dir: Path | None = None) -> SupervisorConfig:
-        return cls(node_id=node_id, data_dir=data_dir, socket_dir=socket_dir, tick_s=0.1, backoff_initial_s=0.2,
-                   backoff_max_s=2.0, backoff_reset_s=5.0, stop_timeout_s=5.0)
-
-
-@dataclass(slots=True, eq=False)
-class _Slot:
-    spec: InstanceSpec
-    digest: str
-    socket_dir: Path
-    gpus: tuple[GpuDevice, ...]
-    obs: Observed | None = None
-    running: bool = False  # we expect it alive (started or adopted)
-    state: InstanceState = InstanceState.STARTING
-    restarts: int = 0
-    ever_started: bool = False
-    failures: int = 0
-    next_start: float = 0.0
-    started_mono: float = 0.0
-    healthy_since: float | None = None
-    health_fails: int = 0
-    next_health: float = 0.0
-    last_exit: int | None = None
-    last_lines: tuple[str, ...] = ()
-    error: str = ""
-    busy: bool = False
-    probing: bool = False
-    generation: int = 0
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return Endpoint(socket=self.socket_dir / SOCKET_NAME)
 
 
 @dataclass(slots=True)
@@ -106,7 +50,7 @@ class Supervisor:
         self.gpus = gpus or GpuBook(())
         self._client = client or InstanceClient()
         self._own_client = client is None
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, Slot] = {}
         self._desired = _Desired()
         self._removing: set[str] = set()
         self._wake = asyncio.Event()
@@ -157,20 +101,7 @@ class Supervisor:
         Raises: SpecError, ImageNotFound, NoGpuError, GpuUnavailable.
         """
         async with self._lock:
-            ids = set()
-            for i, s in enumerate(specs):
-                if not isinstance(s, InstanceSpec):
-                    raise SpecError(f"specs[{i}]", "must be an InstanceSpec")
-                await asyncio.to_thread(s.validate)  # stats block_dir and mount paths
-                if s.block_id != block_id:
-                    raise SpecError(f"specs[{i}].block_id", f"{s.block_id!r} is not {block_id!r}")
-                if s.instance_id in ids:
-                    raise SpecError(f"specs[{i}].instance_id", f"{s.instance_id!r} appears twice")
-                other = self._slots.get(s.instance_id)
-                if other is not None and other.spec.block_id != block_id:
-                    raise SpecError(f"specs[{i}].instance_id",
-                                    f"{s.instance_id!r} already belongs to block {other.spec.block_id!r}")
-                ids.add(s.instance_id)
+            ids = await asyncio.to_thread(check_specs, block_id, specs, self._slots)  # stats paths
             old = {s.instance_id for s in self._desired.blocks.get(block_id, [])}
             if len(self._slots) - len(old) + len(ids) > self.cfg.max_instances:
                 raise SpecError("specs", f"this node runs at most {self.cfg.max_instances} instances")
@@ -178,7 +109,7 @@ class Supervisor:
                               if s.instance_id not in self._slots or self._slots[s.instance_id].digest != s.digest()]
             for s in new_or_changed:
                 await self.driver.check_image(s)
-            self._check_gpus(new_or_changed, leaving=old - ids)
+            check_gpus(self.gpus, self._slots, new_or_changed, leaving=old - ids)
             if specs:
                 self._desired.blocks[block_id] = list(specs)
             else:
@@ -194,25 +125,6 @@ class Supervisor:
         self._none_owned = False  # look again: a removed slot's instance is stopped as an orphan by _tick
         self._wake.set()
 
-    def _check_gpus(self, specs: Sequence[InstanceSpec], leaving: set[str]) -> None:
-        """Raise if the GPU requests of `specs` cannot all be met once `leaving` (and the old
-        versions of changed specs) give theirs back; leaves the book as it was."""
-        held = {iid: self._slots[iid] for iid in {s.instance_id for s in specs} | leaving
-                if iid in self._slots and self._slots[iid].gpus}
-        for iid in held:
-            self.gpus.release(iid)
-        pending: list[str] = []
-        try:
-            for s in specs:
-                if s.gpus.wanted:
-                    self.gpus.allocate("pending:" + s.instance_id, s.gpus)
-                    pending.append("pending:" + s.instance_id)
-        finally:
-            for p in pending:
-                self.gpus.release(p)
-            for iid, slot in held.items():
-                self.gpus.allocate(iid, GpuRequest(ids=tuple(g.uuid for g in slot.gpus), mode=slot.spec.gpus.mode))
-
     def _apply_spec(self, s: InstanceSpec) -> None:
         prev = self._slots.get(s.instance_id)
         if prev is not None and prev.digest == s.digest():
@@ -220,11 +132,19 @@ class Supervisor:
         self.gpus.release(s.instance_id)
         gpus = self.gpus.allocate(s.instance_id, s.gpus) if s.gpus.wanted else ()
         short = hashlib.sha256(s.instance_id.encode()).hexdigest()[:12]
-        slot = _Slot(spec=s, digest=s.digest(), socket_dir=self._sock_root / short, gpus=gpus)
+        slot = Slot(spec=s, digest=s.digest(), socket_dir=self._sock_root / short, gpus=gpus)
         if prev is not None:  # changed spec: keep history, the tick replaces the running one
             slot.restarts, slot.ever_started, slot.obs, slot.running = prev.restarts, True, prev.obs, prev.running
             prev.generation += 1
         self._slots[s.instance_id] = slot
+
+    def desired(self, block_id: str) -> list[InstanceSpec]:
+        """The block's desired instance specs on this node ([] when none)."""
+        return list(self._desired.blocks.get(block_id, []))
+
+    def desired_blocks(self) -> list[str]:
+        """The ids of the blocks with desired instances here, sorted."""
+        return sorted(self._desired.blocks)
 
     def healthy(self, block_id: str) -> list[tuple[str, Endpoint]]:
         return [(iid, s.endpoint) for iid, s in self._slots.items()
@@ -256,21 +176,10 @@ class Supervisor:
 
     # persistence ------------------------------------------------------------------------
     async def _save_desired(self) -> None:
-        doc = {b: [spec_to_json(s) for s in specs] for b, specs in self._desired.blocks.items()}
-        await asyncio.to_thread(_write_atomic, self._state_file, json.dumps(doc))
+        await asyncio.to_thread(save_desired, self._state_file, dict(self._desired.blocks))
 
     async def _load_desired(self) -> None:
-        try:
-            text = await asyncio.to_thread(self._state_file.read_text, encoding="utf-8")
-        except FileNotFoundError:
-            return
-        try:
-            doc = json.loads(text)
-            blocks = {b: [spec_from_json(d) for d in specs] for b, specs in doc.items()}
-        except (ValueError, AttributeError, SpecError) as e:
-            log.error("desired state unreadable; starting empty", extra={"path": str(self._state_file),
-                                                                          "error": str(e)})
-            return
+        blocks = await asyncio.to_thread(load_desired, self._state_file)
         self._desired.blocks = blocks
         for specs in blocks.values():
             for s in specs:
@@ -296,7 +205,7 @@ class Supervisor:
                 async with asyncio.timeout(tick_s):
                     await self._wake.wait()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], slot: _Slot | None = None) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], slot: Slot | None = None) -> None:
         assert self._tg is not None  # only called from the loop
         self._track(self._tg.create_task(self._guard(coro, slot)))
 
@@ -304,7 +213,7 @@ class Supervisor:
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    async def _guard(self, coro: Coroutine[Any, Any, None], slot: _Slot | None) -> None:
+    async def _guard(self, coro: Coroutine[Any, Any, None], slot: Slot | None) -> None:
         try:
             await coro
         except asyncio.CancelledError:
@@ -339,7 +248,7 @@ class Supervisor:
         """No slot, no removal and no operation in flight (only the loop task): nothing can start."""
         return not self._slots and not self._removing and len(self._tasks) <= 1
 
-    def _step(self, slot: _Slot, obs: Observed | None, now: float) -> None:
+    def _step(self, slot: Slot, obs: Observed | None, now: float) -> None:
         alive = obs is not None and obs.alive
         if alive and obs is not None and obs.digest != slot.digest:
             log.info("instance spec changed; replacing", extra={"instance": slot.spec.instance_id})
@@ -347,7 +256,7 @@ class Supervisor:
             self._spawn(self._replace(slot), slot)
             return
         if slot.running and not alive:
-            self._on_exit(slot, obs, now)
+            on_exit(self.cfg, slot, obs, now)
             slot.busy = True
             self._spawn(self._capture_exit(slot), slot)
             return
@@ -382,19 +291,7 @@ class Supervisor:
             else:
                 self._probe(slot)
 
-    def _backoff(self, failures: int) -> float:
-        return float(min(self.cfg.backoff_max_s, self.cfg.backoff_initial_s * 2 ** max(0, failures - 1)))
-
-    def _on_exit(self, slot: _Slot, obs: Observed | None, now: float) -> None:
-        slot.running = False
-        slot.generation += 1
-        slot.failures += 1
-        slot.healthy_since = None
-        slot.last_exit = obs.exit_code if obs is not None else None
-        slot.next_start = now + self._backoff(slot.failures)
-        slot.state = InstanceState.CRASHLOOP if slot.failures >= self.cfg.crashloop_after else InstanceState.STARTING
-
-    async def _capture_exit(self, slot: _Slot) -> None:
+    async def _capture_exit(self, slot: Slot) -> None:
         lines = await self.driver.last_lines(slot.spec.instance_id, self.cfg.log_lines)
         if lines:  # a run that printed nothing keeps the previous run's lines visible
             slot.last_lines = lines
@@ -404,9 +301,9 @@ class Supervisor:
             "failures": slot.failures, "restart_in_s": round(max(0.0, slot.next_start - time.monotonic()), 3),
             "state": slot.state.value})
 
-    async def _start(self, slot: _Slot) -> None:
+    async def _start(self, slot: Slot) -> None:
         iid = slot.spec.instance_id
-        await asyncio.to_thread(_fresh_dir, slot.socket_dir)
+        await asyncio.to_thread(fresh_socket_dir, slot.socket_dir)
         self._client.forget(slot.endpoint)
         try:
             obs = await self.driver.start(slot.spec, str(slot.socket_dir), slot.gpus)
@@ -414,7 +311,7 @@ class Supervisor:
             slot.failures += 1
             slot.error = str(e)
             slot.next_start = time.monotonic() + (self.cfg.backoff_max_s if isinstance(e, ImageNotFound)
-                                                  else self._backoff(slot.failures))
+                                                  else backoff(self.cfg, slot.failures))
             slot.state = InstanceState.FAILED if isinstance(e, ImageNotFound) or slot.failures >= \
                 self.cfg.crashloop_after else InstanceState.STARTING
             log.error("instance start failed", extra={"instance": iid, "error": str(e)})
@@ -431,40 +328,30 @@ class Supervisor:
         slot.generation += 1
         self._probe(slot)
 
-    def _probe(self, slot: _Slot) -> None:
+    def _probe(self, slot: Slot) -> None:
         slot.probing = True
         self._spawn(self._wait_healthy(slot, slot.generation))
 
-    async def _wait_healthy(self, slot: _Slot, gen: int) -> None:
+    async def _wait_healthy(self, slot: Slot, gen: int) -> None:
         """Poll /health quickly from start until the first 200 (or the run ends)."""
         try:
             deadline = slot.started_mono + slot.spec.health.start_timeout_s
             while slot.generation == gen and time.monotonic() < deadline:
                 if await self._client.health(slot.endpoint, slot.spec.health.timeout_s):
                     if slot.generation == gen:
-                        self._mark_healthy(slot)
+                        mark_healthy(slot, time.monotonic())
                     return
                 await asyncio.sleep(_PROBE_INTERVAL_S)
         finally:
             slot.probing = False
 
-    def _mark_healthy(self, slot: _Slot) -> None:
-        now = time.monotonic()
-        if slot.state is not InstanceState.HEALTHY:
-            log.info("instance healthy", extra={"block": slot.spec.block_id, "instance": slot.spec.instance_id,
-                                                "after_s": round(now - slot.started_mono, 3)})
-            slot.healthy_since = now
-        slot.state = InstanceState.HEALTHY
-        slot.health_fails = 0
-        slot.next_health = now + slot.spec.health.interval_s
-
-    async def _health(self, slot: _Slot) -> None:
+    async def _health(self, slot: Slot) -> None:
         gen = slot.generation
         ok = await self._client.health(slot.endpoint, slot.spec.health.timeout_s)
         if slot.generation != gen:
             return
         if ok:
-            self._mark_healthy(slot)
+            mark_healthy(slot, time.monotonic())
             return
         slot.health_fails += 1
         slot.state = InstanceState.UNHEALTHY
@@ -475,15 +362,15 @@ class Supervisor:
             slot.error = f"{slot.health_fails} failed health checks"
             await self._restart(slot, "unhealthy")
 
-    async def _restart(self, slot: _Slot, reason: str) -> None:
+    async def _restart(self, slot: Slot, reason: str) -> None:
         log.warning("restarting instance", extra={"instance": slot.spec.instance_id, "reason": reason})
         await self.driver.stop(slot.spec.instance_id, self.cfg.stop_timeout_s)
         obs = (await self.driver.list_owned()).get(slot.spec.instance_id)
         if slot.running:
-            self._on_exit(slot, obs, time.monotonic())
+            on_exit(self.cfg, slot, obs, time.monotonic())
             await self._capture_exit(slot)
 
-    async def _replace(self, slot: _Slot) -> None:
+    async def _replace(self, slot: Slot) -> None:
         await self.driver.remove(slot.spec.instance_id)
         slot.running, slot.obs = False, None
         slot.generation += 1
@@ -502,15 +389,3 @@ class Supervisor:
             pass
         finally:
             self._removing.discard(iid)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def _fresh_dir(d: Path) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    (d / SOCKET_NAME).unlink(missing_ok=True)

@@ -2,7 +2,9 @@
 
 The stand-in block needs only aiohttp + msgpack (present in the venv and in the base image),
 so driver tests do not depend on the real SDK. Behaviour knobs come from the environment:
-STANDIN_EXIT_AT_ONCE=CODE prints a line and exits. Not imported by the daemon.
+STANDIN_EXIT_AT_ONCE=CODE prints a line and exits; STANDIN_ALLOC_MB=N allocates (and touches) N MiB
+before serving; STANDIN_REPORT_LIMITS=1 prints its cgroup limits and, with STANDIN_BURN_S=S, the CPU
+time it got while spinning for S seconds (`standin: limits {json}`). Not imported by the daemon.
 """
 
 from __future__ import annotations
@@ -19,6 +21,35 @@ import msgpack
 if os.environ.get("STANDIN_EXIT_AT_ONCE"):
     print("standin: refusing to start: STANDIN_EXIT_AT_ONCE is set", flush=True)
     sys.exit(int(os.environ["STANDIN_EXIT_AT_ONCE"]))
+if os.environ.get("STANDIN_ALLOC_MB"):
+    hog = b"\x01" * (int(os.environ["STANDIN_ALLOC_MB"]) << 20)
+    print("standin: allocated", len(hog) >> 20, "MiB", flush=True)
+
+def cgroup_value(controller, name):
+    rel = "/"
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            parts = line.rstrip("\n").split(":", 2)
+            if len(parts) == 3 and controller in parts[1].split(","):
+                rel = parts[2]
+    for base in ("/sys/fs/cgroup/" + controller + rel, "/sys/fs/cgroup/" + controller):  # host, container
+        try:
+            with open(base + "/" + name) as f:
+                return f.read().strip()
+        except OSError:
+            pass
+    return None
+
+if os.environ.get("STANDIN_REPORT_LIMITS"):
+    import time
+    report = {"cpu_quota": cgroup_value("cpu", "cpu.cfs_quota_us"), "cpu_period": cgroup_value("cpu", "cpu.cfs_period_us"),
+              "memory": cgroup_value("memory", "memory.limit_in_bytes"), "pids": cgroup_value("pids", "pids.max")}
+    burn = float(os.environ.get("STANDIN_BURN_S") or 0)
+    t0, c0 = time.monotonic(), time.process_time()
+    while time.monotonic() - t0 < burn:
+        pass
+    report["cpu_ratio"] = (time.process_time() - c0) / burn if burn else None
+    print("standin: limits", json.dumps(report), flush=True)
 ctx = json.loads(os.environ["AIOSD_INSTANCE_CONTEXT"])
 iid = ctx["instance_id"]
 slots = asyncio.Semaphore(int(os.environ.get("AIOSD_INSTANCE_QUEUE", "64")))

@@ -34,7 +34,7 @@ USAGE = """\
   Run it through aiosd (the daemon sets AIOSD_INSTANCE_SOCKET and AIOSD_INSTANCE_CONTEXT), or by hand:
     AIOSD_INSTANCE_PORT=8080 python3 {prog}          # then POST msgpack packets to http://127.0.0.1:8080/v1/task
     AIOSD_INSTANCE_SOCKET=/tmp/b.sock python3 {prog}
-  To try its callbacks without a server: from sdk import BlockTester; BlockTester(YourBlock).run(packet)
+  To try its callbacks without a server: from sdk import BlockTester; BlockTester(YourBlock).run({{"your": "input"}})
 """
 
 

@@ -74,17 +74,18 @@ class TaskRunner:
             self._count_error(stage)
             raise
 
-    def run_task(self, packet: AIOSPacket, started: float | None = None) -> list[AIOSPacket]:
-        """Process one task; its output packets ([] when held back).
+    def run_task(self, packet: AIOSPacket, started: float | None = None, *, mux: bool = True) -> list[AIOSPacket]:
+        """Process one task; its output packets ([] when held back). `mux=False` skips the hooks and the
+        muxer (AIOS's BlockTester calls on_preprocess directly).
 
         Raises:
             CallbackFailed: a callback raised, returned (False, err), or returned a wrong shape.
         """
         t0 = self._clock() if started is None else started
         current: AIOSPacket | None = packet
-        for hook in self.hooks:
+        for hook in self.hooks if mux else ():
             current = hook(current) if current is not None else None
-        if current is not None and self.muxer is not None:
+        if current is not None and self.muxer is not None and mux:
             current = self.muxer.add(current)
         outputs: list[AIOSPacket] = []
         if current is not None:

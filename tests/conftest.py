@@ -1,11 +1,21 @@
-"""Shared fixtures: real daemons that are always stopped."""
+"""Shared fixtures: real daemons that are always stopped; guards that fail a test which leaves threads,
+processes, sockets or tasks behind, or blocks the event loop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
 import pytest
+import pytest_asyncio
 
 from tests.daemons import Daemon
 from tests.instances import kill_process_instances
@@ -20,3 +30,108 @@ def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
     for d in started:
         d.stop()
     kill_process_instances(tmp_path)
+
+
+# ----- guards: a test leaves nothing behind, and never blocks the event loop -------------------
+# Why 1 s: a callback that runs this long holds every other task of the daemon (heartbeats, Raft);
+# below that, a loaded 2-core CI machine preempting the process would make the guard flaky.
+SLOW_CALLBACK_S = 1.0
+# Threads and processes a test started get this long to finish after its teardown.
+LEFTOVER_GRACE_S = 3.0
+
+
+def _socket_fds() -> set[str]:
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:"):
+                out.add(f"{fd}:{target}")
+    return out
+
+
+def _children() -> dict[int, str]:
+    out = {}
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out[p.pid] = " ".join(p.cmdline())[:160]
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _leaves_nothing_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves threads, child processes or sockets behind (after its own teardown).
+    A module whose daemons live in a module-scoped fixture (and restart them in tests) is marked
+    `keeps_processes`: only their processes are exempt."""
+    keeps = request.node.get_closest_marker("keeps_processes") is not None
+    threads = {t.ident for t in threading.enumerate()}
+    children = set(_children())
+    sockets = _socket_fds()
+    yield
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    while True:
+        # asyncio_N: the default executor's workers, stopped with the test's loop (closed after this check).
+        new_threads = [t for t in threading.enumerate() if t.ident not in threads and t.is_alive()
+                       and not t.name.startswith("asyncio_")]
+        # multiprocessing's resource tracker / forkserver live once per interpreter, by design.
+        new_children = {pid: cmd for pid, cmd in _children().items() if pid not in children
+                        and "multiprocessing." not in cmd and not (keeps and "aiosd.cli run" in cmd)}
+        new_sockets = _socket_fds() - sockets
+        if not (new_threads or new_children or new_sockets) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for pid in new_children:  # kill them so the next tests start clean, then fail this one
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
+    problems = [f"thread {t.name!r}" for t in new_threads] + [f"process {pid}: {cmd}" for pid, cmd in
+                                                              new_children.items()]
+    problems += [f"{len(new_sockets)} open socket(s)"] if new_sockets else []
+    if problems:
+        pytest.fail("the test left these behind: " + "; ".join(problems), pytrace=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Async tests get the task/loop guard first, so that it is torn down after every other fixture.
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "obj", None)) and isinstance(item, pytest.Function):
+            item.fixturenames.insert(0, "_loop_guard")
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg.startswith("Executing ") and " took " in msg:
+            self.seen.append(msg[:300])
+
+
+@pytest_asyncio.fixture
+async def _loop_guard() -> AsyncIterator[None]:
+    """Fail an async test that blocks the event loop (a callback over SLOW_CALLBACK_S, asyncio's
+    debug mode) or leaves tasks running when it ends."""
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = SLOW_CALLBACK_S
+    handler = _SlowCallbacks()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    try:
+        yield
+        await asyncio.sleep(0)
+        me = asyncio.current_task()
+        left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        for t in left:
+            t.cancel()
+        if left:
+            pytest.fail(f"the test left {len(left)} asyncio task(s) running: "
+                        + ", ".join(sorted(t.get_name() + ":" + getattr(t.get_coro(), "__qualname__", "?")
+                                           for t in left))[:600], pytrace=False)
+        if handler.seen:
+            pytest.fail("the event loop was blocked: " + " | ".join(handler.seen[:3]), pytrace=False)
+    finally:
+        logger.removeHandler(handler)
+        loop.set_debug(False)

@@ -15,23 +15,21 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from federation.envelope import Verified
 from federation.errors import AuthError, AuthReason, FederationError, RemoteRejected
 from federation.membership import MemberState
 from federation.sansio import NodeId
+from federation.strict import Wire
 
 log = logging.getLogger(__name__)
 FORWARD_TIMEOUT_S = 60.0  # a task may take this long at the other node (its balancer's own limit is lower)
 FORWARD_TRIES = 2  # hosts tried in turn when one is unreachable
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
-
-class TaskForward(_Wire):
+class TaskForward(Wire):
     kind: Literal["blk.task"] = "blk.task"
     v: Literal[1] = 1
     block_id: str = Field(min_length=1, max_length=128)
@@ -40,7 +38,7 @@ class TaskForward(_Wire):
     relay: bool = False  # sent across clusters: the receiver may forward it once more, within its cluster
 
 
-class TaskForwardAnswer(_Wire):
+class TaskForwardAnswer(Wire):
     kind: Literal["blk.task_answer"] = "blk.task_answer"
     v: Literal[1] = 1
     status: int = Field(ge=100, le=599)

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
+
+from federation.strict import Wire
 
 # Why these caps: a LAN cluster holds at most a few thousand blocks; one block at most
 # specs.block.MAX_INSTANCES (10,000) instances; tasks are a recent history, FIFO-evicted.
@@ -25,17 +27,14 @@ MAX_TASKS = 1_000
 _Id = Annotated[str, Field(min_length=1, max_length=128)]
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
-
-class InstanceSpec(_Wire):
+class InstanceSpec(Wire):
     instance_id: _Id
     node_id: _Id
     gpus: tuple[Annotated[int, Field(ge=0, le=1024)], ...] = Field(default=(), max_length=64)
 
 
-class Allocator(_Wire):
+class Allocator(Wire):
     """The block's resourceAllocator (kept so reassignment reuses the same allocator)."""
 
     uri: str = Field("policy.resourceAllocator.best-fit:v1", min_length=1, max_length=256)
@@ -43,7 +42,7 @@ class Allocator(_Wire):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-class BlockSpec(_Wire):
+class BlockSpec(Wire):
     """What a node needs to run a block's instances: the block and component catalog records the
     applying node stored (their AIOS documents, policy overrides, live parameters). It travels in
     the Raft log with the placement, so every node of the cluster resolves the same block."""
@@ -52,7 +51,7 @@ class BlockSpec(_Wire):
     component: dict[str, Any]
 
 
-class PlaceBlock(_Wire):
+class PlaceBlock(Wire):
     """Set a block's whole placement (a new block, a scale change, or a re-placement).
     `spec` None keeps the block's committed spec (a scale); a placement with no spec at all is
     bookkeeping only (nothing runs it)."""
@@ -66,14 +65,14 @@ class PlaceBlock(_Wire):
     spec: BlockSpec | None = None
 
 
-class RemoveBlock(_Wire):
+class RemoveBlock(Wire):
     kind: Literal["ctl.remove"] = "ctl.remove"
     v: Literal[1] = 1
     term: int = Field(ge=0)
     block_id: _Id
 
 
-class MoveInstances(_Wire):
+class MoveInstances(Wire):
     """Reassign instances (node death); `moves` maps instance id -> its new placement."""
 
     kind: Literal["ctl.move"] = "ctl.move"
@@ -83,7 +82,7 @@ class MoveInstances(_Wire):
     moves: tuple[InstanceSpec, ...] = Field(max_length=MAX_INSTANCES)
 
 
-class TaskState(_Wire):
+class TaskState(Wire):
     kind: Literal["ctl.task"] = "ctl.task"
     v: Literal[1] = 1
     term: int = Field(ge=0)

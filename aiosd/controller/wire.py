@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from aiosd.controller.state import Allocator, BlockSpec
+from federation.strict import Wire
 
 _Id = Annotated[str, Field(min_length=1, max_length=128)]
 # A LAN cluster is 1-100 nodes; a node has at most a few dozen GPUs.
@@ -19,11 +20,8 @@ MAX_GPUS = 64
 MAX_REPORTED_INSTANCES = 10_000
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
-
-class PlaceRequest(_Wire):
+class PlaceRequest(Wire):
     """Place (or scale) a block to `count` instances with `allocator` (the apply path's seam)."""
 
     block_id: _Id
@@ -32,13 +30,13 @@ class PlaceRequest(_Wire):
     spec: BlockSpec | None = None  # what nodes run (from `aiosd apply --cluster`); None keeps the committed one
 
 
-class DryRunRequest(_Wire):
+class DryRunRequest(Wire):
     block_id: _Id = "dry-run"
     count: int = Field(1, ge=1, le=10_000)
     allocator: Allocator = Allocator()
 
 
-class ForwardRequest(_Wire):
+class ForwardRequest(Wire):
     kind: Literal["ctl.forward"] = "ctl.forward"
     v: Literal[1] = 1
     op: Literal["place", "remove", "dry_run"]
@@ -48,7 +46,7 @@ class ForwardRequest(_Wire):
     cluster: str = Field("", max_length=64)  # the target cluster; "" = the sender's own
 
 
-class ForwardAnswer(_Wire):
+class ForwardAnswer(Wire):
     kind: Literal["ctl.forward_answer"] = "ctl.forward_answer"
     v: Literal[1] = 1
     status: int = Field(ge=100, le=599)
@@ -57,7 +55,7 @@ class ForwardAnswer(_Wire):
     result: dict[str, Any] = Field(default_factory=dict)
 
 
-class GpuReport(_Wire):
+class GpuReport(Wire):
     index: int = Field(ge=0, le=1024)
     uuid: str = Field("", max_length=128)
     name: str = Field("", max_length=128)
@@ -66,7 +64,7 @@ class GpuReport(_Wire):
     util_pct: float = Field(0.0, ge=0, le=100)
 
 
-class GpuHold(_Wire):
+class GpuHold(Wire):
     """GPUs held by an instance the cluster's state does not place (a block applied on the node)."""
 
     instance_id: _Id
@@ -74,12 +72,12 @@ class GpuHold(_Wire):
     exclusive: bool
 
 
-class InventoryRequest(_Wire):
+class InventoryRequest(Wire):
     kind: Literal["ctl.inventory"] = "ctl.inventory"
     v: Literal[1] = 1
 
 
-class Inventory(_Wire):
+class Inventory(Wire):
     """What a node has and runs: the leader's input for placement and reconciliation."""
 
     kind: Literal["ctl.inventory_answer"] = "ctl.inventory_answer"
@@ -94,12 +92,12 @@ class Inventory(_Wire):
     held: tuple[GpuHold, ...] = Field(default=(), max_length=MAX_REPORTED_INSTANCES)
 
 
-class StatusRequest(_Wire):
+class StatusRequest(Wire):
     kind: Literal["ctl.status"] = "ctl.status"
     v: Literal[1] = 1
 
 
-class StatusAnswer(_Wire):
+class StatusAnswer(Wire):
     kind: Literal["ctl.status_answer"] = "ctl.status_answer"
     v: Literal[1] = 1
     cluster: _Id
@@ -114,14 +112,14 @@ class StatusAnswer(_Wire):
     instances: int = Field(0, ge=0)
 
 
-class SeedRequest(_Wire):
+class SeedRequest(Wire):
     """To a CA holder: may I seed my (new) cluster's Raft group as its first voter?"""
 
     kind: Literal["ctl.seed"] = "ctl.seed"
     v: Literal[1] = 1
 
 
-class SeedAnswer(_Wire):
+class SeedAnswer(Wire):
     kind: Literal["ctl.seed_answer"] = "ctl.seed_answer"
     v: Literal[1] = 1
     granted: bool

@@ -10,29 +10,27 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from federation.certs import MAX_CERT_BYTES, NodeCert, Revocation, pack, verify_cert
 from federation.errors import AuthError, AuthReason
 from federation.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, NodeKey, verify_signature
+from federation.strict import Wire
 
 _REVOKE_DOMAIN = b"aiosd-revocation-v1\x00"
 # 2000 signed entries x ~450 B stay under the 1 MiB envelope cap; far above any real removal count.
 MAX_REVOCATIONS = 2000
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
-
-class JoinHello(_Wire):
+class JoinHello(Wire):
     """Pre-trust: 'who are you?' (the joiner pins the CA before proving its token; doctor's probe)."""
 
     kind: Literal["aiosd.join.hello"] = "aiosd.join.hello"
     v: Literal[1] = 1
 
 
-class JoinHelloAnswer(_Wire):
+class JoinHelloAnswer(Wire):
     kind: Literal["aiosd.join.hello_answer"] = "aiosd.join.hello_answer"
     v: Literal[1] = 1
     ca_public: bytes = Field(min_length=PUBLIC_KEY_BYTES, max_length=PUBLIC_KEY_BYTES)
@@ -42,20 +40,20 @@ class JoinHelloAnswer(_Wire):
     time: float  # the seed's wall clock (doctor: clock skew)
 
 
-class RenewRequest(_Wire):
+class RenewRequest(Wire):
     """Ask a CA holder for a fresh certificate for the sender's (still valid) key."""
 
     kind: Literal["membership.renew"] = "membership.renew"
     v: Literal[1] = 1
 
 
-class RenewAnswer(_Wire):
+class RenewAnswer(Wire):
     kind: Literal["membership.renew_answer"] = "membership.renew_answer"
     v: Literal[1] = 1
     cert: bytes = Field(max_length=MAX_CERT_BYTES)
 
 
-class SignedRevocation(_Wire):
+class SignedRevocation(Wire):
     kind: Literal["membership.revocation"] = "membership.revocation"
     v: Literal[1] = 1
     revocation: Revocation
@@ -63,13 +61,13 @@ class SignedRevocation(_Wire):
     sig: Annotated[bytes, Field(min_length=SIGNATURE_BYTES, max_length=SIGNATURE_BYTES)]
 
 
-class RevokeBroadcast(_Wire):
+class RevokeBroadcast(Wire):
     kind: Literal["membership.revoke"] = "membership.revoke"
     v: Literal[1] = 1
     entries: tuple[SignedRevocation, ...] = Field(max_length=MAX_REVOCATIONS)
 
 
-class RevocationsRequest(_Wire):
+class RevocationsRequest(Wire):
     kind: Literal["membership.revocations_get"] = "membership.revocations_get"
     v: Literal[1] = 1
 

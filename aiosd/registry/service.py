@@ -25,7 +25,6 @@ from typing import Any, Literal, Self
 import msgpack
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
-from pydantic import BaseModel, ConfigDict
 
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.membership.service import MEMBERSHIP_KEY, MembershipService
@@ -48,14 +47,13 @@ from federation.replication.lmdb_store import LmdbRecordStore
 from federation.replication.wire import AeBuckets, AeDigest, AeEntries, AeRecords, Push, ReplMessage
 from federation.replication_driver import ReplicationDriver
 from federation.sansio import NodeId
+from federation.strict import Wire
 from storage import StorageError, Table
 
 log = logging.getLogger(__name__)
 
-class CertProbe(BaseModel):
+class CertProbe(Wire):
     """Asks a peer for nothing: its signed answer carries its certificate (origin keys, roles)."""
-
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
     kind: Literal["repl.cert"] = "repl.cert"
     v: Literal[1] = 1
 

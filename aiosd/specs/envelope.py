@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from aiosd.specs.errors import Problem, SpecError
+from aiosd.specs.errors import Problem, SpecError, describe_type
 
 PARSER_V1 = "Parser/V1"
 VALUES_PATH = "body.spec.values"
@@ -80,7 +80,7 @@ def read_envelope(obj: object, action: str | None = None) -> Envelope:
         SpecError: naming the path of a missing or wrong envelope part.
     """
     if not isinstance(obj, dict):
-        raise SpecError.at("document", f"must be a JSON object with header and body, got {_kind(obj)}")
+        raise SpecError.at("document", f"must be a JSON object with header and body, got {describe_type(obj)}")
     header_key: Literal["header", "head", "parser_version"]
     if "header" in obj:
         header_key, header = "header", obj["header"]
@@ -94,11 +94,11 @@ def read_envelope(obj: object, action: str | None = None) -> Envelope:
         )
     hpath = header_key
     if not isinstance(header, dict):
-        raise SpecError.at(hpath, f"must be an object with templateUri, got {_kind(header)}")
+        raise SpecError.at(hpath, f"must be an object with templateUri, got {describe_type(header)}")
     template = header.get("templateUri")
     tpath = "parser_version" if header_key == "parser_version" else f"{hpath}.templateUri"
     if not isinstance(template, str):
-        raise SpecError.at(tpath, f"must be a template URI string such as {PARSER_V1}, got {_kind(template)}")
+        raise SpecError.at(tpath, f"must be a template URI string such as {PARSER_V1}, got {describe_type(template)}")
     if template.strip().lower() != PARSER_V1.lower():
         raise SpecError.at(
             tpath,
@@ -109,19 +109,19 @@ def read_envelope(obj: object, action: str | None = None) -> Envelope:
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise SpecError.at(f"{hpath}.parameters", f"must be an object, got {_kind(params)}")
+        raise SpecError.at(f"{hpath}.parameters", f"must be an object, got {describe_type(params)}")
     body = obj.get("body")
     if not isinstance(body, dict):
-        raise SpecError.at("body", f"must be an object with spec.values, got {_kind(body)}")
+        raise SpecError.at("body", f"must be an object with spec.values, got {describe_type(body)}")
     spec = body.get("spec")
     if not isinstance(spec, dict):
-        raise SpecError.at("body.spec", f"must be an object with values, got {_kind(spec)}")
+        raise SpecError.at("body.spec", f"must be an object with values, got {describe_type(spec)}")
     values = spec.get("values")
     if not isinstance(values, dict):
-        raise SpecError.at(VALUES_PATH, f"must be an object, got {_kind(values)}")
+        raise SpecError.at(VALUES_PATH, f"must be an object, got {describe_type(values)}")
     ttype = spec.get("@templateType", "")
     if not isinstance(ttype, str):
-        raise SpecError.at("body.spec.@templateType", f"must be a string, got {_kind(ttype)}")
+        raise SpecError.at("body.spec.@templateType", f"must be a string, got {describe_type(ttype)}")
     kind = detect_kind(values, action)
     return Envelope(
         kind=kind,
@@ -182,20 +182,6 @@ def detect_kind(values: Mapping[str, Any], action: str | None = None) -> Kind:
     )
 
 
-def _kind(v: object) -> str:
-    if v is None:
-        return "nothing"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
 
 
 __all__ = ["ACTIONS", "PARSER_V1", "VALUES_PATH", "Envelope", "Kind", "detect_kind", "read_envelope"]

@@ -89,7 +89,7 @@ def problems_from_validation(exc: ValidationError, base: str) -> list[Problem]:
     for err in exc.errors(include_url=False):
         message = _message(err["type"], err["msg"])
         if err["type"] in _TYPE_WORDS:
-            message = f"{message}, got {_kind(err.get('input'))}"
+            message = f"{message}, got {describe_type(err.get('input'))}"
         problems.append(Problem(loc_to_path(base, err["loc"]), message))
     return problems
 
@@ -107,7 +107,8 @@ _TYPE_WORDS = {
 }
 
 
-def _kind(v: object) -> str:
+def describe_type(v: object) -> str:
+    """How error messages name the JSON type of a value: null, a boolean, a number, a string, an array, an object."""
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -142,6 +143,7 @@ __all__ = [
     "MAX_PROBLEMS_SHOWN",
     "Problem",
     "SpecError",
+    "describe_type",
     "join_path",
     "loc_to_path",
     "problems_from_validation",

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiosd.specs.errors import Problem, SpecError, join_path
+from aiosd.specs.errors import Problem, SpecError, describe_type, join_path
 
 Record = Mapping[str, Any]
 Predicate = Callable[[Record], bool]
@@ -162,13 +162,13 @@ def _compile_condition(obj: dict[str, Any], path: str, strict: bool) -> Predicat
             if op == "IN ANY" and _is_scalar(value):
                 value = [value]
             else:
-                raise FilterError.at(vpath, f"must be a list for {op}, got {_kind(value)}")
+                raise FilterError.at(vpath, f"must be a list for {op}, got {describe_type(value)}")
         tests = tuple(_eq_test(v) for v in value)
         test = lambda x: any(t(x) for t in tests)
     elif op == "LIKE":
         if not isinstance(value, str) or len(value) > MAX_LIKE_LEN:
             raise FilterError.at(
-                vpath, f"must be a pattern string of <= {MAX_LIKE_LEN} chars for LIKE, got {_kind(value)}"
+                vpath, f"must be a pattern string of <= {MAX_LIKE_LEN} chars for LIKE, got {describe_type(value)}"
             )
         rx = _like_regex(value)
         test = lambda x: isinstance(x, str) and rx.fullmatch(x) is not None
@@ -178,7 +178,7 @@ def _compile_condition(obj: dict[str, Any], path: str, strict: bool) -> Predicat
             )
     else:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise FilterError.at(vpath, f"must be a number or a string for {op}, got {_kind(value)}")
+            raise FilterError.at(vpath, f"must be a number or a string for {op}, got {describe_type(value)}")
         test = _order_test(op, value)
         if strict:
             vnum_ok = _num(value) is not None
@@ -201,7 +201,7 @@ def _strict(
     def strict_test(x: Any) -> bool:
         if fits(x):
             return test(x)
-        raise FilterError.at(vpath, f"{var[:80]!r} is {_kind(x)} in this record; {op} needs {want}")
+        raise FilterError.at(vpath, f"{var[:80]!r} is {describe_type(x)} in this record; {op} needs {want}")
 
     return strict_test
 
@@ -326,24 +326,10 @@ def _is_scalar(v: object) -> bool:
     return v is None or isinstance(v, bool | int | float | str)
 
 
-def _kind(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "a list"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
 
 
 def _show(v: object) -> str:
-    return repr(v)[:60] if isinstance(v, str) else _kind(v)
+    return repr(v)[:60] if isinstance(v, str) else describe_type(v)
 
 
 def _match_all(_: Record) -> bool:
@@ -387,7 +373,7 @@ def compile_query(obj: object, path: str = "filter", *, strict: bool = False) ->
     """
     if not isinstance(obj, dict):
         raise FilterError.at(
-            path, f"must be an object of queries ({', '.join(QUERY_SCOPES[:3])}, ...), got {_kind(obj)}"
+            path, f"must be an object of queries ({', '.join(QUERY_SCOPES[:3])}, ...), got {describe_type(obj)}"
         )
     problems: list[Problem] = []
     preds: dict[str, Predicate] = {}

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aiosd.specs.errors import Problem, SpecError, join_path
+from aiosd.specs.errors import Problem, SpecError, describe_type, join_path
 
 FieldType = Literal["string", "number", "integer", "boolean", "array", "object", "any"]
 _TYPES: frozenset[str] = frozenset({"string", "number", "integer", "boolean", "array", "object", "any"})
@@ -88,7 +88,7 @@ def _parse_protocol(
 ) -> Protocol:
     if not isinstance(raw, dict):
         problems.append(
-            Problem(path, f"must be an object mapping field names to field specs, got {_kind(raw)}")
+            Problem(path, f"must be an object mapping field names to field specs, got {describe_type(raw)}")
         )
         return EMPTY_PROTOCOL
     if depth > MAX_PROTOCOL_DEPTH:
@@ -115,7 +115,7 @@ def _parse_protocol(
 def _parse_field(raw: object, path: str, problems: list[Problem], depth: int) -> FieldSpec:
     if not isinstance(raw, dict):
         problems.append(
-            Problem(path, f'must be a field spec object like {{"type": "string"}}, got {_kind(raw)}')
+            Problem(path, f'must be a field spec object like {{"type": "string"}}, got {describe_type(raw)}')
         )
         return FieldSpec()
     if depth > MAX_PROTOCOL_DEPTH:
@@ -240,7 +240,7 @@ def _check_object(
     proto: Protocol, value: object, path: str, problems: list[Problem], allow_unknown: bool
 ) -> None:
     if not isinstance(value, dict):
-        problems.append(Problem(path, f"must be an object, got {_kind(value)}"))
+        problems.append(Problem(path, f"must be an object, got {describe_type(value)}"))
         return
     for name in sorted(proto.required):
         if name not in value:
@@ -260,11 +260,11 @@ def _check_field(spec: FieldSpec, v: object, path: str, problems: list[Problem],
     t = spec.type
     if t == "string":
         if not isinstance(v, str):
-            problems.append(Problem(path, f"must be a string, got {_kind(v)}"))
+            problems.append(Problem(path, f"must be a string, got {describe_type(v)}"))
             return
     elif t == "number" or t == "integer":
         if isinstance(v, bool) or not isinstance(v, int | float):
-            problems.append(Problem(path, f"must be a {t}, got {_kind(v)}"))
+            problems.append(Problem(path, f"must be a {t}, got {describe_type(v)}"))
             return
         if isinstance(v, float) and not math.isfinite(v):
             problems.append(Problem(path, f"must be a finite {t}, got {v!r}"))
@@ -278,14 +278,14 @@ def _check_field(spec: FieldSpec, v: object, path: str, problems: list[Problem],
             problems.append(Problem(path, f"must be <= {_fmt(spec.max)}, got {v!r}"))
     elif t == "boolean":
         if not isinstance(v, bool):
-            problems.append(Problem(path, f"must be true or false, got {_kind(v)}"))
+            problems.append(Problem(path, f"must be true or false, got {describe_type(v)}"))
             return
     elif t == "array":
         if not isinstance(v, list):
-            problems.append(Problem(path, f"must be an array, got {_kind(v)}"))
+            problems.append(Problem(path, f"must be an array, got {describe_type(v)}"))
             return
     elif t == "object" and not isinstance(v, dict):
-        problems.append(Problem(path, f"must be an object, got {_kind(v)}"))
+        problems.append(Problem(path, f"must be an object, got {describe_type(v)}"))
         return
     if spec.choices is not None and not any(_same(v, c) for c in spec.choices):
         problems.append(Problem(path, f"must be one of {list(spec.choices)!r}, got {v!r}"[:300]))
@@ -324,20 +324,6 @@ def _fmt(x: float) -> str:
     return str(int(x)) if x.is_integer() else str(x)
 
 
-def _kind(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
 
 
 __all__ = [

@@ -5,7 +5,7 @@ Contract: every write method takes effect immediately for later reads; it is *du
 (and before applying committed entries), before it hands back any effect, so an implementation
 batches one fsync per call. `InMemoryRaftStorage` is the simulator's: the test keeps the object
 across a simulated crash, and `unflushed` lets it assert the core never returns with writes
-that a crash would lose. The LMDB implementation lives with the driver.
+that a crash would lose. Both share `MirroredLog`; the LMDB one (lmdb_log.py) adds the writes.
 """
 
 from __future__ import annotations
@@ -80,18 +80,32 @@ class RaftStorage(Protocol):
         ...
 
 
-class InMemoryRaftStorage:
-    """A RaftStorage in memory; `bootstrap()` seeds the first membership."""
+class MirroredLog:
+    """The Raft log logic both storages share: hard state, snapshot and entries held in memory.
 
-    def __init__(self) -> None:
-        self._hs = HardState()
-        self._snap: Snapshot | None = None
-        self._offset = 0  # index of the entry before self._log[0] (= snapshot index)
-        self._log: list[Entry] = []
-        self.unflushed = 0  # writes since the last flush (a crash would lose them)
-        self.flushes = 0
-        self.writes = 0
+    A subclass makes the writes durable: `_wrote_hard_state`, `_wrote_entries`, `_dropped` and
+    `_wrote_snapshot` are called after each change of the mirror, and `flush()` is its own.
+    """
 
+    def __init__(self, hs: HardState, snap: Snapshot | None, log: list[Entry]) -> None:
+        self._hs = hs
+        self._snap = snap
+        self._offset = snap.index if snap else 0  # index of the entry before self._log[0]
+        self._log = log
+        for i, e in enumerate(log):
+            if e.index != self._offset + 1 + i:
+                raise StorageCorrupt(f"log gap at {self._offset + 1 + i} (found {e.index})")
+
+    # ----- what a subclass stores ----------------------------------------------------------
+    def _wrote_hard_state(self, hs: HardState) -> None: ...
+
+    def _wrote_entries(self, entries: Sequence[Entry]) -> None: ...
+
+    def _dropped(self, entries: Sequence[Entry]) -> None: ...
+
+    def _wrote_snapshot(self, snap: Snapshot) -> None: ...
+
+    # ----- RaftStorage -----------------------------------------------------------------------
     def hard_state(self) -> HardState:
         return self._hs
 
@@ -99,7 +113,7 @@ class InMemoryRaftStorage:
         if hs.term < self._hs.term:
             raise StorageCorrupt(f"hard state term would go back from {self._hs.term} to {hs.term}")
         self._hs = hs
-        self._dirty()
+        self._wrote_hard_state(hs)
 
     def snapshot(self) -> Snapshot | None:
         return self._snap
@@ -116,9 +130,7 @@ class InMemoryRaftStorage:
         if self._snap is not None and index == self._snap.index:
             return self._snap.term
         pos = index - self._offset - 1
-        if 0 <= pos < len(self._log):
-            return self._log[pos].term
-        return None
+        return self._log[pos].term if 0 <= pos < len(self._log) else None
 
     def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
         if lo <= self._offset or hi > self.last_index() + 1:
@@ -140,26 +152,49 @@ class InMemoryRaftStorage:
         if entries[0].index != self.last_index() + 1:
             raise StorageCorrupt(f"append at {entries[0].index} leaves a gap after {self.last_index()}")
         self._log.extend(entries)
-        self._dirty()
+        self._wrote_entries(entries)
 
     def truncate_from(self, index: int) -> None:
         if index <= self._offset:
             raise StorageCorrupt(f"truncate at {index} reaches into the snapshot (index {self._offset})")
+        dropped = self._log[index - self._offset - 1 :]
         del self._log[index - self._offset - 1 :]
-        self._dirty()
+        self._dropped(dropped)
 
     def save_snapshot(self, snap: Snapshot) -> None:
         if self._snap is not None and snap.index < self._snap.index:
             raise StorageCorrupt(
                 f"snapshot at {snap.index} is older than the stored one at {self._snap.index}"
             )
-        if self.term_at(snap.index) == snap.term and snap.index <= self.last_index():
-            del self._log[: snap.index - self._offset]
-        else:
-            self._log = []
+        keep = self.term_at(snap.index) == snap.term and snap.index <= self.last_index()
+        dropped = self._log[: snap.index - self._offset] if keep else self._log
+        self._log = self._log[snap.index - self._offset :] if keep else []
         self._offset = snap.index
         self._snap = snap
+        self._dropped(dropped)
+        self._wrote_snapshot(snap)
+
+
+class InMemoryRaftStorage(MirroredLog):
+    """A RaftStorage in memory; `bootstrap()` seeds the first membership."""
+
+    def __init__(self) -> None:
+        super().__init__(HardState(), None, [])
+        self.unflushed = 0  # writes since the last flush (a crash would lose them)
+        self.flushes = 0
+        self.writes = 0
+
+    def _wrote_hard_state(self, hs: HardState) -> None:
         self._dirty()
+
+    def _wrote_entries(self, entries: Sequence[Entry]) -> None:
+        self._dirty()
+
+    def _dropped(self, entries: Sequence[Entry]) -> None:
+        self._dirty()
+
+    def _wrote_snapshot(self, snap: Snapshot) -> None:
+        pass  # counted with the entries it dropped: one write per call, as a single record
 
     def flush(self) -> None:
         if self.unflushed:
@@ -187,4 +222,4 @@ def bootstrap(storage: RaftStorage, voters: Sequence[NodeId]) -> bool:
     return True
 
 
-__all__ = ["HardState", "InMemoryRaftStorage", "RaftStorage", "Snapshot", "bootstrap"]
+__all__ = ["HardState", "InMemoryRaftStorage", "MirroredLog", "RaftStorage", "Snapshot", "bootstrap"]

@@ -11,9 +11,10 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from federation.consensus.errors import RaftDecodeError
+from federation.strict import Wire
 
 # A message larger than this is refused before decoding: a full append batch (config
 # `max_append_bytes`, 1 MiB) or snapshot chunk plus framing fits with room to spare.
@@ -30,12 +31,6 @@ class EntryType(StrEnum):
     COMMAND = "cmd"  # an application command (opaque bytes)
     NOOP = "noop"  # appended by a new leader to commit earlier terms (Raft §8)
     CONFIG = "conf"  # the full new membership (voters + learners), effective once appended (§4.1 thesis)
-
-
-class Wire(BaseModel):
-    """Base of every Raft wire model: immutable, strict, no unknown fields."""
-
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
 
 class Entry(Wire):

@@ -1,10 +1,12 @@
 """Podman driver: block instances as containers through Podman's REST API (podman-py).
 
 aiosd runs its own `podman system service` on a socket under the data dir (with the
-containers.conf of podman_conf.py) unless one already answers there. Containers carry
-aiosd.* labels, run with `--init`, no network (the task socket's directory is mounted at
-/run/aiosd) and the spec's limits, mounts and GPUs. podman-py is synchronous, so every call
-goes through a thread.
+containers.conf of podman_conf.py) unless one already answers there. Containers are named
+`aiosd-<owner>-<instance>` and carry aiosd.* labels with their owner (owner.py: node id + data
+dir), so two daemons on one host never touch each other's; they run with `--init`, no network
+(the task socket's directory is mounted at /run/aiosd) and the spec's limits, mounts and GPUs.
+At start the driver reaps services and containers whose owner data dir is gone. podman-py is
+synchronous, so every call goes through a thread.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from podman import PodmanClient
 from podman.errors import APIError, NotFound
 from podman.errors import ImageNotFound as PodmanImageNotFound
 
+from runtime.drivers import owner as own
 from runtime.drivers.base import (
     CONTAINER_SOCKET_DIR,
     LABEL_BLOCK,
@@ -74,7 +77,13 @@ def gpu_devices(gpus: tuple[GpuDevice, ...], cdi: bool) -> list[str]:
     return [n for n in nodes if Path(n).exists()]
 
 
-def container_name(instance_id: str) -> str:
+def container_name(instance_id: str, owner: str) -> str:
+    """The container of `instance_id` started by `owner` (owner.owner_id)."""
+    return f"aiosd-{owner}-{instance_id}"
+
+
+def legacy_container_name(instance_id: str) -> str:
+    """The name before containers had owners; such containers of our node id are still ours."""
     return f"aiosd-{instance_id}"
 
 
@@ -88,6 +97,9 @@ class PodmanDriver:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.binary = binary
+        self.data_dir = data_dir
+        self.owner = own.owner_id(node_id, data_dir)
+        self._legacy: dict[str, str] = {}  # instance id → name of an adopted container from before owners
         self.dir = data_dir / "podman"
         sock = service_socket or self.dir / "podman.sock"
         self._short_dir: Path | None = None
@@ -108,11 +120,49 @@ class PodmanDriver:
                                     "or set runtime.driver = \"process\"")
         self.conf = await asyncio.to_thread(write_containers_conf, self.dir)
         await asyncio.to_thread(self.socket.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(own.claim, self.data_dir, self.owner)
         self._client = PodmanClient(base_url=f"unix://{self.socket}")
-        if not await asyncio.to_thread(self._ping):
+        reachable = await asyncio.to_thread(self._ping)
+        # Services of abandoned data dirs (one may answer on our socket path: a previous daemon's
+        # there), and our own when it does not answer; then look again.
+        if await asyncio.to_thread(self._reap_processes, reachable):
+            reachable = await asyncio.to_thread(self._ping)
+        if not reachable:
             await self._start_service()
         self._cdi = await asyncio.to_thread(nvidia_cdi_present)
+        await self.reap_orphans()
         return self
+
+    def _reap_processes(self, reachable: bool) -> list[int]:
+        def known(m: own.Marked) -> bool:
+            return m.role != own.ROLE_SERVICE or reachable  # instances are the process driver's business
+        victims = own.orphans(own.scan_marked(), self.owner, known)
+        reaped = own.reap(victims)
+        for m in victims:  # the short socket dir a long data dir's service had under /tmp
+            short = Path(m.socket).parent
+            if m.is_service and short.parent == Path("/tmp") and short.name.startswith("aiosd-podman-") \
+                    and short != self.socket.parent:
+                shutil.rmtree(short, ignore_errors=True)
+        return reaped
+
+    async def reap_orphans(self) -> list[str]:
+        """Remove containers (of any aiosd owner) whose owner data dir is gone or claimed by another owner;
+        their names."""
+        return await asyncio.to_thread(self._reap_containers)
+
+    def _reap_containers(self) -> list[str]:
+        reaped = []
+        for c in self._c.containers.list(all=True, filters={"label": own.LABEL_OWNER}):
+            labels = c.attrs.get("Labels") or {}
+            if not own.abandoned(str(labels.get(own.LABEL_DATA_DIR, "")), str(labels.get(own.LABEL_OWNER, ""))):
+                continue
+            name = str(c.attrs.get("Names", [c.name])[0] if c.attrs.get("Names") else c.name)
+            log.warning("removing an orphan container", extra={
+                "container": name, "owner": labels.get(own.LABEL_OWNER), "data_dir": labels.get(own.LABEL_DATA_DIR)})
+            with contextlib.suppress(NotFound, APIError):
+                c.remove(force=True)
+                reaped.append(name)
+        return reaped
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -155,12 +205,14 @@ class PodmanDriver:
         log.info("podman service started", extra={"socket": str(self.socket), "pid": self._service.pid})
 
     def _spawn_service(self, logf: Path) -> subprocess.Popen[bytes]:
+        # cwd: conmon leaves an `oom` file in its working directory when a container is OOM-killed
         env = podman_env(self.conf)
         # The service would otherwise answer systemd's READY=1 for us before we are ready.
         env.pop("NOTIFY_SOCKET", None)
+        env.update(own.owner_env(self.owner, self.data_dir, own.ROLE_SERVICE))  # found again after a kill -9
         with open(logf, "ab") as out:
             return subprocess.Popen(
-                [self.binary, "system", "service", "--time=0", f"unix://{self.socket}"], env=env,
+                [self.binary, "system", "service", "--time=0", f"unix://{self.socket}"], env=env, cwd=self.dir,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
@@ -183,12 +235,14 @@ class PodmanDriver:
 
     def _start(self, spec: InstanceSpec, socket_dir: str, gpus: tuple[GpuDevice, ...]) -> Observed:
         image = self._image_of(spec)
-        name = container_name(spec.instance_id)
-        with contextlib.suppress(NotFound):
-            self._c.containers.get(name).remove(force=True)
+        name = container_name(spec.instance_id, self.owner)
+        for old in {name, self._legacy.pop(spec.instance_id, name)}:  # ours only: the name holds our owner id
+            with contextlib.suppress(NotFound):
+                self._c.containers.get(old).remove(force=True)
         started = time.time()
         host_sock = str(Path(socket_dir) / SOCKET_NAME)
         labels = {LABEL_BLOCK: spec.block_id, LABEL_INSTANCE: spec.instance_id, LABEL_NODE: self.node_id,
+                  own.LABEL_OWNER: self.owner, own.LABEL_DATA_DIR: os.path.abspath(self.data_dir),
                   LABEL_DIGEST: spec.digest(), LABEL_SOCKET: host_sock, LABEL_STARTED: repr(started)}
         env = instance_env(spec, self.node_id, self.cluster_id, f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}", gpus)
         mounts: list[dict[str, Any]] = [
@@ -234,11 +288,19 @@ class PodmanDriver:
 
     def _list_owned(self) -> dict[str, Observed]:
         out: dict[str, Observed] = {}
+        legacy: dict[str, str] = {}
         for c in self._c.containers.list(all=True, filters={"label": f"{LABEL_NODE}={self.node_id}"}):
             a = c.attrs
             labels = a.get("Labels") or {}
             iid = labels.get(LABEL_INSTANCE)
             if not iid or LABEL_SOCKET not in labels:
+                continue
+            if own.LABEL_OWNER in labels:
+                if labels[own.LABEL_OWNER] != self.owner:
+                    continue  # another daemon with our node id (a copied identity): not ours
+            elif legacy_container_name(iid) in (a.get("Names") or [c.name]):
+                legacy[iid] = legacy_container_name(iid)  # started before owners existed: ours by node id
+            else:
                 continue
             state = str(a.get("State", ""))
             alive = state in ("running", "created", "configured", "initialized", "paused", "stopping")
@@ -250,24 +312,29 @@ class PodmanDriver:
             out[iid] = Observed(labels.get(LABEL_BLOCK, ""), iid, str(a.get("Id", ""))[:12],
                                 labels.get(LABEL_DIGEST, ""), Endpoint(socket=Path(labels[LABEL_SOCKET])), alive,
                                 None if alive or code is None else int(code), started)
+        self._legacy = legacy
         return out
+
+    def container_name(self, instance_id: str) -> str:
+        """The name of this driver's container for `instance_id`."""
+        return self._legacy.get(instance_id) or container_name(instance_id, self.owner)
 
     async def stop(self, instance_id: str, timeout_s: float) -> None:
         def stop() -> None:
             with contextlib.suppress(NotFound):
-                self._c.containers.get(container_name(instance_id)).stop(timeout=max(0, int(timeout_s)), ignore=True)
+                self._c.containers.get(self.container_name(instance_id)).stop(timeout=max(0, int(timeout_s)), ignore=True)
         await asyncio.to_thread(stop)
 
     async def remove(self, instance_id: str) -> None:
         def remove() -> None:
             with contextlib.suppress(NotFound):
-                self._c.containers.get(container_name(instance_id)).remove(force=True)
+                self._c.containers.get(self.container_name(instance_id)).remove(force=True)
         await asyncio.to_thread(remove)
 
     async def kill(self, instance_id: str, signal: str = "KILL") -> None:
         def kill() -> None:
             try:
-                self._c.containers.get(container_name(instance_id)).kill(signal)
+                self._c.containers.get(self.container_name(instance_id)).kill(signal)
             except NotFound:
                 raise InstanceNotFound(instance_id) from None
         await asyncio.to_thread(kill)
@@ -275,7 +342,7 @@ class PodmanDriver:
     async def last_lines(self, instance_id: str, n: int) -> tuple[str, ...]:
         def tail() -> tuple[str, ...]:
             try:
-                frames = self._c.containers.get(container_name(instance_id)).logs(tail=n)
+                frames = self._c.containers.get(self.container_name(instance_id)).logs(tail=n)
             except NotFound:
                 return ()
             data = frames if isinstance(frames, bytes) else b"".join(frames)
@@ -284,7 +351,7 @@ class PodmanDriver:
 
     async def logs(self, instance_id: str, tail: int = 100, follow: bool = False) -> AsyncIterator[str]:
         try:
-            c = await asyncio.to_thread(self._c.containers.get, container_name(instance_id))
+            c = await asyncio.to_thread(self._c.containers.get, self.container_name(instance_id))
         except NotFound:
             raise InstanceNotFound(instance_id) from None
         if not follow:

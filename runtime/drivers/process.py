@@ -1,14 +1,18 @@
 """Process driver: each instance is a child process in its own session (process group).
 
-State lives under `<data_dir>/instances/<instance_id>/` (state.json: pid + start time, output.log),
-so a restarted daemon adopts live processes instead of starting duplicates. Resource limits
-and GPU isolation beyond CUDA_VISIBLE_DEVICES are not enforced here (that is podman's job).
+State lives under `<data_dir>/instances/<instance_id>/` (state.json: pid + start time + owner,
+output.log), so a restarted daemon adopts live processes instead of starting duplicates. Each
+process carries its owner's markers (owner.py); at start the driver reaps marked processes whose
+owner data dir is gone, and its own ones it has no record of. GPU isolation beyond
+CUDA_VISIBLE_DEVICES is not enforced here (that is podman's job). `resources` are enforced with
+cgroup v1 like Podman's, or rlimits where cgroups are not writable (limits.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -23,7 +27,9 @@ from typing import Self
 
 import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
 
+from runtime.drivers import owner as own
 from runtime.drivers.base import SOCKET_NAME, Observed, instance_env
+from runtime.drivers.limits import MODE_NONE, CgroupLimits, wrap
 from runtime.errors import InstanceNotFound, InstanceStartError, SpecError
 from runtime.images import sdk_source_dir
 from runtime.spec import Endpoint, GpuDevice, InstanceSpec
@@ -45,8 +51,11 @@ class ProcessDriver:
     name = "process"
 
     def __init__(self, data_dir: Path, node_id: str, cluster_id: str = "default",
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, limits: CgroupLimits | None = None) -> None:
+        self.limits = limits or CgroupLimits()
         self.root = data_dir / "instances"
+        self.data_dir = data_dir
+        self.owner = own.owner_id(node_id, data_dir)
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.python = python
@@ -55,7 +64,26 @@ class ProcessDriver:
 
     async def __aenter__(self) -> Self:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(own.claim, self.data_dir, self.owner)
+        await self.reap_orphans()
         return self
+
+    async def reap_orphans(self) -> list[int]:
+        """Stop marked processes whose owner data dir is gone (or claimed by another owner), and our own
+        ones without a state record (or not the process recorded there); the pids reaped."""
+        return await asyncio.to_thread(self._reap)
+
+    def _reap(self) -> list[int]:
+        return own.reap(own.orphans(own.scan_marked(), self.owner, self._knows))
+
+    def _knows(self, m: own.Marked) -> bool:
+        if m.role != own.ROLE_INSTANCE or not m.instance_id:
+            return False  # our own podman service, left from a run with the podman driver
+        try:
+            state = json.loads((self.root / m.instance_id / _STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(state, dict) and state.get("pid") == m.pid
 
     async def __aexit__(self, *exc: object) -> None:
         # Children keep running: a restarted daemon adopts them (stop them through the supervisor).
@@ -74,7 +102,13 @@ class ProcessDriver:
         env["PYTHONPATH"] = str(sdk_source_dir().parent)
         env["PYTHONUNBUFFERED"] = "1"
         env.update(instance_env(spec, self.node_id, self.cluster_id, sock, gpus))
+        env.update(own.owner_env(self.owner, self.data_dir, own.ROLE_INSTANCE, spec.instance_id))
         cmd = list(spec.command) or [self.python, "block.py"]
+        cgroup = f"aiosd-{self.owner}-{hashlib.sha256(spec.instance_id.encode()).hexdigest()[:12]}"
+        applied = await asyncio.to_thread(self.limits.apply, cgroup, spec.resources)
+        if applied.mode != MODE_NONE:
+            cmd = wrap(cmd, applied.procs_files)  # joins the cgroups / sets rlimits, then execs cmd (same pid)
+            env.update(applied.env or {})
         try:
             proc = await asyncio.to_thread(self._spawn, d, cmd, Path(spec.block_dir), env)
         except OSError as e:
@@ -88,9 +122,12 @@ class ProcessDriver:
         started = time.time()
         state = {"pid": proc.pid, "create_time": created, "block_id": spec.block_id,
                  "instance_id": spec.instance_id, "digest": spec.digest(), "socket": sock,
-                 "started_at": started, "node_id": self.node_id}
+                 "started_at": started, "node_id": self.node_id, "owner": self.owner,
+                 "data_dir": os.path.abspath(self.data_dir), "limits": applied.mode, "cgroups": list(applied.dirs),
+                 "unenforced": list(applied.unenforced)}
         await asyncio.to_thread(_write_json, d / _STATE, state)
-        log.info("process started", extra={"instance": spec.instance_id, "pid": proc.pid})
+        log.info("process started", extra={"instance": spec.instance_id, "pid": proc.pid, "limits": applied.mode,
+                                            "unenforced": list(applied.unenforced)})
         return Observed(spec.block_id, spec.instance_id, str(proc.pid), spec.digest(), Endpoint(socket=Path(sock)),
                         True, None, started)
 
@@ -148,8 +185,8 @@ class ProcessDriver:
         for d in self.root.iterdir():
             try:
                 state = json.loads((d / _STATE).read_text(encoding="utf-8"))
-                if state.get("node_id") != self.node_id:
-                    continue
+                if state.get("node_id") != self.node_id or state.get("owner", self.owner) != self.owner:
+                    continue  # another daemon's (a copied data dir); records before owners count as ours
                 obs = self._observe(state)
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # a half-written or foreign directory is not ours to touch
@@ -185,6 +222,10 @@ class ProcessDriver:
 
     async def remove(self, instance_id: str) -> None:
         await self.stop(instance_id, timeout_s=0)
+        state = await self._state(instance_id)
+        cgroups = state.get("cgroups") if state is not None else None
+        if isinstance(cgroups, list) and cgroups:
+            await asyncio.to_thread(self.limits.remove, [str(c) for c in cgroups])
         self._children.pop(instance_id, None)
         self._exit_codes.pop(instance_id, None)
         await asyncio.to_thread(shutil.rmtree, self.root / instance_id, True)

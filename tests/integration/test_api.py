@@ -6,7 +6,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -20,9 +20,9 @@ from aiosd.errors import AiosdError, ApiError, DaemonNotRunning
 
 
 @pytest.fixture
-def sock_dir() -> AsyncIterator[Path]:
+def sock_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="aiosd-api", dir="/tmp") as d:
-        yield Path(d)  # type: ignore[misc]  # generator fixture
+        yield Path(d)
 
 
 def routes(tmp_path: Path):  # type: ignore[no-untyped-def]

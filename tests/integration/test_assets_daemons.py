@@ -23,7 +23,7 @@ from aiosd.client import Client
 from tests.daemons import Daemon, cli
 from tests.waiting import wait_sync
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.keeps_processes]
 ENV = {"AIOSD_REPLICATION_PROFILE": "test", "AIOSD_MEMBERSHIP_PROFILE": "test", "AIOSD_TEST_FAULTS": "1"}
 CHUNK = 64 * 1024
 
@@ -210,8 +210,10 @@ def test_a_fetch_cut_by_kill9_of_the_fetching_daemon_resumes_after_restart(
     assert not part.exists() and not part.with_suffix(".have").exists()
     ids = {_node_id(d) for d in net}
     for d in net:  # the next test needs everyone alive again
-        wait_sync(lambda d=d: {x["node_id"] for x in d.json("nodes")["nodes"] if x["state"] == "alive"} == ids,
-                  timeout_s=20, interval_s=0.2)
+        def all_alive(d: Daemon = d) -> bool:
+            return {x["node_id"] for x in d.json("nodes")["nodes"] if x["state"] == "alive"} == ids
+
+        wait_sync(all_alive, timeout_s=20, interval_s=0.2)
 
 
 def test_holder_killed_mid_transfer_does_not_fail_the_fetch(net: list[Daemon], tmp_path: Path) -> None:

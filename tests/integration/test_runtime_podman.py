@@ -13,7 +13,7 @@ import pytest
 
 from runtime.client import InstanceClient
 from runtime.drivers.base import LABEL_BLOCK, LABEL_INSTANCE, LABEL_NODE
-from runtime.drivers.podman import PodmanDriver, container_name
+from runtime.drivers.podman import PodmanDriver
 from runtime.spec import Endpoint, InstanceSpec, Mount, Resources
 from tests.integration.test_runtime_support import PodmanKit, podman_usable, run
 from tests.waiting import eventually
@@ -44,7 +44,7 @@ async def test_limits_mounts_labels_init_and_no_network(images: dict[str, str], 
             (socks / "i").mkdir()
             obs = await driver.start(spec, str(socks / "i"), ())
             await eventually(lambda: client.health(Endpoint(socket=socks / "i" / "task.sock"), 2), timeout_s=30)
-            doc = json.loads(run("podman", "inspect", container_name("lim-0")).stdout)[0]
+            doc = json.loads(run("podman", "inspect", driver.container_name("lim-0")).stdout)[0]
             host = doc["HostConfig"]
             assert host["Memory"] == 128 << 20
             assert (host["CpuQuota"], host["CpuPeriod"]) == (50_000, 100_000)
@@ -56,7 +56,7 @@ async def test_limits_mounts_labels_init_and_no_network(images: dict[str, str], 
             assert "GREETING=x" in doc["Config"]["Env"]
             assert any(m["Destination"] == "/data" and not m["RW"] for m in doc["Mounts"])
             assert host["Init"] is True
-            r = run("podman", "exec", container_name("lim-0"), "cat", "/data/hello.txt", "/proc/net/dev")
+            r = run("podman", "exec", driver.container_name("lim-0"), "cat", "/data/hello.txt", "/proc/net/dev")
             assert r.stdout.startswith("hi") and "eth0" not in r.stdout, r.stdout + r.stderr
             assert obs.handle == doc["Id"][:12]
             await driver.stop("lim-0", timeout_s=5)

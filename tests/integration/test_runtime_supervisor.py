@@ -379,3 +379,22 @@ async def test_logs_follow_shows_new_lines(kit: DriverKit, tmp_path: Path, sock_
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
         assert any("stopping" in line for line in seen), seen
+
+
+async def test_desired_set_is_readable_and_survives_a_restart(tmp_path: Path, sock_dir: Path) -> None:
+    """Supervisor.desired / desired_blocks: the public reader of what set_desired stored (and reloaded)."""
+    kit = ProcessKit()
+    spec = kit.spec("echo", "echo-0", tmp_path, block="standin", health=FAST_HEALTH)
+    cfg = SupervisorConfig.test("t-desired", tmp_path / "d", sock_dir)
+    async with ProcessDriver(tmp_path / "d", "t-desired") as driver, Supervisor(cfg, driver) as sup:
+        await sup.set_desired("echo", [spec])
+        assert sup.desired("echo") == [spec] and sup.desired("other") == [] and sup.desired_blocks() == ["echo"]
+    async with ProcessDriver(tmp_path / "d", "t-desired") as driver, Supervisor(cfg, driver) as sup:
+        assert sup.desired("echo") == [spec]  # loaded from the data dir before any set_desired
+        await sup.set_desired("echo", [])
+        assert sup.desired_blocks() == []
+        await eventually(lambda: _nothing_owned(driver), timeout_s=30)
+
+
+async def _nothing_owned(driver: Driver) -> bool:
+    return not await driver.list_owned()

@@ -21,7 +21,7 @@ import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installe
 import pytest
 
 from runtime.drivers.base import Driver
-from runtime.drivers.podman import PodmanDriver, container_name
+from runtime.drivers.podman import PodmanDriver
 from runtime.drivers.process import ProcessDriver
 from runtime.errors import ImageNotFound, SpecError
 from runtime.images import PodmanCli, build_base, build_block, image_exists, tree_hash
@@ -177,8 +177,9 @@ class PodmanKit(DriverKit):
 
     async def kill(self, driver: Driver, instance_id: str) -> None:
         conf = write_containers_conf(CACHE)
+        assert isinstance(driver, PodmanDriver)
         r = await asyncio.to_thread(run_env, {"CONTAINERS_CONF": str(conf)}, "podman", "kill",
-                                    container_name(instance_id))
+                                    driver.container_name(instance_id))
         assert r.returncode == 0, r.stderr
 
     async def exists(self, handle: str) -> bool:

@@ -1,5 +1,5 @@
 """The SWIM driver over real Transports on 127.0.0.1 (test timers): join, partition via the fault
-hook, heal, and a stranger's signed SWIM traffic refused without changing anyone's view."""
+hook, heal, and a stranger's session refused without changing anyone's view."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from federation.certs import issue_cert
 from federation.envelope import schemas_of
-from federation.errors import AuthReason, RemoteRejected
+from federation.errors import AuthReason, RemoteProtocolError, RemoteRejected
 from federation.identity import CaKey, NodeKey
 from federation.membership import MemberChanged, MemberState, Ping, Swim, SwimConfig
 from federation.membership.messages import SWIM_TYPES
@@ -75,17 +75,22 @@ async def test_partition_marks_dead_and_heal_brings_it_back() -> None:
 
 
 async def test_swim_traffic_from_another_ca_changes_nothing() -> None:
-    async with _cluster(2) as (_, drivers, _events):
+    async with _cluster(2) as (ca, drivers, _events):
         a = drivers[0]
         await eventually(lambda: len(_view(a)) == 2, timeout_s=10)
         before = _view(a)
-        async with _transport(CaKey.generate()) as stranger:
+        # trusts our CA but holds another network's cert: a refuses its session
+        async with _transport(ca, signer=CaKey.generate()) as stranger:
             with pytest.raises(RemoteRejected) as refused:
                 await stranger.send(a.transport.address, "swim.ping", Ping(seq=1, target=a.swim.self_id),
                                     to=NodeId(a.swim.self_id))
         assert refused.value.status == 401 and refused.value.reason == "unknown_ca"
-        assert a.transport.verifier.rejected[AuthReason.UNKNOWN_CA] == 1
-        assert _view(a) == before
+        assert a.transport.stats.handshake_failures[AuthReason.UNKNOWN_CA.value] == 1
+        # a node of another network altogether refuses a's cert itself; nothing reaches a's SWIM
+        async with _transport(CaKey.generate()) as other:
+            with pytest.raises(RemoteProtocolError, match="unknown_ca"):
+                await other.send(a.transport.address, "swim.ping", Ping(seq=1, target=a.swim.self_id))
+        assert _view(a) == before and a.transport.verifier.accepted == a.transport.metrics()["envelopes_accepted"]
 
 
 async def test_alive_news_about_a_banned_node_is_dropped() -> None:

@@ -1,11 +1,14 @@
-"""Two real Transports on 127.0.0.1: request/response, one-way, timeouts, back-pressure, faults, join."""
+"""Two real Transports on 127.0.0.1 over sessions: request/response, one-way, timeouts, back-pressure,
+faults, refused handshakes, join over an anonymous session."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Literal
 
 import aiohttp
@@ -14,7 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from federation.certs import NodeCert, issue_cert
-from federation.envelope import Verified, schemas_of, seal
+from federation.envelope import Verified, schemas_of
 from federation.errors import (
     AuthError,
     AuthReason,
@@ -24,6 +27,7 @@ from federation.errors import (
     TokenError,
 )
 from federation.identity import CaKey, NodeKey
+from federation.sessions import ClientHandshake
 from federation.tokens import (
     JoinAnswer,
     JoinRequest,
@@ -34,7 +38,8 @@ from federation.tokens import (
     make_join_request,
     parse_token,
 )
-from federation.transport import PATH, WS_PATH, Transport, TransportSettings, request_open
+from federation.transport import FileRange, Transport, TransportSettings, request_open
+from federation.transport_ws import WS_PATH
 from tests.waiting import eventually
 
 
@@ -66,6 +71,12 @@ class Secret(_W):
     v: Literal[1] = 1
 
 
+class BigJoin(_W):  # what a hostile joiner may send on the join route
+    kind: Literal["aiosd.join.request"] = "aiosd.join.request"
+    v: Literal[1] = 1
+    pad: str
+
+
 SCHEMAS = schemas_of([Echo, EchoReply, Note, Secret, JoinRequest, JoinAnswer])
 FAST = TransportSettings(host="127.0.0.1", port=0, request_timeout_s=2.0, shutdown_grace_s=0.2)
 
@@ -91,9 +102,9 @@ def _transport(
     return Transport(key, cert, ca.public_bytes, SCHEMAS, settings.model_copy(update={"websocket": ws}))
 
 
-@pytest.fixture(params=[True, False], ids=["ws", "http"])
+@pytest.fixture(params=[True], ids=["session"])
 def ws(request: pytest.FixtureRequest) -> bool:
-    """Run a test over the WebSocket channel and over one HTTP POST per request."""
+    """Every message rides a session now (the `websocket` setting is kept only for compatibility)."""
     return bool(request.param)
 
 
@@ -131,9 +142,11 @@ async def test_one_way_message_reaches_its_handler(pair: tuple[CaKey, Transport,
         got.append(v.body.n)
 
     b.route_oneway("test.note", on_note)
-    for n in range(3):  # over WebSocket: fire-and-forget frames; over HTTP: acknowledged POSTs
-        await a.send(b.address, "test.note", Note(n=n), ack=not a.settings.websocket)
-    await eventually(lambda: sorted(got) == [0, 1, 2], timeout_s=5)
+    for n in range(3):  # fire-and-forget frames, then acknowledged ones
+        await a.send(b.address, "test.note", Note(n=n), ack=False)
+    for n in range(3, 5):
+        await a.send(b.address, "test.note", Note(n=n), ack=True)
+    await eventually(lambda: sorted(got) == [0, 1, 2, 3, 4], timeout_s=5)
 
 
 async def test_slow_peer_times_out_as_peer_unreachable(pair: tuple[CaKey, Transport, Transport]) -> None:
@@ -237,26 +250,35 @@ async def test_stranger_from_another_ca_is_refused_and_changes_nothing(
             await stranger.request(b.address, "test.echo", Echo(text="x"))
     assert e.value.status == 401 and e.value.reason == "unknown_ca"
     m = b.metrics()
-    assert m["envelopes_rejected_unknown_ca"] == 1 and m["envelopes_accepted"] == 0
+    assert m["sessions_handshake_failed_unknown_ca"] == 1 and m["envelopes_accepted"] == 0
+    assert m["sessions_handshakes_ok"] == 0
 
 
 async def test_garbage_oversized_and_unknown_kind_get_clear_statuses(
     pair: tuple[CaKey, Transport, Transport],
 ) -> None:
     _, a, b = pair
-    url = f"http://{b.address}{PATH}"
     async with aiohttp.ClientSession() as http:
-        async with http.post(url, data=b"\xc1garbage") as r:
-            assert (r.status, await r.text()) == (400, "malformed")
-        async with http.post(url, data=b"x" * (FAST.max_bytes + 1)) as r:
-            assert r.status == 413
-        raw = seal(a.key, a.cert, "test.nope", Note(n=1), time.time())
-        async with http.post(url, data=raw) as r:
-            assert (r.status, await r.text()) == (404, "unknown_kind")
-        raw = seal(a.key, a.cert, "test.note", Note(n=1), time.time())  # known kind, no route
-        async with http.post(url, data=raw) as r:
-            assert r.status == 404
-    assert b.metrics()["envelopes_rejected_malformed"] == 1
+        for first, code, reason in ((b"\xc1garbage", 4400, "truncated"), (b"XX\x01\x00" + bytes(33), 4400,
+                                                                            "bad_version")):
+            async with http.ws_connect(f"http://{b.address}{WS_PATH}") as sock:
+                await sock.send_bytes(first)
+                msg = await sock.receive()
+                assert (msg.type, msg.data, msg.extra) == (aiohttp.WSMsgType.CLOSE, code, reason)
+        async with http.ws_connect(f"http://{b.address}{WS_PATH}") as sock:
+            await sock.send_bytes(b"x" * (b.limits.max_frame_bytes + 1))  # over the cap: not buffered
+            msg = await sock.receive()
+            assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    with pytest.raises(RemoteRejected) as e:
+        await a.request(b.address, "test.nope", Note(n=1))
+    assert (e.value.status, e.value.reason) == (404, "unknown_kind")
+    with pytest.raises(RemoteRejected) as e:  # known kind, no route
+        await a.request(b.address, "test.note", Note(n=1))
+    assert e.value.status == 404
+    m = b.metrics()
+    assert m["sessions_handshake_failed_truncated"] == 1 and m["sessions_handshake_failed_bad_version"] == 1
+    assert m["sessions_handshake_failed_too_large"] == 1
+    assert m["envelopes_rejected_unknown_kind"] == 1
 
 
 async def test_forbidden_handler_and_crashing_handler(pair: tuple[CaKey, Transport, Transport]) -> None:
@@ -292,28 +314,26 @@ async def test_answer_of_an_unknown_kind_is_a_protocol_error(ws: bool) -> None:
                 await a.request(b.address, "test.echo", Echo(text="x"))
 
 
-async def test_answer_not_bound_to_the_request_is_a_protocol_error(ws: bool) -> None:
-    """A peer (or a man in the middle) answering with a validly signed envelope for another request."""
+async def test_a_replayed_handshake_answer_is_refused(ws: bool) -> None:
+    """A man in the middle replaying the seed's m2 of an earlier session: the client refuses it."""
     ca = CaKey.generate()
-    fake_key, fake_cert = _node(ca)
-
-    def old() -> bytes:
-        body = EchoReply(text="old", sender="x")
-        return seal(fake_key, fake_cert, "test.echo_reply", body, time.time(), re=b"r" * 16)
-
-    async def replayer(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(body=old())
+    recorded: list[bytes] = []
+    async with (
+        _transport(ca) as b,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"http://{b.address}{WS_PATH}") as sock,
+    ):
+        await sock.send_bytes(ClientHandshake(lambda n: b"\x07" * n, me=None).m1)
+        recorded.append((await sock.receive()).data)
 
     async def ws_replayer(request: web.Request) -> web.WebSocketResponse:
         sock = web.WebSocketResponse()
         await sock.prepare(request)
         async for _ in sock:
-            await sock.send_bytes(old())
+            await sock.send_bytes(recorded[0])
         return sock
 
     app = web.Application()
-    app.router.add_post(PATH, replayer)
     app.router.add_get(WS_PATH, ws_replayer)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -322,13 +342,9 @@ async def test_answer_not_bound_to_the_request_is_a_protocol_error(ws: bool) -> 
     port = runner.addresses[0][1]
     try:
         async with _transport(ca, ws=ws) as a:
-            if ws:  # an unmatched answer is ignored and counted; the caller times out
-                with pytest.raises(PeerUnreachable, match="timed out"):
-                    await a.request(f"127.0.0.1:{port}", "test.echo", Echo(text="x"), timeout_s=0.3)
-                assert a.metrics()["p2p_answers_unmatched"] >= 1
-            else:
-                with pytest.raises(RemoteProtocolError, match="not for this request"):
-                    await a.request(f"127.0.0.1:{port}", "test.echo", Echo(text="x"))
+            with pytest.raises(RemoteProtocolError, match="session refused: bad_tag"):
+                await a.request(f"127.0.0.1:{port}", "test.echo", Echo(text="x"))
+            assert a.metrics()["sessions_handshake_failed_bad_tag"] == 1
     finally:
         await runner.cleanup()
 
@@ -381,19 +397,19 @@ async def test_join_over_the_open_channel_end_to_end() -> None:
                 seed.address, make_join_request(token, joiner.public_bytes, time.time()), JoinAnswer
             )
         assert e.value.status == 403
-        url = f"http://{seed.address}/p2p/v1/open/aiosd.join.request"
-        async with aiohttp.ClientSession() as http:
-            async with http.post(url, data=b"x" * 20_000) as r:  # over the 16 KiB pre-trust cap
-                assert r.status == 413
-
-            async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the cap still holds
-                for _ in range(20):
-                    yield b"x" * 1000
-
-            async with http.post(url, data=chunks()) as r:
-                assert r.status == 413
-            async with http.post(url, data=b"\xc1") as r:
-                assert (r.status, await r.text()) == (400, "malformed: not msgpack")
+        with pytest.raises(RemoteRejected) as e:  # over the 16 KiB pre-trust cap
+            await request_open(seed.address, BigJoin(pad="x" * 20_000), JoinAnswer)
+        assert (e.value.status, e.value.reason) == (413, "too_large")
+        with pytest.raises(RemoteRejected) as e:
+            await request_open(seed.address, BigJoin(pad="x"), JoinAnswer)
+        assert e.value.status == 422 and e.value.reason == "bad_body: token_id: Field required"
+        with pytest.raises(RemoteProtocolError, match="ca_mismatch"):  # a seed of another network
+            await request_open(seed.address, BigJoin(pad="x"), JoinAnswer, pin=CaKey.generate().fingerprint)
+        with pytest.raises(RemoteProtocolError, match="ca_mismatch"):  # the request's network is pinned
+            other = make_join_request(parse_token(create_token(
+                CaKey.generate().network_id, ca.fingerprint, [], "c", 60, 1, time.time())[0]),
+                joiner.public_bytes, time.time())
+            await request_open(seed.address, other, JoinAnswer)
         with pytest.raises(RemoteRejected) as e:  # garbage body on the open channel
             await request_open(seed.address, Echo(text="x"), JoinAnswer)
         assert e.value.status == 404
@@ -450,3 +466,34 @@ async def test_renewed_cert_is_used_for_later_messages(pair: tuple[CaKey, Transp
     assert seen == [renewed]
     with pytest.raises(ValueError, match="cert"):
         a.set_cert(b.cert)
+
+
+async def test_raw_answers_travel_in_sealed_pieces_bytes_or_file(
+    pair: tuple[CaKey, Transport, Transport], tmp_path: Path,
+) -> None:
+    _, a, b = pair
+    blob = tmp_path / "blob"
+    data = os.urandom(3 * b.settings.data_piece_bytes + 12345)
+    blob.write_bytes(data)
+
+    async def raw(v: Verified) -> bytes | FileRange:
+        assert isinstance(v.body, Note)
+        if v.body.n == 0:
+            return data[:1000]
+        if v.body.n == 404:
+            raise LookupError("no such blob")
+        return FileRange(blob.open("rb"), 7, v.body.n)  # the transport closes it
+
+    b.route_raw("test.note", raw)
+    assert await a.request_raw(b.address, "test.note", Note(n=0), max_bytes=1000) == data[:1000]
+    n = len(data) - 7
+    got = await a.request_raw(b.address, "test.note", Note(n=n), max_bytes=n)
+    assert got == data[7:] and a.metrics()["p2p_raw_bytes_in"] == 1000 + n
+    with pytest.raises(RemoteProtocolError, match="larger than"):
+        await a.request_raw(b.address, "test.note", Note(n=n), max_bytes=n - 1)
+    with pytest.raises(RemoteRejected) as e:
+        await a.request_raw(b.address, "test.note", Note(n=404), max_bytes=10)
+    assert e.value.status == 404
+    # the link survived all of it, and no frame was dropped on either side
+    assert (await a.request_raw(b.address, "test.note", Note(n=5), max_bytes=5)) == data[7:12]
+    assert not a.stats.frames_dropped and not b.stats.frames_dropped

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import lmdb
@@ -27,9 +28,9 @@ RECS = Table.model("recs", Rec)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     s = Store.open(tmp_path / "db")
-    yield s  # type: ignore[misc]  # pytest generator fixture
+    yield s
     s.close()
 
 
