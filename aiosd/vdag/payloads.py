@@ -64,6 +64,7 @@ class Payloads:
             except FederationError as e:
                 raise VdagError(422, "bad_reference", f"payload {ref.sha256[:16]}... does not exist at node "
                                 f"{ref.holder} (expired, or never there): {e}", "ref") from None
+            data = bytes(data)  # the transport may answer a bytearray (a filled buffer); callers test for bytes
             self.counters["refs_fetched"] += 1
             self.counters["ref_bytes_fetched"] += len(data)
         if data is None:
