@@ -43,6 +43,8 @@ from aiosd.registry import api as registry_api
 from aiosd.registry.service import registry_service
 from aiosd.sdnotify import sd_notify
 from aiosd.tasks.service import TaskService, task_service
+from aiosd.vdag import api as vdag_api
+from aiosd.vdag.service import vdag_service
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ def default_roles() -> list[Role]:
         Role(metrics_service, MetricsService.routes),
         Role(controller_service, controller_api.controller_routes),
         Role(block_service, blocks_api.spec_routes),
+        Role(vdag_service, vdag_api.vdag_routes),
     ]
 
 

@@ -22,7 +22,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
@@ -60,7 +60,7 @@ from aiosd.policies.errors import PolicyError, PolicyOutputError, PolicyVetoed
 from aiosd.policies.runner import Catalog
 from aiosd.policies.service import POLICIES_KEY, PoliciesService
 from aiosd.registry.service import REGISTRY_KEY
-from aiosd.specs import ParsedBlock, ParsedComponent, ParsedSpec, ResolvedBlock, SpecError
+from aiosd.specs import ParsedBlock, ParsedComponent, ParsedSpec, ParsedVdag, ResolvedBlock, SpecError
 from aiosd.specs.errors import Problem, join_path
 from aiosd.specs.parse import parse_document, split_documents
 from aiosd.specs.resolve import PolicyCatalog, resolve_block
@@ -106,6 +106,8 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
         self.controller = controller  # ControllerService, or None on a node without one
         self.follower: PlacementFollower | None = None
         self.forwarder: TaskForwarder | None = None  # inference for cluster blocks that run elsewhere
+        # createvDAG documents in an apply: handed to the vdag role when it runs (it sets this hook)
+        self.vdag_apply: Callable[[Sequence[ParsedSpec], bool], Awaitable[list[dict[str, Any]]]] | None = None
         self._store = store
         # The policies service (published policies, templates, governance); None = built-ins only.
         self.policy_svc = policy_service
@@ -373,6 +375,17 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
             problems += prefix(unstorable(parsed[-1].envelope.values, VALUES), i, len(docs))
         if problems:
             raise SpecError(problems)
+        vdags = [p for p in parsed if isinstance(p, ParsedVdag)]
+        if vdags and self.vdag_apply is not None:  # createvDAG documents go to the vdag role, after the rest
+            rest: list[ParsedSpec] = [p for p in parsed if not isinstance(p, ParsedVdag)]
+            out = await self._apply_parsed(rest, dry_run, overrides, cluster) if rest else {
+                "dry_run": dry_run, "documents": [], "warnings": [], "task": None}
+            out["documents"] += await self.vdag_apply(vdags, dry_run)
+            return out
+        return await self._apply_parsed(parsed, dry_run, overrides, cluster)
+
+    async def _apply_parsed(self, parsed: list[ParsedSpec], dry_run: bool, overrides: str | None,
+                            cluster: bool) -> dict[str, Any]:
         reg = self.registry_for(overrides)
         async with self._lock:
             plan = await self._plan(parsed, reg, overrides, dry_run, cluster)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,10 @@ def cmd_describe(args: argparse.Namespace, env: Env) -> int:
         from aiosd.cli.cluster_cmds import _show_cluster
 
         return env.show(env.get(f"/v1/clusters/{q(args.id)}"), _show_cluster)
+    if kind == "vdags":
+        from aiosd.cli.vdag_cmds import print_describe
+
+        return env.show(env.get(f"/v1/vdags/{urllib.parse.quote(args.id, safe=':')}"), print_describe)
     r = read(env, kind, args.id)
     human = {"blocks": _describe_block, "components": _describe_component}.get(kind, _describe_other)
     return env.show(r, human)

@@ -107,7 +107,11 @@ def _apply_query(args: argparse.Namespace) -> str:
 def _print_documents(out: dict[str, Any], dry_run: bool) -> None:
     for d in out["documents"]:
         print(f"{d['kind']} {d['id']} {d['action']}")
-        if d["kind"] == "block" and d["placement"].get("cluster") and not dry_run:
+        if d["kind"] == "vdag":
+            from aiosd.cli.vdag_cmds import print_vdag_doc
+
+            print_vdag_doc(d)
+        elif d["kind"] == "block" and d["placement"].get("cluster") and not dry_run:
             for inst in d["placement"].get("placements", []):
                 gpus = ",".join(map(str, inst.get("gpus", []))) or "-"
                 print(f"  {inst['instance_id']} -> node {inst['node_id']} (gpus {gpus})")
@@ -197,6 +201,9 @@ def register_apply(sub: Sub) -> argparse.ArgumentParser:
 
 # ----- delete -------------------------------------------------------------------------------
 def cmd_delete(args: argparse.Namespace, env: Env) -> int:
+    if tables.canonical(args.kind) == "vdags":
+        out = env.call("DELETE", f"/v1/vdags/{urllib.parse.quote(args.id, safe=':')}", timeout_s=120)
+        return env.show(out, lambda _: print(f"vdag {args.id} deleted"))
     kind = _catalog_kind(args.kind)
     out = env.call("DELETE", f"/v1/{kind}/{q(args.id)}", timeout_s=120)
     note = f" ({out['note']})" if out.get("note") else ""
@@ -207,7 +214,7 @@ def register_delete(sub: Sub) -> argparse.ArgumentParser:
     p = _add(sub, "delete", "delete a block (its instances stop) or an unused component",
              "Delete a record. A block's instances are stopped and removed first.",
              "examples:\n  aiosd delete block echo-1\n  aiosd delete component model.echo:1.0.0-stable", cmd_delete)
-    p.add_argument("kind", help="component or block")
+    p.add_argument("kind", help="component, block or vdag")
     p.add_argument("id", help="block id or component URI")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     return p
@@ -258,6 +265,10 @@ def cmd_infer(args: argparse.Namespace, env: Env) -> int:
             raise UsageError(f"--file {f} does not exist")
         files.append({"metadata": json.dumps({"name": p.name}), "file_data_b64": base64.b64encode(
             p.read_bytes()).decode()})
+    if args.block.startswith("vdag:"):  # the vDAG entry takes the data as a JSON value
+        from aiosd.cli.vdag_cmds import infer_vdag
+
+        return infer_vdag(args, env, {"data": data, "files": files, "session_id": args.session or ""})
     # `data` travels as JSON text (as in an AIOSPacket), so any JSON value means what it says.
     body = {"data": json.dumps(data) if args.data is not None else "", "files": files,
             "session_id": args.session or ""}
@@ -278,9 +289,10 @@ def register_infer(sub: Sub) -> argparse.ArgumentParser:
              "  aiosd infer echo-1 --data '{}' --file photo.jpg --session s1 --json\n"
              "A field the block's input protocol marks required must be there (else exit 2); optional ones\n"
              "it names but the data leaves out are reported as warnings on stderr.", cmd_infer)
-    p.add_argument("block", help="block id")
+    p.add_argument("block", help="block id, or vdag:URI for a vDAG")
     p.add_argument("--data", metavar="JSON|@FILE|-",
                    help="the packet's data: any JSON value, inline, from @FILE, or - for stdin")
+    p.add_argument("--receipts", action="store_true", help="vdag:URI only: print the signed stage receipts too")
     p.add_argument("--file", action="append", metavar="PATH", help="attach a file (repeatable)")
     p.add_argument("--session", metavar="S", help="session id (sticky routing with a session-aware balancer)")
     p.add_argument("--json", action="store_true", help="print the whole answer as JSON")

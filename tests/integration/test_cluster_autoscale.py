@@ -121,6 +121,7 @@ def test_cluster_block_autoscales_and_survives_a_leader_kill(tmp_path: Path, dae
         loaders.append(Loader(survivors[1], workers=8))
         new = wait_sync(lambda: next((d for d in survivors if ctl(d)["role"] == "leader"
                                       and ctl(d)["leader"] != node_id(leader)), None), timeout_s=30, interval_s=0.2)
+        assert new is not None
         # Inside the committed cooldown the new leader does not scale up again, though the load asks for it.
         while time.monotonic() - t_up < COOLDOWN_S - 1.5:
             assert len(placements(new, "cslow")) == 2

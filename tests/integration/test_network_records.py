@@ -77,6 +77,7 @@ def test_components_and_blocks_are_network_records(tmp_path: Path, daemons: list
     wait_sync(lambda: everywhere(nodes, "blocks", "net-cluster"), timeout_s=30, interval_s=0.2)
     crec = wait_sync(lambda: (v := keys(n2, "blocks")["net-cluster"]) and len(v["instances"]) == 2 and v,
                      timeout_s=30, interval_s=0.2)
+    assert crec
     assert crec["placement"] == "cluster" and crec["desiredInstances"] == 2 and len(crec["nodes"]) == 2
     assert crec["owner"] == node_id(leader_of(nodes))
     # Deleting removes them everywhere (the owner's delete, the cluster's, the admin's).

@@ -83,6 +83,7 @@ def test_node_and_cluster_records(tmp_path: Path, daemons: list[Daemon]) -> None
     assert "admin" in table(n2, "nodes")[node_id(n1)]["roles"]
     lab = wait_sync(lambda: (c := table(n2, "clusters").get("lab")) and c["nodeIds"] == [node_id(n4)] and c,
                     timeout_s=10, interval_s=0.2)
+    assert lab
     assert lab["leader"] == node_id(n4) and lab["term"] >= 1 and lab["gpus"]["count"] == 1
     default = table(n4, "clusters")["default"]
     assert set(default["nodeIds"]) == {node_id(d) for d in nodes[:3]} and default["status"] == "live"
@@ -107,6 +108,7 @@ def test_node_and_cluster_records(tmp_path: Path, daemons: list[Daemon]) -> None
             ({"id": "nope", "clusterMetadata": {"name": "nope"}}, "values.id", "not a cluster of this network"),
             ({"id": "ghost-node", "clusterId": "lab"}, "values.id", "not a node of this network"),
             ({"id": node_id(n4), "nodeMetadata": {"labels": {"zone": 7}}}, "labels.zone", "must be a string")]:
+        assert isinstance(values, dict)
         (tmp_path / "bad.json").write_text(doc(values))
         bad = n1.cli("apply", "-f", str(tmp_path / "bad.json"))
         assert bad.returncode != 0 and field in bad.stderr and why in bad.stderr, bad.stderr

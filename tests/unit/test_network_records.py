@@ -3,6 +3,8 @@ writes or deletes to keep its share of the `blocks` table."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiosd.blocks.network import InstanceRow, block_record, diff
 
 REC = {"id": "b1", "componentUri": "model.echo:1.0.0-stable", "policies": {"autoscaler": {"policyRuleURI": "x"}},
@@ -21,7 +23,7 @@ def test_block_record_says_where_it_runs() -> None:
 
 def test_diff_writes_changes_and_deletes_only_what_it_owns() -> None:
     mine = {"owner": "me"}
-    have = {"same": {"v": 1}, "old": {"v": 1}, "gone": mine, "theirs": {"owner": "other"}}
+    have: dict[str, dict[str, Any]] = {"same": {"v": 1}, "old": {"v": 1}, "gone": mine, "theirs": {"owner": "other"}}
     want = {"same": {"v": 1}, "old": {"v": 2}, "new": {"v": 3}}
     puts, gone = diff(want, have, lambda v: v.get("owner") == "me")
     assert puts == {"old": {"v": 2}, "new": {"v": 3}} and gone == ["gone"]
