@@ -132,7 +132,7 @@ def test_stage_blocks_chain_over_packets_and_replay_after_a_restart(
 
     def call(t: BlockTester, op: str, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         pkt = t.packet({"op": op, "session_id": "s", "start": start}, files=[tensor_wire.to_file(x)])
-        out = t.run(pkt)[0]
+        out = t.run_packet(pkt)[0]
         return tensor_wire.from_file(out.files[0])[1]
 
     ids, want = unsplit
