@@ -158,7 +158,7 @@ def test_stage_blocks_chain_over_packets_and_replay_after_a_restart(
     assert got == want
     ok, err = head.process(head.packet({"op": "forward", "session_id": "s"}, files=[AIOSFile("{}", b"x")]))
     assert not ok and isinstance(err, CallbackFailed) and err.type == "TensorWireError"
-    assert head.run(head.packet({"op": "drop", "session_id": "s"}))
+    assert head.run_packet(head.packet({"op": "drop", "session_id": "s"}))
     assert head.block.stage.cached_len("s") == 0
 
 
