@@ -50,6 +50,13 @@ class Faults(BaseModel):
     clear: bool = False
 
 
+class PlacementBody(PlaceRequest):
+    """`POST /v1/controller/placements`: a block the cluster knows (its spec in the request or
+    already committed), or `reserve_only` for a placement that only reserves resources (nothing runs it)."""
+
+    reserve_only: bool = False
+
+
 def _answer(a: ForwardAnswer) -> web.Response:
     if a.status >= 400:
         raise ApiProblem(a.status, a.code or "error", a.message)
@@ -77,8 +84,15 @@ def controller_routes(svc: ControllerService) -> list[Route]:
             for b, insts in sorted(view.blocks.items())}})
 
     async def post_placement(request: web.Request) -> web.Response:
-        body = await read_model(request, PlaceRequest)
-        return _answer(await svc.submit(ForwardRequest(op="place", place=body)))
+        body = await read_model(request, PlacementBody)
+        view = svc.state.view()
+        if body.spec is None and not body.reserve_only and body.block_id not in view.specs \
+                and body.block_id not in view.blocks:
+            raise ApiProblem(404, "unknown_block", f"no block {body.block_id!r} is known to the cluster: apply it "
+                             "with `aiosd apply --cluster`, send its spec, or set reserve_only for a placement "
+                             "nothing runs", "block_id")
+        place = PlaceRequest(block_id=body.block_id, count=body.count, allocator=body.allocator, spec=body.spec)
+        return _answer(await svc.submit(ForwardRequest(op="place", place=place)))
 
     async def delete_placement(request: web.Request) -> web.Response:
         block_id = request.match_info["block_id"]
@@ -149,7 +163,7 @@ def controller_routes(svc: ControllerService) -> list[Route]:
         Route("GET", "/v1/controller/placements", get_placements, "committed placements (block -> instances)",
               tag="controller"),
         Route("POST", "/v1/controller/placements", post_placement, "place or scale a block (forwarded to the leader)",
-              request=PlaceRequest, tag="controller"),
+              request=PlacementBody, tag="controller"),
         Route("DELETE", "/v1/controller/placements/{block_id}", delete_placement, "remove a block's placement",
               tag="controller"),
         Route("GET", "/v1/controller/local", get_local, "instances the committed state assigns to this node",
@@ -164,4 +178,4 @@ def controller_routes(svc: ControllerService) -> list[Route]:
     ]
 
 
-__all__ = ["FAULTS_ENV", "ControllerStatus", "Faults", "controller_routes"]
+__all__ = ["FAULTS_ENV", "ControllerStatus", "Faults", "PlacementBody", "controller_routes"]

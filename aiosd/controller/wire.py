@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aiosd.controller.state import Allocator, BlockSpec
 
@@ -17,6 +17,8 @@ _Id = Annotated[str, Field(min_length=1, max_length=128)]
 # A LAN cluster is 1-100 nodes; a node has at most a few dozen GPUs.
 MAX_GPUS = 64
 MAX_REPORTED_INSTANCES = 10_000
+# Instance ids are `<block_id>-<n>` with n < 10,000 and at most 128 characters: 128 - len("-9999").
+MAX_PLACED_BLOCK_ID = 123
 
 
 class _Wire(BaseModel):
@@ -30,6 +32,14 @@ class PlaceRequest(_Wire):
     count: int = Field(ge=0, le=10_000)
     allocator: Allocator = Allocator()
     spec: BlockSpec | None = None  # what nodes run (from `aiosd apply --cluster`); None keeps the committed one
+
+    @field_validator("block_id")
+    @classmethod
+    def _fits_instance_ids(cls, v: str) -> str:
+        if len(v) > MAX_PLACED_BLOCK_ID:
+            raise ValueError(f"at most {MAX_PLACED_BLOCK_ID} characters (its instance ids <block_id>-<n> "
+                             f"must fit 128), got {len(v)}")
+        return v
 
 
 class DryRunRequest(_Wire):
@@ -134,6 +144,7 @@ CONTROLLER_MODELS: tuple[type[BaseModel], ...] = (
 
 __all__ = [
     "CONTROLLER_MODELS",
+    "MAX_PLACED_BLOCK_ID",
     "DryRunRequest",
     "ForwardAnswer",
     "ForwardRequest",

@@ -1,0 +1,119 @@
+"""Issue 18: bad input to one real daemon's local API is refused clearly (no 500) and changes nothing.
+
+Placements: an unknown block, a node over its instance bound, a block id whose instance ids would
+not fit 128 characters; an inference to a placement nothing runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from aiosd.client import Client
+from aiosd.controller.scheduler import MAX_INSTANCES_PER_NODE
+from aiosd.errors import ApiError
+from tests.daemons import Daemon
+from tests.waiting import wait_sync
+
+pytestmark = pytest.mark.timeout(120)
+PLACE = "/v1/controller/placements"
+
+
+def call(d: Daemon, method: str, path: str, body: Any = None) -> Any:
+    async def go() -> Any:
+        async with Client(d.socket, timeout_s=30) as c:
+            return await c.request(method, path, body)
+
+    return asyncio.run(go())
+
+
+def refused(d: Daemon, method: str, path: str, body: Any = None) -> ApiError:
+    with pytest.raises(ApiError) as e:
+        call(d, method, path, body)
+    return e.value
+
+
+def test_placements_are_checked_and_bounded(tmp_path: Path, daemons: list[Daemon]) -> None:
+    d = Daemon(tmp_path, "n1").start()
+    daemons.append(d)
+    e = refused(d, "POST", PLACE, {"block_id": "nope", "count": 1})
+    assert e.status == 404 and e.field == "block_id" and "nope" in str(e)
+    assert call(d, "GET", PLACE)["blocks"] == {}
+    # A block id whose instance ids ("<id>-<n>", n < 10,000) would exceed 128 characters: 422, not 500.
+    for n in (124, 127, 128):
+        e = refused(d, "POST", PLACE, {"reserve_only": True, "block_id": "x" * n, "count": 1})
+        assert e.status == 422 and e.field == "block_id" and "123" in str(e)
+    ok = call(d, "POST", PLACE, {"reserve_only": True, "block_id": "y" * 123, "count": 2})
+    assert [i["instance_id"] for i in ok["instances"]] == ["y" * 123 + "-0", "y" * 123 + "-1"]
+    # One node holds at most MAX_INSTANCES_PER_NODE instances of all blocks together; the refusal
+    # is a clear 409 and the cluster keeps answering (count 0 included).
+    e = refused(d, "POST", PLACE, {"reserve_only": True, "block_id": "a", "count": MAX_INSTANCES_PER_NODE})
+    assert e.status == 409 and str(MAX_INSTANCES_PER_NODE) in str(e)
+    assert "a" not in call(d, "GET", PLACE)["blocks"]
+    call(d, "POST", PLACE, {"reserve_only": True, "block_id": "a", "count": MAX_INSTANCES_PER_NODE - 2})
+    assert call(d, "POST", PLACE, {"block_id": "a", "count": 0})["instances"] == []  # known now: no reserve_only
+    assert call(d, "POST", PLACE, {"block_id": "a", "count": 3})["before"] == 0
+    # An inference to a block placed without a spec says so (not 503 "starting").
+    e = refused(d, "POST", "/v1/infer/block/a", {"data": {}})
+    assert e.status == 409 and "without a spec" in str(e)
+    assert "Traceback" not in d.logs()
+
+
+@pytest.mark.podman
+def test_image_push_takes_exact_tags_only_and_deleting_its_asset_frees_everything(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    from runtime.podman_conf import podman_env, write_containers_conf
+    from tests.integration.test_runtime_support import CACHE, podman_usable
+
+    why = podman_usable()
+    if why or not Path("/bin/busybox").is_file():
+        pytest.skip(why or "busybox-static is not installed")
+    env = podman_env(write_containers_conf(CACHE))
+
+    def podman(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+
+    name = f"localhost/aiosd-h7-push:{os.getpid()}"
+    ctx = tmp_path / "bb"
+    ctx.mkdir()
+    (ctx / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (ctx / "Containerfile").write_text('FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "true"]\n')
+    built = podman("build", "-q", "-t", name, str(ctx))
+    if built.returncode != 0:
+        pytest.skip(f"podman build does not work here: {built.stderr[-300:]}")
+    image_id = podman("image", "inspect", "--format", "{{.Id}}", name).stdout.strip()
+    d = Daemon(tmp_path, "n1").start()
+    daemons.append(d)
+    try:
+        # podman resolves ids and id prefixes; push must not: 404, nothing published.
+        for ref in ("0", image_id[:4], image_id, name.rsplit(":", 1)[0]):
+            e = refused(d, "POST", "/v1/images/push", {"name": ref})
+            assert e.status == 404, (ref, e)
+        assert _images(d) == []
+        rec = call(d, "POST", "/v1/images/push", {"name": name})
+        blob = d.data_dir / "blobs" / "sha256" / rec["sha256"][:2] / rec["sha256"]
+        assert blob.is_file()
+        asset = call(d, "GET", f"/v1/assets/info?uri={quote(rec['uri'], safe='')}")
+        manifest = d.data_dir / "blobs" / "sha256" / asset["manifest"][:2] / asset["manifest"]
+        assert manifest.is_file()
+        # Deleting the asset record removes the image record, the blob, the manifest, the holder record.
+        assert call(d, "DELETE", f"/v1/registry/assets/{quote(rec['uri'], safe='')}")["deleted"]
+        wait_sync(lambda: not blob.exists() and not manifest.exists(), timeout_s=10, interval_s=0.1)
+        wait_sync(lambda: all(i.get("name") != name for i in _images(d)), timeout_s=10, interval_s=0.1)
+        holders = call(d, "GET", "/v1/registry/nodes")
+        assert rec["sha256"] not in json.dumps(holders)
+    finally:
+        podman("rmi", "-f", name)
+
+
+def _images(d: Daemon) -> list[dict[str, Any]]:
+    out = call(d, "GET", "/v1/images")
+    rows: list[dict[str, Any]] = out["items"]
+    return rows
