@@ -5,6 +5,7 @@
     │   └── ConfigError             a config file / env / flag value is wrong (names key and file)
     ├── NotInitialisedError         the data dir has no identity yet
     ├── AlreadyInitialisedError     `init` on an initialised dir without --force
+    ├── PortInUseError              a listening address `aiosd run` needs is taken (names it and the flag)
     ├── DaemonNotRunning            the CLI found no daemon on the API socket (also ConnectionError)
     └── ApiError                    the daemon answered with an error body {code, message, field}
 Storage, federation, runtime and spec errors keep their own trees; the CLI maps them to exit 1.
@@ -35,6 +36,10 @@ class AlreadyInitialisedError(AiosdError):
     pass
 
 
+class PortInUseError(AiosdError):
+    pass
+
+
 class DaemonNotRunning(AiosdError, ConnectionError):
     pass
 
@@ -58,5 +63,6 @@ __all__ = [
     "ConfigError",
     "DaemonNotRunning",
     "NotInitialisedError",
+    "PortInUseError",
     "UsageError",
 ]

@@ -19,7 +19,7 @@ import pytest
 from aiosd.client import Client
 from aiosd.controller.scheduler import MAX_INSTANCES_PER_NODE
 from aiosd.errors import ApiError
-from tests.daemons import Daemon
+from tests.daemons import Daemon, cli
 from tests.waiting import wait_sync
 
 pytestmark = pytest.mark.timeout(120)
@@ -117,3 +117,17 @@ def _images(d: Daemon) -> list[dict[str, Any]]:
     out = call(d, "GET", "/v1/images")
     rows: list[dict[str, Any]] = out["items"]
     return rows
+
+
+def test_a_taken_p2p_port_is_one_clear_sentence_and_creates_nothing(tmp_path: Path, daemons: list[Daemon]) -> None:
+    first = Daemon(tmp_path, "n1", p2p_host="127.0.0.2").start()
+    daemons.append(first)
+    host, port = first.p2p_address().rsplit(":", 1)
+    fresh = tmp_path / "n2"
+    r = cli("run", "--data-dir", str(fresh), "--socket", str(tmp_path / "n2.sock"), "--p2p-host", host,
+            "--p2p-port", port, timeout_s=30)
+    assert r.returncode == 1, r.stderr
+    assert f"{host}:{port}" in r.stderr and "--p2p-port" in r.stderr and "already in use" in r.stderr
+    assert f"pid {first.pid}" in r.stderr  # psutil names the holder (we run as the same user)
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    assert not fresh.exists()  # no half identity, no store
