@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import socket
 
-import psutil
+import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
 
 from aiosd.errors import PortInUseError
 
