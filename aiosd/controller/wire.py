@@ -51,11 +51,12 @@ class DryRunRequest(_Wire):
 class ForwardRequest(_Wire):
     kind: Literal["ctl.forward"] = "ctl.forward"
     v: Literal[1] = 1
-    op: Literal["place", "remove", "dry_run"]
+    op: Literal["place", "remove", "dry_run", "leave"]
     place: PlaceRequest | None = None
     dry_run: DryRunRequest | None = None
     block_id: str = Field("", max_length=128)
     cluster: str = Field("", max_length=64)  # the target cluster; "" = the sender's own
+    node: str = Field("", max_length=128)  # op "leave": the node leaving the voters (the sender itself)
 
 
 class ForwardAnswer(_Wire):
