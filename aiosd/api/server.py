@@ -95,6 +95,8 @@ def bearer_middleware(token: str) -> Any:
 
     @web.middleware
     async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        if len(request.headers.getall("Authorization", [])) > 1:  # never "the first one wins"
+            return error_response(400, "bad_request", "more than one Authorization header", "Authorization")
         if request.transport is not None and request.transport.get_extra_info("socket") is not None:
             sock = request.transport.get_extra_info("socket")
             if sock.family == socket.AF_UNIX:

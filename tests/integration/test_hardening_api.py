@@ -131,3 +131,66 @@ def test_a_taken_p2p_port_is_one_clear_sentence_and_creates_nothing(tmp_path: Pa
     assert f"pid {first.pid}" in r.stderr  # psutil names the holder (we run as the same user)
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
     assert not fresh.exists()  # no half identity, no store
+
+
+def test_openapi_describes_every_operation_and_bad_requests_are_refused(tmp_path: Path, daemons: list[Daemon]) -> None:
+    d = Daemon(tmp_path, "n1", extra=["--api-port", str(_free_port())]).start()
+    daemons.append(d)
+    doc = call(d, "GET", "/v1/openapi.json")
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": "the token in DATA_DIR/api.token"}
+    assert doc["security"] == [{"bearer": []}]
+    ops = [(p, m, op) for p, item in doc["paths"].items() for m, op in item.items()]
+    assert len(ops) > 60
+    for path, method, op in ops:
+        ok = [c for c in op["responses"] if c.startswith("2")]
+        assert len(ok) == 1 and "content" in op["responses"][ok[0]], (method, path)
+        assert {"400", "404", "422", "503", "507"} <= set(op["responses"]), (method, path)
+    assert "201" in doc["paths"]["/v1/tokens"]["post"]["responses"]
+    limit = next(p for p in doc["paths"]["/v1/registry/{table}"]["get"]["parameters"] if p["name"] == "limit")
+    assert limit["in"] == "query" and limit["schema"]["anyOf"][0]["maximum"] == 100_000
+    assert doc["paths"]["/v1/controller/placements"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"] == {"$ref": "#/components/schemas/PlacementBody"}
+    # A template record is validated as one (the policy service would skip anything else).
+    e = refused(d, "PUT", "/v1/registry/templates/k", {"anything": 1})
+    assert e.status == 422 and "TemplateRecord" in str(e)
+    good = {"templateUri": "tpl.demo:v1", "templatePolicyRuleUri": "policy.demo:v1"}
+    e = refused(d, "PUT", "/v1/registry/templates/other:v1", good)
+    assert e.status == 422 and "own id" in str(e)
+    assert call(d, "PUT", "/v1/registry/templates/tpl.demo:v1", good)["key"] == "tpl.demo:v1"
+
+
+def test_two_authorization_headers_are_400(tmp_path: Path, daemons: list[Daemon]) -> None:
+    import socket as _socket
+
+    d = Daemon(tmp_path, "n1", extra=["--api-port", str(_free_port())]).start()
+    daemons.append(d)
+    port = int(next(a for a in d.extra if a.isdigit()))
+    token = (d.data_dir / "api.token").read_text().strip()
+    with _socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                  f"Authorization: Bearer wrong\r\nConnection: close\r\n\r\n".encode())
+        answer = s.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 400") and "Authorization" in answer
+
+
+def _free_port() -> int:
+    import socket as _socket
+
+    with _socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_metrics_endpoint_parses_and_exports_envelope_rejections(tmp_path: Path, daemons: list[Daemon]) -> None:
+    from tests.unit.test_prometheus_names import check_exposition
+
+    d = Daemon(tmp_path, "n1").start()
+    daemons.append(d)
+    body = call(d, "GET", "/metrics")
+    kinds = check_exposition(body.decode() if isinstance(body, bytes) else str(body))
+    rejected = [k for k, t in kinds.items() if k.startswith("aiosd_envelopes_rejected_") and t == "counter"]
+    assert len(rejected) >= 10 and "aiosd_envelopes_rejected_unknown_kind" in rejected
+    assert kinds["aiosd_memory_available_bytes"] == "gauge" and kinds["aiosd_metrics_samples"] == "counter"
+    # The JSON API keeps the AIOS names.
+    assert "memory.freeMem" in call(d, "GET", "/v1/metrics")["metrics"]
