@@ -28,6 +28,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from federation.certs import MSGPACK_ERRORS, NodeCert, first_error, pack
+from federation.edge import RejectionLog
+from federation.edge_http import EdgeSettings, EdgeSite, quiet_bad_requests, runner_kwargs
 from federation.envelope import EnvelopeVerifier, Schemas, Verified, seal
 from federation.errors import (
     AuthError,
@@ -136,6 +138,8 @@ class Transport:
         )
         self.faults = TransportFaults()
         self.counters: Counter[str] = Counter()
+        self.edge = EdgeSettings()
+        self.rejections = RejectionLog()  # edge refusals by reason (connection caps, malformed HTTP)
         self._routes: dict[str, RequestHandler] = {}
         self._oneway: dict[str, OneWayHandler] = {}
         self._raw: dict[str, RawHandler] = {}
@@ -203,9 +207,10 @@ class Transport:
         app.router.add_post(OPEN_PATH, self._on_open)
         app.router.add_post(RAW_PATH, self._on_raw)
         app.router.add_get(WS_PATH, self._on_ws)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_grace_s)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_grace_s, **runner_kwargs(self.edge))
         await runner.setup()
-        site = web.TCPSite(runner, s.host, s.port, reuse_address=True)
+        quiet_bad_requests(self.rejections)  # bounded edges: federation/edge_http.py
+        site = EdgeSite(runner, s.host, s.port, reuse_address=True, edge=self.edge, rejections=self.rejections)
         try:
             await site.start()
         except BaseException:
@@ -274,7 +279,12 @@ class Transport:
             if (request.content_length or 0) > s.max_bytes:
                 self.verifier.rejected[AuthReason.TOO_LARGE] += 1
                 return web.Response(status=413, text=AuthReason.TOO_LARGE.value)
-            raw = await read_capped(request.content, s.max_bytes) if capped else await request.read()
+            try:
+                async with asyncio.timeout(self.edge.body_timeout_s):  # a stalled body holds no slot forever
+                    raw = await read_capped(request.content, s.max_bytes) if capped else await request.read()
+            except TimeoutError:
+                self.rejections.reject("body_timeout", request.remote or "", self.clock())
+                return web.Response(status=408, text="body_timeout")
             try:
                 v = self.verifier.open(raw, self.clock(), source=request.remote or "")
             except AuthError as e:

@@ -14,11 +14,15 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from federation.edge_http import read_body
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
 
 # A local API body is a spec or a command, never bulk data (that goes over the data plane).
 MAX_BODY_BYTES = 8 << 20
+# A JSON body that has not arrived by then is refused (a stalled client holds nothing forever).
+BODY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,10 @@ async def read_json(request: web.Request) -> Any:
     """The request body as JSON, or ApiProblem(400) saying what is wrong with it."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ApiProblem(413, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes")
-    raw = await request.read()
+    try:
+        raw = await read_body(request, BODY_TIMEOUT_S)
+    except TimeoutError:
+        raise ApiProblem(408, "body_timeout", f"the body did not arrive within {BODY_TIMEOUT_S:g} s") from None
     if not raw:
         raise ApiProblem(400, "bad_request", "the request needs a JSON body")
     try:
@@ -95,6 +102,7 @@ async def read_query(request: web.Request, model: type[M]) -> M:
 ERROR_STATUSES = {
     "400": "bad request (not JSON, two Authorization headers)", "401": "missing or wrong bearer token (TCP API)",
     "403": "refused (this node lacks the role)", "404": "not found", "405": "method not allowed",
+    "408": "the body did not arrive in time",
     "409": "conflict (does not fit, wrong state)", "413": "body too large", "422": "invalid input (names the field)",
     "500": "a bug (see the daemon log)", "502": "a peer or a tool answered wrongly",
     "503": "unavailable (no quorum, starting, out of files)", "504": "a peer did not answer in time",
@@ -110,7 +118,7 @@ def _ref(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
 def _operation(r: Route, schemas: dict[str, Any]) -> dict[str, Any]:
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     success: dict[str, Any] = {"description": "OK", "content": {"application/json": {
-        "schema": _ref(r.response, schemas) if r.response is not None else {"type": "object"}}}}
+        "schema": _ref(r.response, schemas) if r.response is not None else {}}}}
     op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag], "operationId": _op_id(r),
                           "responses": {str(r.status): success,
                                         **{code: {"description": why, **error} for code, why in ERROR_STATUSES.items()

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiosd.api.routes import ApiProblem, Route, error_response, openapi
 from aiosd.errors import AiosdError
 from federation.edge import RejectionLog
+from federation.edge_http import EdgeSettings, EdgeSite, quiet_bad_requests, runner_kwargs
 from storage.errors import DiskFullError, OutOfFilesError
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,9 @@ class ApiServer:
     async def __aenter__(self) -> Self:
         token = ensure_token(self._data_dir) if self._tcp_port is not None else None
         app = build_app(self._routes, self._version, token, self._data_dir)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+        self.edge = EdgeSettings()
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
+                                     **runner_kwargs(self.edge))
         await self._runner.setup()
         try:
             _claim_socket(self.socket_path)
@@ -193,7 +196,8 @@ class ApiServer:
         except (KeyError, PermissionError):
             pass  # no aiosd group on this machine: root (and the owner) only
         if self._tcp_port is not None:
-            site = web.TCPSite(self._runner, "127.0.0.1", self._tcp_port)
+            quiet_bad_requests(app[REJECTIONS_KEY])
+            site = EdgeSite(self._runner, "127.0.0.1", self._tcp_port, edge=self.edge, rejections=app[REJECTIONS_KEY])
             await site.start()
             server = site._server  # aiohttp keeps the bound server private; port 0 needs it
             if server is not None and server.sockets:  # type: ignore[attr-defined]  # asyncio.Server
