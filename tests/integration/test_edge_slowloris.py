@@ -55,12 +55,11 @@ def closed_by_server(socks: list[socket.socket], deadline: float) -> int:
     """Wait until `deadline` for the server to close each; returns how many stayed open."""
     sel = selectors.DefaultSelector()
     for s in socks:
-        sel.register(s, selectors.EVENT_READ)
+        sel.register(s, selectors.EVENT_READ, s)
     left = len(socks)
     while left and time.monotonic() < deadline:
         for key, _ in sel.select(0.5):
-            s = key.fileobj
-            assert isinstance(s, socket.socket)
+            s = key.data
             try:
                 data = s.recv(4096)
             except OSError:
