@@ -373,9 +373,11 @@ class Transport:
                 return web.Response(status=413, text="too_large")
             model, handler = entry
             try:
-                body = model.model_validate(msgpack.unpackb(raw, raw=False, use_list=False))
+                doc = msgpack.unpackb(raw, raw=False, use_list=False)
             except MSGPACK_ERRORS:
                 return web.Response(status=400, text="malformed: not msgpack")
+            try:  # valid msgpack of the wrong shape: 422 (docs/wire.md)
+                body = model.model_validate(doc)
             except ValidationError as e:
                 return web.Response(status=422, text="bad_body: " + first_error(e))
             try:
