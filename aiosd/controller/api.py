@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -91,6 +92,11 @@ def controller_routes(svc: ControllerService) -> list[Route]:
             raise ApiProblem(404, "unknown_block", f"no block {body.block_id!r} is known to the cluster: apply it "
                              "with `aiosd apply --cluster`, send its spec, or set reserve_only for a placement "
                              "nothing runs", "block_id")
+        if body.spec is not None:  # it travels in the Raft log as msgpack: ints in 64 bits, valid UTF-8
+            try:
+                msgpack.packb(body.spec.model_dump(mode="python"), use_bin_type=True)
+            except (OverflowError, ValueError, TypeError) as e:
+                raise ApiProblem(422, "invalid", f"spec cannot be stored in the cluster's log: {e}", "spec") from None
         place = PlaceRequest(block_id=body.block_id, count=body.count, allocator=body.allocator, spec=body.spec)
         return _answer(await svc.submit(ForwardRequest(op="place", place=place)))
 

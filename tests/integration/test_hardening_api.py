@@ -46,6 +46,10 @@ def test_placements_are_checked_and_bounded(tmp_path: Path, daemons: list[Daemon
     e = refused(d, "POST", PLACE, {"block_id": "nope", "count": 1})
     assert e.status == 404 and e.field == "block_id" and "nope" in str(e)
     assert call(d, "GET", PLACE)["blocks"] == {}
+    # A spec the Raft log cannot carry (found by schemathesis): 422, not 500.
+    for bad in ({"block": {"n": 2**70}, "component": {}}, {"block": {"s": "\udb90"}, "component": {}}):
+        e = refused(d, "POST", PLACE, {"block_id": "s", "count": 1, "spec": bad})
+        assert e.status == 422 and e.field == "spec", e
     # A block id whose instance ids ("<id>-<n>", n < 10,000) would exceed 128 characters: 422, not 500.
     for n in (124, 127, 128):
         e = refused(d, "POST", PLACE, {"reserve_only": True, "block_id": "x" * n, "count": 1})
