@@ -58,7 +58,7 @@ def fuzz_daemon(root: Path, examples: int, seed: int = 18, timeout_s: float = 60
              "-H", f"Authorization: Bearer {token}", "-c", CHECKS, "-n", str(examples), "--seed", str(seed),
              "--exclude-path-regex", STREAMS, "--request-timeout", "20", "--phases", "examples,fuzzing",
              *EXTRA],
-            capture_output=True, text=True, timeout=timeout_s, check=False)
+            capture_output=True, text=True, timeout=timeout_s, check=False, cwd=root)
         took = time.monotonic() - t0
         time.sleep(1.0)
         return FuzzRun(r.returncode, r.stdout + r.stderr, took, fds0, proc.num_fds(), rss0,
