@@ -5,6 +5,7 @@
     │   └── ConfigError             a config file / env / flag value is wrong (names key and file)
     ├── NotInitialisedError         the data dir has no identity yet
     ├── AlreadyInitialisedError     `init` on an initialised dir without --force
+    ├── PortInUseError              a listening address `aiosd run` needs is taken (names it and the flag)
     ├── DaemonNotRunning            the CLI found no daemon on the API socket (also ConnectionError)
     └── ApiError                    the daemon answered with an error body {code, message, field}
 Storage, federation, runtime and spec errors keep their own trees; the CLI maps them to exit 1.
@@ -38,6 +39,8 @@ class AlreadyInitialisedError(AiosdError):
 # Where a systemd unit for aiosd would be installed (`aiosd stop`/not-running hints name systemctl only then).
 SYSTEMD_UNITS = ("/etc/systemd/system/aiosd.service", "/lib/systemd/system/aiosd.service",
                  "/usr/lib/systemd/system/aiosd.service")
+class PortInUseError(AiosdError):
+    pass
 
 
 class DaemonNotRunning(AiosdError, ConnectionError):
@@ -91,6 +94,7 @@ __all__ = [
     "ConfigError",
     "DaemonNotRunning",
     "NotInitialisedError",
+    "PortInUseError",
     "UsageError",
     "describe_type",
     "start_hint",

@@ -39,6 +39,7 @@ from aiosd.membership import api as membership_api
 from aiosd.membership.service import MEMBERSHIP_KEY, membership_service
 from aiosd.metrics.service import MetricsService, metrics_service
 from aiosd.policies.service import PoliciesService, policies_service
+from aiosd.ports import check_free
 from aiosd.registry import api as registry_api
 from aiosd.registry.service import registry_service
 from aiosd.sdnotify import sd_notify
@@ -118,6 +119,11 @@ class Node:
 
     async def run(self) -> None:
         t0 = time.monotonic()
+        # Before anything is created: a taken port must leave no half identity behind.
+        p2p = self.settings.p2p
+        check_free(p2p.host, p2p.port, "p2p", "--p2p-port")
+        if self.settings.api.tcp_port:
+            check_free("127.0.0.1", self.settings.api.tcp_port, "the TCP API", "--api-port")
         check_data_dir(self.data_dir)
         async with contextlib.AsyncExitStack() as stack:
             store = await stack.enter_async_context(open_store(self.data_dir / "db"))

@@ -87,7 +87,7 @@ def leader(nodes: list[Daemon]) -> Daemon:
 
 def write(d: Daemon, block: str, count: int = 0) -> bool:
     try:
-        api(d, "POST", "/v1/controller/placements", {"block_id": block, "count": count, "allocator": SPREAD}, 3.0)
+        api(d, "POST", "/v1/controller/placements", {"reserve_only": True, "block_id": block, "count": count, "allocator": SPREAD}, 3.0)
         return True
     except ApiError:
         return False

@@ -31,6 +31,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from federation.certs import NodeCert, check_cert_state
+from federation.edge import RejectionLog
+from federation.edge_http import EdgeSettings, EdgeSite, quiet_bad_requests, runner_kwargs
 from federation.envelope import EnvelopeVerifier, Schemas, Verified
 from federation.errors import AuthError, PeerUnreachable, RemoteProtocolError, SessionError, SessionReason
 from federation.identity import NodeKey
@@ -127,6 +129,8 @@ class Transport:
         self.faults = TransportFaults()
         self.counters: Counter[str] = Counter()
         self.stats = SessionStats()
+        self.edge = EdgeSettings()
+        self.rejections = RejectionLog()  # edge refusals by reason (connection caps, malformed HTTP)
         self.limits = FrameLimits(max_frame_bytes=frame_cap(max(s.max_bytes, s.open_max_bytes)),
                                   rekey_frames=s.rekey_frames, rekey_s=s.rekey_s)
         self.gate = HandshakeGate(GateLimits(per_source_rate_s=s.handshake_rate_s,
@@ -183,9 +187,10 @@ class Transport:
         s = self.settings
         app = web.Application()
         app.router.add_get(WS_PATH, self._on_ws)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_grace_s)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_grace_s, **runner_kwargs(self.edge))
         await runner.setup()
-        site = web.TCPSite(runner, s.host, s.port, reuse_address=True)
+        quiet_bad_requests(self.rejections)  # bounded edges: federation/edge_http.py
+        site = EdgeSite(runner, s.host, s.port, reuse_address=True, edge=self.edge, rejections=self.rejections)
         try:
             await site.start()
         except BaseException:

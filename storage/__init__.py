@@ -1,6 +1,13 @@
 """storage: the node's one LMDB environment, typed tables, batches and snapshots."""
 
-from storage.errors import CorruptStoreError, SchemaMismatchError, StorageError, StoreLockedError
+from storage.errors import (
+    CorruptStoreError,
+    DiskFullError,
+    OutOfFilesError,
+    SchemaMismatchError,
+    StorageError,
+    StoreLockedError,
+)
 from storage.store import SCHEMA_VERSION, Batch, ReadTxn, Store, WriteTxn
 from storage.tables import MAX_KEY_BYTES, Table, encode_key
 
@@ -9,6 +16,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "Batch",
     "CorruptStoreError",
+    "DiskFullError",
+    "OutOfFilesError",
     "ReadTxn",
     "SchemaMismatchError",
     "StorageError",

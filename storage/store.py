@@ -21,7 +21,14 @@ from typing import Any, Self, TypeVar
 import lmdb
 import msgpack
 
-from storage.errors import CorruptStoreError, SchemaMismatchError, StorageError, StoreLockedError
+from storage.errors import (
+    CorruptStoreError,
+    DiskFullError,
+    OutOfFilesError,
+    SchemaMismatchError,
+    StorageError,
+    StoreLockedError,
+)
 from storage.tables import Table, encode_key
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,11 @@ _META = b"__meta__"
 _SCHEMA_KEY = b"schema_version"
 # 64 MiB to start: LMDB reserves address space, not disk; the file grows with the data.
 INITIAL_MAP_BYTES = 64 << 20
+# The map doubles when full, up to this (a node's records are small; blobs live in files).
+MAX_MAP_BYTES = 64 << 30
+# What LMDB (or the OS under it) says when a write finds no room, and when files run out.
+_NO_ROOM = ("No space left on device", "Disk quota exceeded", "Input/output error")
+_NO_FILES = ("Too many open files",)
 # Named sub-databases: registries, raft log, metrics, blobs index... 128 leaves headroom.
 MAX_TABLES = 128
 LOCK_FILE = "aiosd.lock"
@@ -143,8 +155,9 @@ class Store:
     Raises (from `open`): StoreLockedError, SchemaMismatchError, CorruptStoreError, StorageError.
     """
 
-    def __init__(self, path: Path, env: lmdb.Environment, lock_fd: int) -> None:
+    def __init__(self, path: Path, env: lmdb.Environment, lock_fd: int, max_map_bytes: int = MAX_MAP_BYTES) -> None:
         self.path = path
+        self.max_map_bytes = max_map_bytes
         self._env = env
         self._lock_fd = lock_fd
         self._dbs: dict[str, Any] = {}
@@ -155,7 +168,7 @@ class Store:
 
     # ----- lifecycle --------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path, *, map_bytes: int = INITIAL_MAP_BYTES) -> Store:
+    def open(cls, path: Path, *, map_bytes: int = INITIAL_MAP_BYTES, max_map_bytes: int = MAX_MAP_BYTES) -> Store:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise CorruptStoreError(f"{path} should be a directory holding the LMDB store, but it is a file")
@@ -169,7 +182,7 @@ class Store:
         except BaseException:
             os.close(lock_fd)
             raise
-        store = cls(path, env, lock_fd)
+        store = cls(path, env, lock_fd, max(map_bytes, max_map_bytes))
         try:
             store._check_schema()
             store._open_existing_tables()
@@ -263,6 +276,12 @@ class Store:
                 except lmdb.MapFullError:
                     self._forget_opened()
                     self._grow()
+                except lmdb.Error as e:
+                    self._forget_opened()
+                    typed = self._classified(e)
+                    if typed is None:
+                        raise
+                    raise typed from e
                 except BaseException:
                     self._forget_opened()
                     raise
@@ -275,10 +294,28 @@ class Store:
             self._dbs.pop(name, None)
 
     def _grow(self) -> None:
-        new_size = self._env.info()["map_size"] * 2
-        with self._gate.exclusive():
-            self._env.set_mapsize(new_size)
+        """Double the map. Raises: DiskFullError at max_map_bytes or when the OS refuses."""
+        size = self._env.info()["map_size"]
+        if size >= self.max_map_bytes:
+            raise DiskFullError(f"the store under {self.path.parent} reached its map limit of {size >> 20} MiB; "
+                                "delete records or raise the limit")
+        new_size = min(size * 2, self.max_map_bytes)
+        try:
+            with self._gate.exclusive():
+                self._env.set_mapsize(new_size)
+        except lmdb.Error as e:
+            raise DiskFullError(f"the store under {self.path.parent} cannot grow its map to {new_size >> 20} MiB "
+                                f"({_lmdb_reason(e)})") from e
         log.info("store map grown", extra={"map_bytes": new_size})
+
+    def _classified(self, e: lmdb.Error) -> StorageError | None:
+        """A failed write as a typed error (no room: disk full; no file descriptors), else None."""
+        reason = _lmdb_reason(e)
+        if isinstance(e, lmdb.DiskError) or any(r in reason for r in _NO_ROOM):
+            return DiskFullError(f"disk full under {self.path.parent} ({reason}); the write was not stored")
+        if any(r in reason for r in _NO_FILES):
+            return OutOfFilesError(f"too many open files ({reason}); the write was not stored")
+        return None
 
     # ----- internals --------------------------------------------------------------------
     def _db(self, table: Table[Any], write_txn: lmdb.Transaction | None = None) -> Any:

@@ -6,12 +6,15 @@ The TCP listener requires `Authorization: Bearer <token>`; the token lives in th
 
 from __future__ import annotations
 
+import errno
 import grp
 import hmac
 import logging
 import os
 import secrets
 import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -19,11 +22,40 @@ from aiohttp import web
 
 from aiosd.api.routes import ApiProblem, Route, error_response, openapi
 from aiosd.errors import AiosdError
+from federation.edge import RejectionLog
+from federation.edge_http import EdgeSettings, EdgeSite, quiet_bad_requests, runner_kwargs
+from storage.errors import DiskFullError, OutOfFilesError
 
 log = logging.getLogger(__name__)
 
 TOKEN_FILE = "api.token"
 SOCKET_MODE = 0o660
+DATA_DIR_KEY = web.AppKey("data_dir", Path)
+REJECTIONS_KEY = web.AppKey("rejections", RejectionLog)
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+_NO_FILES = (errno.EMFILE, errno.ENFILE)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def exhausted(exc: BaseException, data_dir: Path) -> tuple[int, str, str] | None:
+    """(status, code, message) when `exc` (or what caused it) is a resource running out: the disk
+    under the data dir (507) or file descriptors (503); None for anything else."""
+    for e in _causes(exc):
+        if isinstance(e, DiskFullError) or (isinstance(e, OSError) and e.errno in _NO_ROOM):
+            return 507, "disk_full", (f"disk full under {data_dir}: writes are refused until space is freed "
+                                      f"(reads still work): {e}")
+        if isinstance(e, OutOfFilesError) or (isinstance(e, OSError) and e.errno in _NO_FILES):
+            return 503, "too_many_open_files", ("the daemon has run out of open files (see `ulimit -n`); retry "
+                                                f"shortly: {e}")
+    return None
 
 
 def _problem_from(exc: BaseException) -> tuple[int, str, str, str | None] | None:
@@ -48,9 +80,15 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(*problem)
     except AiosdError as e:
         return error_response(400 if e.exit_code == 2 else 500, type(e).__name__, str(e))
-    except Exception:
-        log.exception("api handler failed", extra={"path": request.path, "method": request.method})
-        return error_response(500, "internal", "internal error; see the daemon log")
+    except Exception as e:
+        out = exhausted(e, request.app[DATA_DIR_KEY]) if DATA_DIR_KEY in request.app else None
+        if out is None:
+            log.exception("api handler failed", extra={"path": request.path, "method": request.method})
+            return error_response(500, "internal", "internal error; see the daemon log")
+        if request.app[REJECTIONS_KEY].reject(out[1], out[1], time.monotonic()):  # once per window
+            log.warning("request refused: resource exhausted", extra={"path": request.path, "code": out[1],
+                                                                      "error": out[2]})
+        return error_response(*out)
 
 
 def bearer_middleware(token: str) -> Any:
@@ -58,6 +96,8 @@ def bearer_middleware(token: str) -> Any:
 
     @web.middleware
     async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        if len(request.headers.getall("Authorization", [])) > 1:  # never "the first one wins"
+            return error_response(400, "bad_request", "more than one Authorization header", "Authorization")
         if request.transport is not None and request.transport.get_extra_info("socket") is not None:
             sock = request.transport.get_extra_info("socket")
             if sock.family == socket.AF_UNIX:
@@ -72,11 +112,15 @@ def bearer_middleware(token: str) -> Any:
     return check
 
 
-def build_app(routes: list[Route], version: str, token: str | None = None) -> web.Application:
+def build_app(routes: list[Route], version: str, token: str | None = None,
+              data_dir: Path | None = None) -> web.Application:
     middlewares = [error_middleware]
     if token is not None:
         middlewares.append(bearer_middleware(token))
     app = web.Application(middlewares=middlewares, client_max_size=8 << 20)
+    app[REJECTIONS_KEY] = RejectionLog()
+    if data_dir is not None:
+        app[DATA_DIR_KEY] = data_dir
     doc = openapi(routes, version)
 
     async def openapi_handler(_: web.Request) -> web.Response:
@@ -132,8 +176,10 @@ class ApiServer:
 
     async def __aenter__(self) -> Self:
         token = ensure_token(self._data_dir) if self._tcp_port is not None else None
-        app = build_app(self._routes, self._version, token)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+        app = build_app(self._routes, self._version, token, self._data_dir)
+        self.edge = EdgeSettings()
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
+                                     **runner_kwargs(self.edge))
         await self._runner.setup()
         try:
             _claim_socket(self.socket_path)
@@ -150,7 +196,8 @@ class ApiServer:
         except (KeyError, PermissionError):
             pass  # no aiosd group on this machine: root (and the owner) only
         if self._tcp_port is not None:
-            site = web.TCPSite(self._runner, "127.0.0.1", self._tcp_port)
+            quiet_bad_requests(app[REJECTIONS_KEY])
+            site = EdgeSite(self._runner, "127.0.0.1", self._tcp_port, edge=self.edge, rejections=app[REJECTIONS_KEY])
             await site.start()
             server = site._server  # aiohttp keeps the bound server private; port 0 needs it
             if server is not None and server.sockets:  # type: ignore[attr-defined]  # asyncio.Server
@@ -170,4 +217,4 @@ class ApiServer:
         self.socket_path.unlink(missing_ok=True)
 
 
-__all__ = ["ApiServer", "build_app", "ensure_token"]
+__all__ = ["ApiServer", "build_app", "ensure_token", "exhausted"]

@@ -8,11 +8,13 @@ the archive itself is the asset `image:<name>` (type "image"). This module runs 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
 from typing import Any
 
+from aiosd.assets.cleanup import IMAGES
 from aiosd.assets.errors import AssetError
 from aiosd.assets.service import AssetsService
 from federation.errors import FederationError
@@ -21,7 +23,6 @@ from runtime.podman_conf import podman_env, write_containers_conf
 
 log = logging.getLogger(__name__)
 
-IMAGES = "images"
 # `podman save` of a large image takes minutes; `load` likewise. One deadline for both.
 PODMAN_TIMEOUT_S = 1800.0
 _TAIL = 600  # characters of podman's error output kept in our error message
@@ -64,10 +65,16 @@ async def push_image(assets: AssetsService, name: str) -> dict[str, Any]:
     cli = podman_cli(assets)
     if not await image_exists(name, cli):
         raise AssetError(f"no local image {name!r} (see `aiosd image list`)", 404, "not_found")
-    image_id = (await _podman(cli, "image", "inspect", "--format", "{{.Id}}", name)).strip()
+    found = json.loads(await _podman(cli, "image", "inspect", "--format", '{"id": "{{.Id}}", '
+                                     '"tags": {{json .RepoTags}}}', name))
+    tag = next((t for t in exact_names(name) if t in (found.get("tags") or [])), None)
+    if tag is None:  # podman also resolves image ids and id prefixes: never publish one of those
+        raise AssetError(f"no local image is tagged exactly {name!r} (name:tag; an image id or id prefix is "
+                         "not accepted; see `aiosd image list`)", 404, "not_found")
+    image_id = str(found["id"])
     tmp = assets.blobs.root / "tmp" / f"save-{os.getpid()}-{time.monotonic_ns()}.tar"
     try:
-        await _podman(cli, "save", "--format", "docker-archive", "-o", str(tmp), name)
+        await _podman(cli, "save", "--format", "docker-archive", "-o", str(tmp), tag)
         writer = assets.writer()
         try:
             await asyncio.to_thread(_copy_into, tmp, writer)
@@ -85,6 +92,17 @@ async def push_image(assets: AssetsService, name: str) -> dict[str, Any]:
         raise AssetError(f"cannot publish image {name}: {e}", 403, "forbidden") from None
     log.info("image published", extra={"image": name, "sha256": asset["sha256"], "size": asset["size"]})
     return record
+
+
+def exact_names(name: str) -> tuple[str, ...]:
+    """The tags `name` stands for exactly: itself, with `:latest` when it has no tag, and both under
+    `localhost/` when it is a short name (podman's own qualification of a locally built image)."""
+    last = name.rsplit("/", 1)[-1]
+    names = [name] if ":" in last or "@" in last else [name, f"{name}:latest"]
+    first = name.split("/", 1)[0]
+    if "/" not in name or not ("." in first or ":" in first or first == "localhost"):
+        names += [f"localhost/{n}" for n in names]
+    return tuple(names)
 
 
 def _copy_into(path: Any, writer: Any) -> None:
@@ -128,4 +146,4 @@ async def list_images(assets: AssetsService) -> list[dict[str, Any]]:
     return [dict(e.value) for e in await assets.registry().scan(IMAGES)]
 
 
-__all__ = ["ensure_image_from_peers", "image_uri", "list_images", "pull_image", "push_image"]
+__all__ = ["IMAGES", "ensure_image_from_peers", "exact_names", "image_uri", "list_images", "pull_image", "push_image"]

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from aiosd.assets.cleanup import ASSETS, NODES, AssetCleanup
 from aiosd.assets.errors import AssetError
 from aiosd.assets.fetch import BlobFetch, FetchFailed, FetchProgress
 from aiosd.context import NodeContext, ServiceKey
@@ -35,8 +36,6 @@ from storage.blobs import BlobNotFound, BlobStore, BlobWriter, check_digest
 
 log = logging.getLogger(__name__)
 
-ASSETS = "assets"
-NODES = "nodes"
 URI_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,199}$")
 ASSET_TYPES = ("file", "image", "policy", "model", "data")
 # Finished fetches kept for `GET /v1/assets/fetches` (FIFO beyond this).
@@ -98,6 +97,7 @@ class AssetsService:
         self._registry: RegistryService | None = None
         self._membership: MembershipService | None = None
         self.served_chunks = 0
+        self.cleanup: AssetCleanup | None = None
 
     async def __aenter__(self) -> Self:
         self._registry = self.ctx.find(REGISTRY_KEY)
@@ -106,6 +106,11 @@ class AssetsService:
             t = self._membership.transport
             self._membership.add_kinds(ASSET_MODELS)
             t.route_raw("asset.chunk.get", self._on_chunk_get)
+        if self._registry is not None:
+            self.cleanup = AssetCleanup(self._registry, self.blobs, self.node_id)
+            task = asyncio.create_task(self.cleanup.run(), name="asset-cleanup")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -336,10 +336,16 @@ def _not_here(svc: BlockService, bid: str) -> ApiProblem:
     if not insts:
         return ApiProblem(404, "not_found", f"no block {bid!r}", "id")
     nodes = sorted({i.node_id for i in insts.values()})
+    if ctl is not None and bid not in ctl.view().specs:
+        return ApiProblem(409, "reserve_only", f"block {bid!r} is placed by the cluster without a spec (a "
+                          "reservation): nothing runs it; apply it with `aiosd apply --cluster` to serve tasks", "id")
     if svc.node_id in nodes:  # placed here, but nothing healthy to answer with (yet)
         why = svc.follower.failing().get(bid) if svc.follower is not None else None
+        if why:  # it fails (a spec this node cannot run, a crash loop): not "come back later"
+            return ApiProblem(409, "failing", f"block {bid!r} is placed on this node but none of its instances "
+                              f"here is healthy: {why}", "id")
         return ApiProblem(503, "not_running", f"block {bid!r} is placed on this node but none of its instances "
-                          "here is healthy" + (f": {why}" if why else " yet (starting); try again shortly"), "id")
+                          "here is healthy yet (starting); try again shortly", "id")
     return ApiProblem(404, "not_here", f"block {bid!r} runs on node(s) {', '.join(nodes)}, not on this "
                       "one, and this node could not forward the task; send the request there", "id")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +51,13 @@ class Faults(BaseModel):
     clear: bool = False
 
 
+class PlacementBody(PlaceRequest):
+    """`POST /v1/controller/placements`: a block the cluster knows (its spec in the request or
+    already committed), or `reserve_only` for a placement that only reserves resources (nothing runs it)."""
+
+    reserve_only: bool = False
+
+
 def _answer(a: ForwardAnswer) -> web.Response:
     if a.status >= 400:
         raise ApiProblem(a.status, a.code or "error", a.message)
@@ -77,8 +85,20 @@ def controller_routes(svc: ControllerService) -> list[Route]:
             for b, insts in sorted(view.blocks.items())}})
 
     async def post_placement(request: web.Request) -> web.Response:
-        body = await read_model(request, PlaceRequest)
-        return _answer(await svc.submit(ForwardRequest(op="place", place=body)))
+        body = await read_model(request, PlacementBody)
+        view = svc.state.view()
+        if body.spec is None and not body.reserve_only and body.block_id not in view.specs \
+                and body.block_id not in view.blocks:
+            raise ApiProblem(404, "unknown_block", f"no block {body.block_id!r} is known to the cluster: apply it "
+                             "with `aiosd apply --cluster`, send its spec, or set reserve_only for a placement "
+                             "nothing runs", "block_id")
+        if body.spec is not None:  # it travels in the Raft log as msgpack: ints in 64 bits, valid UTF-8
+            try:
+                msgpack.packb(body.spec.model_dump(mode="python"), use_bin_type=True)
+            except (OverflowError, ValueError, TypeError) as e:
+                raise ApiProblem(422, "invalid", f"spec cannot be stored in the cluster's log: {e}", "spec") from None
+        place = PlaceRequest(block_id=body.block_id, count=body.count, allocator=body.allocator, spec=body.spec)
+        return _answer(await svc.submit(ForwardRequest(op="place", place=place)))
 
     async def delete_placement(request: web.Request) -> web.Response:
         block_id = request.match_info["block_id"]
@@ -149,7 +169,7 @@ def controller_routes(svc: ControllerService) -> list[Route]:
         Route("GET", "/v1/controller/placements", get_placements, "committed placements (block -> instances)",
               tag="controller"),
         Route("POST", "/v1/controller/placements", post_placement, "place or scale a block (forwarded to the leader)",
-              request=PlaceRequest, tag="controller"),
+              request=PlacementBody, tag="controller"),
         Route("DELETE", "/v1/controller/placements/{block_id}", delete_placement, "remove a block's placement",
               tag="controller"),
         Route("GET", "/v1/controller/local", get_local, "instances the committed state assigns to this node",
@@ -164,4 +184,4 @@ def controller_routes(svc: ControllerService) -> list[Route]:
     ]
 
 
-__all__ = ["FAULTS_ENV", "ControllerStatus", "Faults", "controller_routes"]
+__all__ = ["FAULTS_ENV", "ControllerStatus", "Faults", "PlacementBody", "controller_routes"]

@@ -16,7 +16,7 @@ from typing import Protocol, Self
 from aiosd.controller.allocator import load_published, place_published
 from aiosd.controller.errors import PlacementError
 from aiosd.controller.placement import NodeView, PlacementResult, place
-from aiosd.controller.scheduler import aplan_moves, aplan_scale, as_block, node_views
+from aiosd.controller.scheduler import aplan_moves, aplan_scale, as_block, check_limits, node_views
 from aiosd.controller.state import AnyCommand, ClusterState, RemoveBlock, TaskState, encode_command
 from aiosd.controller.wire import ForwardAnswer, ForwardRequest, Inventory
 from aiosd.policies.errors import PolicyError
@@ -99,6 +99,7 @@ class ControllerRole:
                                             p.count, p.allocator, self._place, self.term)
                     if p.spec is not None:
                         cmd = cmd.model_copy(update={"spec": p.spec})
+                    check_limits(self.host.state.view(), cmd)
                     await self._commit(cmd)
                     insts = [{"instance_id": s.instance_id, "node_id": s.node_id, "gpus": list(s.gpus)}
                              for s in cmd.instances]

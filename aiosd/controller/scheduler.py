@@ -8,11 +8,14 @@ No IO, no Raft: the controller role proposes what comes out.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Set as AbstractSet
 
+from aiosd.controller.errors import PlacementError
 from aiosd.controller.placement import Assignment, GpuView, NodeView, Placement, PlacementResult, place
 from aiosd.controller.state import (
+    MAX_BLOCKS,
     Allocator,
     ClusterView,
     Instance,
@@ -27,6 +30,10 @@ from aiosd.policies.loading import PolicyRunner
 from aiosd.specs.protocol import EMPTY_PROTOCOL
 from aiosd.specs.resolve import PolicySlot, ResolvedBlock
 
+# A LAN node runs at most this many instances of all cluster blocks together (each one a process
+# or a container); the whole cluster at most MAX_CLUSTER_INSTANCES (one Raft snapshot holds them).
+MAX_INSTANCES_PER_NODE = 1_000
+MAX_CLUSTER_INSTANCES = 10_000
 # The block id under which GPUs held by instances outside the cluster's state are reserved.
 LOCAL_BLOCK = "(applied on the node)"
 
@@ -130,6 +137,24 @@ def _scale_command(block_id: str, allocator: Allocator, keep: Sequence[Instance]
     return PlaceBlock(term=term, block_id=block_id, allocator=allocator, instances=tuple(specs))
 
 
+def check_limits(state: ClusterView, cmd: PlaceBlock) -> None:
+    """Raises: PlacementError when `cmd` would put more than MAX_INSTANCES_PER_NODE instances on a
+    node, or more than MAX_CLUSTER_INSTANCES in the cluster (other blocks' instances count too)."""
+    if cmd.block_id not in state.blocks and len(state.blocks) >= MAX_BLOCKS:
+        raise PlacementError(f"the cluster already places {len(state.blocks)} blocks, the most it holds; "
+                             f"remove one first")
+    per_node = Counter(i.node_id for b, insts in state.blocks.items() if b != cmd.block_id for i in insts.values())
+    per_node.update(s.node_id for s in cmd.instances)
+    total = sum(per_node.values())
+    if total > MAX_CLUSTER_INSTANCES:
+        raise PlacementError(f"the cluster would hold {total} instances; it holds at most {MAX_CLUSTER_INSTANCES} "
+                             f"(all blocks together)")
+    node, n = per_node.most_common(1)[0] if per_node else ("", 0)
+    if n > MAX_INSTANCES_PER_NODE:
+        raise PlacementError(f"node {node} would hold {n} instances; a node holds at most {MAX_INSTANCES_PER_NODE} "
+                             f"(all blocks together): ask for fewer or add nodes")
+
+
 def plan_moves(state: ClusterView, inventories: Sequence[Inventory], alive: AbstractSet[str], runner: PolicyRunner,
                term: int) -> list[MoveInstances]:
     """For each block, move instances whose node is not `alive` onto the `inventories` nodes (same allocator).
@@ -197,4 +222,4 @@ def _ordinal(instance_id: str) -> int:
     return int(tail) if tail.isdigit() else 1 << 30
 
 
-__all__ = ["Placer", "aplan_moves", "aplan_scale", "as_block", "node_views", "plan_moves", "plan_scale"]
+__all__ = ["MAX_CLUSTER_INSTANCES", "MAX_INSTANCES_PER_NODE", "Placer", "aplan_moves", "aplan_scale", "as_block", "check_limits", "node_views", "plan_moves", "plan_scale"]

@@ -28,6 +28,7 @@ from aiosd.config import RaftSettings
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.controller.errors import PlacementError
 from aiosd.controller.inventory import LocalInventory
+from aiosd.controller.leave import Departures, leave_voters, removed
 from aiosd.controller.records import CLUSTERS, NodeRecords
 from aiosd.controller.role import ControllerRole, no_quorum
 from aiosd.controller.state import ClusterState, ClusterView, Instance
@@ -132,6 +133,7 @@ class ControllerService:
         self._started = time.monotonic()
         self._local_subs: list[Callable[[dict[str, Instance]], None]] = []
         self.records: NodeRecords | None = None
+        self.departures = Departures()
 
     # ----- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -180,6 +182,9 @@ class ControllerService:
         self.driver = driver
 
     async def _stop_driver(self) -> None:
+        if self.driver is not None and self.membership is not None:  # a clean stop leaves the voters
+            alive = frozenset(NodeId(n) for n in self.alive_ids())
+            await leave_voters(self.driver, self.node_id, self.departures, alive, self.submit)
         driver, self.driver = self.driver, None
         if driver is not None:
             await driver.__aexit__(None, None, None)
@@ -277,7 +282,11 @@ class ControllerService:
             raise AuthError(AuthReason.FORBIDDEN, f"request for cluster {target}, this node is in {self.cluster}")
         if v.cert.cluster != self.cluster:  # from another cluster's gateway: one more hop, to our leader
             return await self.submit(v.body.model_copy(update={"cluster": ""}))
+        if v.body.op == "leave" and v.body.node != v.sender:
+            raise AuthError(AuthReason.FORBIDDEN, "a node can only ask for its own leave")
         role = self.role
+        if role is not None and v.body.op == "leave":
+            return await self._accept_leave(v.body.node)
         if role is None:
             return no_quorum(f"this node ({self.node_id}) no longer leads cluster {self.cluster}")
         return await role.handle(v.body)
@@ -400,7 +409,7 @@ class ControllerService:
         while True:
             role = self.role
             if role is not None:
-                return await role.handle(req)
+                return await self._accept_leave(req.node) if req.op == "leave" else await role.handle(req)
             leader = self.driver.status.leader if self.driver is not None else None
             addr = self.membership.swim.addr_of(leader) if leader is not None and self.membership is not None \
                 else None
@@ -418,6 +427,23 @@ class ControllerService:
         if not isinstance(ans.body, ForwardAnswer):
             return ForwardAnswer(status=502, code="bad_answer", message="the leader answered something else")
         return ans.body
+
+    async def _accept_leave(self, node: str) -> ForwardAnswer:
+        """The leader takes `node` out of the voters and answers once that is committed (the
+        removed node gets no more entries, so it learns it from this answer)."""
+        self.departures.announce(node, time.monotonic())
+        self._members_changed.set()
+        log.info("member leaving the voters", extra={"node": node})
+        if self.driver is None or not await removed(self.driver, NodeId(node)):
+            return no_quorum(f"the removal of {node} from the voters did not commit in time")
+        return ForwardAnswer(status=200, result={"node": node, "removed": True})
+
+    def gone(self) -> frozenset[NodeId]:
+        """Members of this cluster that left it for good (left, revoked, or announced a leave)."""
+        if self.membership is None:
+            return frozenset()
+        states = [(m.node, m.state) for m in self.members.swim.members() if m.meta.get("cluster") == self.cluster]
+        return self.departures.gone(states, self.membership.revoked, time.monotonic())
 
     async def _submit_elsewhere(self, req: ForwardRequest) -> ForwardAnswer:
         peers = [m for m in self._members_of(req.cluster) if m.state is MemberState.ALIVE]
@@ -568,7 +594,8 @@ class ControllerService:
                     await self._members_changed.wait()
             self._members_changed.clear()
             if self.driver is not None:
-                self.driver.set_members(frozenset(NodeId(n) for n in self.alive_ids()))
+                gone = self.gone()
+                self.driver.set_members(frozenset(NodeId(n) for n in self.alive_ids()) - gone, gone)
             if self.role is not None:
                 self.role.poke()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from aiosd.controller.state import Allocator, BlockSpec
 from federation.strict import Wire
@@ -18,6 +18,8 @@ _Id = Annotated[str, Field(min_length=1, max_length=128)]
 # A LAN cluster is 1-100 nodes; a node has at most a few dozen GPUs.
 MAX_GPUS = 64
 MAX_REPORTED_INSTANCES = 10_000
+# Instance ids are `<block_id>-<n>` with n < 10,000 and at most 128 characters: 128 - len("-9999").
+MAX_PLACED_BLOCK_ID = 123
 
 
 
@@ -29,6 +31,14 @@ class PlaceRequest(Wire):
     allocator: Allocator = Allocator()
     spec: BlockSpec | None = None  # what nodes run (from `aiosd apply --cluster`); None keeps the committed one
 
+    @field_validator("block_id")
+    @classmethod
+    def _fits_instance_ids(cls, v: str) -> str:
+        if len(v) > MAX_PLACED_BLOCK_ID:
+            raise ValueError(f"at most {MAX_PLACED_BLOCK_ID} characters (its instance ids <block_id>-<n> "
+                             f"must fit 128), got {len(v)}")
+        return v
+
 
 class DryRunRequest(Wire):
     block_id: _Id = "dry-run"
@@ -39,11 +49,12 @@ class DryRunRequest(Wire):
 class ForwardRequest(Wire):
     kind: Literal["ctl.forward"] = "ctl.forward"
     v: Literal[1] = 1
-    op: Literal["place", "remove", "dry_run"]
+    op: Literal["place", "remove", "dry_run", "leave"]
     place: PlaceRequest | None = None
     dry_run: DryRunRequest | None = None
     block_id: str = Field("", max_length=128)
     cluster: str = Field("", max_length=64)  # the target cluster; "" = the sender's own
+    node: str = Field("", max_length=128)  # op "leave": the node leaving the voters (the sender itself)
 
 
 class ForwardAnswer(Wire):
@@ -132,6 +143,7 @@ CONTROLLER_MODELS: tuple[type[BaseModel], ...] = (
 
 __all__ = [
     "CONTROLLER_MODELS",
+    "MAX_PLACED_BLOCK_ID",
     "DryRunRequest",
     "ForwardAnswer",
     "ForwardRequest",

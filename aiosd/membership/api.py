@@ -164,7 +164,7 @@ def membership_routes(svc: MembershipService) -> list[Route]:
         Route("DELETE", "/v1/nodes/{id}", remove_node, "revoke a node's certificate network-wide",
               response=Removed, tag="membership"),
         Route("POST", "/v1/tokens", token_create, "create a join token", request=TokenCreate,
-              response=TokenCreated, tag="membership"),
+              response=TokenCreated, tag="membership", status=201),
         Route("GET", "/v1/tokens", token_list, "list join tokens (no secrets)", response=TokenList,
               tag="membership"),
         Route("DELETE", "/v1/tokens/{id}", token_revoke, "revoke a join token", response=TokenInfo,

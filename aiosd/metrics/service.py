@@ -23,6 +23,8 @@ from aiohttp import web
 from aiosd.api.routes import ApiProblem, Route, json_ok
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.instances.service import RUNTIME_KEY
+from aiosd.membership.service import MEMBERSHIP_KEY
+from aiosd.metrics.prom import prometheus_text
 from aiosd.registry.service import REGISTRY_KEY
 from runtime.metrics import NodeMetrics, acollect
 
@@ -103,29 +105,6 @@ def cluster_aggregates(summaries: list[dict[str, Any]]) -> dict[str, dict[str, f
             agg[n] = sum(vals) if n in _SUMMED else sum(vals) / len(vals)
         out[cluster] = agg
     return out
-
-
-def prometheus_name(name: str) -> str:
-    return "aiosd_" + "".join(c if c.isalnum() else "_" for c in name)
-
-
-def prometheus_text(node: str, values: dict[str, float], gpus: list[dict[str, Any]],
-                    counters: dict[str, float]) -> str:
-    """Prometheus text exposition (v0.0.4): gauges labelled by node, per-GPU gauges by gpu."""
-    lines: list[str] = []
-    for name, v in sorted(values.items()):
-        m = prometheus_name(name)
-        lines += [f"# TYPE {m} gauge", f'{m}{{node="{node}"}} {v}']
-    for key in ("usedMem", "freeMem", "totalMem", "cudaUtilization", "memUtilization", "temperature", "powerDrawW"):
-        m = prometheus_name(f"gpu.device.{key}")
-        if gpus:
-            lines.append(f"# TYPE {m} gauge")
-        for g in gpus:
-            lines.append(f'{m}{{node="{node}",gpu="{g["gpu_id"]}"}} {float(g[key])}')
-    for name, v in sorted(counters.items()):
-        m = prometheus_name(name)
-        lines += [f"# TYPE {m} counter", f'{m}{{node="{node}"}} {v}']
-    return "\n".join(lines) + "\n"
 
 
 class MetricsService:
@@ -278,6 +257,9 @@ class MetricsService:
             counters.update({f"replication.{k}": float(v) for k, v in st.items() if isinstance(v, int)})
             for reason, n in st["rejected"].items():
                 counters[f"replication.rejected_{reason}"] = float(n)
+        members = self.ctx.find(MEMBERSHIP_KEY)
+        if members is not None:  # envelopes_accepted, envelopes_rejected_<reason>, ... (docs/threat-model.md)
+            counters.update({k: float(v) for k, v in members.transport.verifier.metrics().items()})
         text = prometheus_text(self.node_id, m.flat(), m.per_gpu(), counters)
         text += "".join(source(self.node_id) for source in self.prometheus_sources)
         return web.Response(text=text, content_type="text/plain", charset="utf-8",

@@ -31,11 +31,25 @@ _REWATCH_S = 0.5
 class ReplicatedBook(IndexedRecords[M]):
     """Records of one kind in registry table `table` under key prefix `prefix`."""
 
-    def __init__(self, registry: RegistryService, table: str, prefix: str, model: type[M], key: Callable[[M], str]) -> None:
+    def __init__(self, registry: RegistryService, table: str, prefix: str, model: type[M], key: Callable[[M], str],
+                 *, checked: bool = False) -> None:
         super().__init__()
         self._registry, self._table, self._prefix = registry, table, prefix
         self._model, self._key = model, key
         self._follow: asyncio.Task[None] | None = None
+        if checked:  # the registry API refuses what this book would skip
+            registry.check_with(table, prefix, self.check)
+
+    def check(self, key: str, value: Any) -> None:
+        """Raises ValueError (naming the field) unless `value` is a record of this kind stored under its own key."""
+        try:
+            rec = self._model.model_validate(value)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "value"
+            raise ValueError(f"not a valid {self._model.__name__}: {where}: {err['msg']}") from None
+        if self._key(rec) != key:
+            raise ValueError(f"the key must be the record's own id {self._key(rec)!r}, not {key!r}")
 
     # ----- lifecycle -------------------------------------------------------------------------
     async def load(self) -> None:

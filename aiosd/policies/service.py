@@ -142,7 +142,8 @@ class PoliciesService:
         else:
             self._legacy = local
             self.policies = ReplicatedBook(registry, "policies", "policy/", PolicyRecord, lambda r: r.uri)
-            self.template_book = ReplicatedBook(registry, "templates", "", TemplateRecord, lambda r: r.templateUri)
+            self.template_book = ReplicatedBook(registry, "templates", "", TemplateRecord, lambda r: r.templateUri,
+                                                checked=True)
             self.specs = ReplicatedBook(registry, "specs", "", SpecRecord, lambda r: r.specUri)
             self.gov_book = ReplicatedBook(registry, "policies", "governance/", GovernanceMap, lambda r: r.key)
         self.sandbox = Sandbox(self.cfg)

@@ -6,8 +6,9 @@ import asyncio
 import json
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
-from aiosd.api.routes import ApiProblem, Route, json_ok, read_json
+from aiosd.api.routes import ApiProblem, Route, json_ok, read_json, read_query
 from aiosd.registry.service import RegistryService
 from aiosd.specs.filters import FilterError, compile_filter
 from federation.replication import InvalidWrite, WriteRefused
@@ -15,6 +16,16 @@ from federation.replication import InvalidWrite, WriteRefused
 MAX_LIMIT = 100_000
 # SSE keep-alive comment interval: lets a client notice a dead daemon, and proxies keep the stream.
 KEEPALIVE_S = 15.0
+
+
+class ListQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    limit: int | None = Field(None, ge=1, le=MAX_LIMIT, description="at most this many records")
+
+
+class WatchQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    table: str = Field("", max_length=1000, description="comma-separated tables to watch (default: all)")
 
 
 def registry_routes(reg: RegistryService) -> list[Route]:
@@ -27,17 +38,8 @@ def registry_routes(reg: RegistryService) -> list[Route]:
                              "table")
         return t
 
-    def limit_of(request: web.Request) -> int | None:
-        raw = request.query.get("limit")
-        if raw is None:
-            return None
-        try:
-            n = int(raw)
-        except ValueError:
-            raise ApiProblem(400, "bad_request", "limit must be an integer", "limit") from None
-        if not 1 <= n <= MAX_LIMIT:
-            raise ApiProblem(400, "bad_request", f"limit must be within 1..{MAX_LIMIT}", "limit")
-        return n
+    async def limit_of(request: web.Request) -> int | None:
+        return (await read_query(request, ListQuery)).limit
 
     async def h_tables(_: web.Request) -> web.StreamResponse:
         counts = await reg.digests()
@@ -45,7 +47,7 @@ def registry_routes(reg: RegistryService) -> list[Route]:
 
     async def h_list(request: web.Request) -> web.StreamResponse:
         t = table_of(request)
-        items = await reg.scan(t, limit=limit_of(request))
+        items = await reg.scan(t, limit=await limit_of(request))
         return json_ok({"table": t, "items": [e.to_json() for e in items]})
 
     async def h_query(request: web.Request) -> web.StreamResponse:
@@ -58,7 +60,7 @@ def registry_routes(reg: RegistryService) -> list[Route]:
         except FilterError as e:
             p = e.problems[0]
             raise ApiProblem(400, "bad_filter", str(e), p.path or "filter") from None
-        items = await reg.scan(t, pred, limit_of(request))
+        items = await reg.scan(t, pred, await limit_of(request))
         return json_ok({"table": t, "items": [e.to_json() for e in items]})
 
     async def h_get(request: web.Request) -> web.StreamResponse:
@@ -114,7 +116,7 @@ def registry_routes(reg: RegistryService) -> list[Route]:
         return json_ok({"tables": await reg.digests(), "stats": reg.stats()})
 
     async def h_watch(request: web.Request) -> web.StreamResponse:
-        names = [n for n in request.query.get("table", "").split(",") if n]
+        names = [n for n in (await read_query(request, WatchQuery)).table.split(",") if n]
         for n in names:
             if n not in TABLES:
                 raise ApiProblem(404, "unknown_table", f"no registry table {n!r}", "table")
@@ -149,16 +151,17 @@ def registry_routes(reg: RegistryService) -> list[Route]:
         Route("GET", "/v1/registry", h_tables, "registry tables and record counts", tag="registry"),
         Route("GET", "/v1/registry/_digests", h_digests, "per-table digests and replication counters",
               tag="registry"),
-        Route("GET", "/v1/registry/{table}", h_list, "live records of a table (?limit=)", tag="registry"),
+        Route("GET", "/v1/registry/{table}", h_list, "live records of a table (?limit=)", tag="registry",
+              query=ListQuery),
         Route("POST", "/v1/registry/{table}", h_put_many,
               "write many records with one signature (body: {items: {key: object}})", tag="registry"),
-        Route("POST", "/v1/registry/{table}/query", h_query, "records matching an AIOS filter document",
+        Route("POST", "/v1/registry/{table}/query", h_query, "records matching an AIOS filter document", query=ListQuery,
               tag="registry"),
         Route("GET", "/v1/registry/{table}/{key}", h_get, "one record", tag="registry"),
         Route("PUT", "/v1/registry/{table}/{key}", h_put, "write a record (body: JSON object)", tag="registry"),
         Route("DELETE", "/v1/registry/{table}/{key}", h_delete, "delete a record", tag="registry"),
         Route("GET", "/v1/watch", h_watch, "server-sent events of registry changes (?table=a,b)",
-              tag="registry"),
+              tag="registry", query=WatchQuery),
     ]
 
 

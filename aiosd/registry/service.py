@@ -36,6 +36,7 @@ from federation.replication import (
     AdminOnly,
     AnyMember,
     Changed,
+    InvalidWrite,
     Record,
     ReplicationConfig,
     Rule,
@@ -209,6 +210,9 @@ class RegistryService:
         self._stack = contextlib.AsyncExitStack()
         self.watch_dropped = 0
         self.unaddressed = 0  # replication messages dropped: no address known for the peer
+        # table -> (key prefix, check): a role above that owns a record kind validates local writes
+        # of it (raises ValueError naming the field), so the API cannot store what the role skips.
+        self._checks: dict[str, list[tuple[str, Callable[[str, Mapping[str, Any]], None]]]] = {}
 
     # ----- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -252,15 +256,30 @@ class RegistryService:
         return self._driver
 
     # ----- public API ------------------------------------------------------------------------
+    def check_with(self, table: str, prefix: str, check: Callable[[str, Mapping[str, Any]], None]) -> None:
+        """Validate local writes of `table` keys under `prefix` with `check(key, value)` (raises ValueError)."""
+        self._checks.setdefault(check_table(table), []).append((prefix, check))
+
+    def _check(self, table: str, key: str, value: Mapping[str, Any]) -> None:
+        for prefix, check in self._checks.get(table, ()):
+            if key.startswith(prefix):
+                try:
+                    check(key[len(prefix):], value)
+                except ValueError as e:
+                    raise InvalidWrite(f"{table}/{key}: {e}") from None
+
     async def put(self, table: str, key: str, value: Mapping[str, Any]) -> Entry:
         """Write a JSON object; raises UnknownTable, InvalidWrite, WriteRefused."""
         check_table(table)
+        self._check(table, key, value)
         (r,) = await self.driver.write_many([(table, key, encode_value(value))])
         return entry_of(r)
 
     async def put_many(self, table: str, items: Mapping[str, Mapping[str, Any]]) -> int:
         """Write many records of one table with one signature and one transaction."""
         check_table(table)
+        for k, v in items.items():
+            self._check(table, k, v)
         records = await self.driver.write_many([(table, k, encode_value(v)) for k, v in items.items()])
         return len(records)
 

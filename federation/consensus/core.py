@@ -55,6 +55,7 @@ class CoreState:
     _votes: set[NodeId]
     _progress: dict[NodeId, Progress]
     _alive: frozenset[NodeId]
+    _gone: frozenset[NodeId]
     _became_leader_at: float
     _pending_snap: PendingSnapshot | None
 

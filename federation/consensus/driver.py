@@ -47,12 +47,18 @@ class _Proposal:
     done: asyncio.Future[int]
 
 
+@dataclass(frozen=True, slots=True)
+class _Members:
+    alive: frozenset[NodeId]
+    gone: frozenset[NodeId]
+
+
 class RaftDriver:
     """`async with RaftDriver(core, link, notify) as d: await d.propose(b"...")`."""
 
     def __init__(self, core: Raft, link: RaftLink, notify: Callable[[Notice], None]) -> None:
         self.core, self._link, self._notify = core, link, notify
-        self._inbox: asyncio.Queue[tuple[NodeId, AnyRaftMessage] | frozenset[NodeId] | _Proposal] = (
+        self._inbox: asyncio.Queue[tuple[NodeId, AnyRaftMessage] | _Members | _Proposal] = (
             asyncio.Queue(MAX_INBOX))
         self._timers: dict[object, float] = {}
         self._outbox: dict[NodeId, asyncio.Queue[AnyRaftMessage]] = {}
@@ -96,9 +102,10 @@ class RaftDriver:
         except asyncio.QueueFull:
             self.dropped_in += 1
 
-    def set_members(self, alive: frozenset[NodeId]) -> None:
+    def set_members(self, alive: frozenset[NodeId], gone: frozenset[NodeId] = frozenset()) -> None:
+        """Membership's view: the live nodes of this cluster, and those that left it for good."""
         with contextlib.suppress(asyncio.QueueFull):
-            self._inbox.put_nowait(alive)
+            self._inbox.put_nowait(_Members(alive, gone))
 
     async def propose(self, command: bytes) -> int:
         """Commit one command; returns its log index once applied here.
@@ -118,7 +125,7 @@ class RaftDriver:
         while True:
             due = min(self._timers.values(), default=math.inf)
             wait = due - self._loop.time()
-            batch: list[tuple[NodeId, AnyRaftMessage] | frozenset[NodeId] | _Proposal] = []
+            batch: list[tuple[NodeId, AnyRaftMessage] | _Members | _Proposal] = []
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(None if math.isinf(wait) else wait):
@@ -150,7 +157,7 @@ class RaftDriver:
         """
         st = self.status
         for item in batch:
-            if isinstance(item, frozenset):
+            if isinstance(item, _Members):
                 if st.role is Role.LEADER:
                     return False  # the leader may propose a membership change
                 continue
@@ -177,8 +184,8 @@ class RaftDriver:
         for item in batch:
             if isinstance(item, tuple):
                 out += self.core.on_message(now, item[0], item[1])
-            elif isinstance(item, frozenset):
-                out += self.core.set_members(now, item)
+            elif isinstance(item, _Members):
+                out += self.core.set_members(now, item.alive, item.gone)
         result: tuple[int, int] | ProposeError | None = None
         if proposals:
             effects, got = self.core.propose_batch(now, [p.command for p in proposals])

@@ -112,6 +112,7 @@ class LeaderSide(CoreState):
             caught_up,
             max_voters=self.cfg.max_voters,
             max_members=self.cfg.max_members,
+            gone=self._gone,
         )
         if new is not None:
             self._propose_config(now, new)

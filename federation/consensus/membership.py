@@ -66,6 +66,7 @@ def plan_change(
     *,
     max_voters: int,
     max_members: int,
+    gone: AbstractSet[NodeId] = frozenset(),
 ) -> MemberConfig | None:
     """The next config to propose, or None when the current one is what we want.
 
@@ -73,10 +74,16 @@ def plan_change(
     there are more voters than `max_voters`; (2) promote a caught-up learner while there are
     fewer than min(max_voters, live members) voters; (3) add a live non-member as learner;
     (4) drop dead learners. A dead voter with no replacement stays: removing it would not
-    improve fault tolerance, and it may only be partitioned away.
+    improve fault tolerance, and it may only be partitioned away. First of all, (0) a voter in
+    `gone` (it left the cluster for good, or was removed; `self_id` included, when the leader
+    itself leaves) is removed even with no replacement, while another voter remains: the rest
+    must keep a quorum of their own (two nodes, one leaves: the other is a quorum alone).
     """
-    alive_all = set(alive) | {self_id}
+    alive_all = (set(alive) | {self_id}) - set(gone)
     voters, learners = current.voters, current.learners
+    leaving = sorted(n for n in voters if n in gone)
+    if leaving and len(voters) > 1:
+        return MemberConfig(voters - {leaving[0]}, learners)
     members = voters | learners
     promotable = sorted(n for n in learners if n in alive_all and n in caught_up)
     dead_voters = sorted(n for n in voters if n not in alive_all and n != self_id)

@@ -100,6 +100,7 @@ class Raft(LeaderSide, FollowerSide):
         # leader state
         self._progress: dict[NodeId, Progress] = {}
         self._alive: frozenset[NodeId] = frozenset()
+        self._gone: frozenset[NodeId] = frozenset()
         self._became_leader_at = 0.0
         # follower state
         self._pending_snap: PendingSnapshot | None = None
@@ -219,13 +220,15 @@ class Raft(LeaderSide, FollowerSide):
         index = self._propose_config(now, new)
         return self._finish(), index
 
-    def set_members(self, now: float, alive: Iterable[NodeId]) -> list[Effect]:
-        """Tell the core which nodes of *this cluster* membership (SWIM) believes alive.
+    def set_members(self, now: float, alive: Iterable[NodeId], gone: Iterable[NodeId] = ()) -> list[Effect]:
+        """Tell the core which nodes of *this cluster* membership (SWIM) believes alive, and
+        which left it for good (`gone`: a clean leave or a removal).
 
         A leader then adds them as learners and keeps min(max_voters, live members) voters,
-        replacing dead voters by caught-up learners, one committed change at a time.
+        replacing dead voters by caught-up learners and removing gone ones, one committed change at a time.
         """
-        self._alive = frozenset(sorted(alive)[: self.cfg.max_members])
+        self._gone = frozenset(sorted(gone)[: self.cfg.max_members])
+        self._alive = frozenset(sorted(alive)[: self.cfg.max_members]) - self._gone
         if self._role is Role.LEADER:
             self._manage_members(now)
         return self._finish()

@@ -211,12 +211,12 @@ def test_partition_majority_schedules_minority_refuses_then_one_history(
     assert found is not None
     new = found
     # The majority keeps scheduling (through any of its nodes).
-    api(majority[-1], "POST", "/v1/controller/placements", {"block_id": "maj", "count": 2, "allocator": SPREAD})
+    api(majority[-1], "POST", "/v1/controller/placements", {"reserve_only": True, "block_id": "maj", "count": 2, "allocator": SPREAD})
     assert len(placements(new, "maj")) == 2
 
     def refused(d: Daemon) -> str | None:
         try:
-            api(d, "POST", "/v1/controller/placements", {"block_id": "min", "count": 1, "allocator": SPREAD})
+            api(d, "POST", "/v1/controller/placements", {"reserve_only": True, "block_id": "min", "count": 1, "allocator": SPREAD})
         except ApiError as e:
             return str(e) if e.status == 503 else None
         raise AssertionError("a minority node accepted a write")
@@ -259,21 +259,21 @@ def test_placement_respects_fake_gpu_inventories(tmp_path: Path, daemons: list[D
     dry = api(nodes[0], "POST", "/v1/allocate/dry-run", {"count": 1, "allocator": gpu2})
     scores = {c["node_id"]: c["score"] for c in dry["candidates"]}
     assert scores[fits] == 1.0 and sorted(scores.values()) == [0.0, 0.0, 1.0]
-    placed = api(nodes[2], "POST", "/v1/controller/placements", {"block_id": "llm", "count": 1, "allocator": gpu2})
+    placed = api(nodes[2], "POST", "/v1/controller/placements", {"reserve_only": True, "block_id": "llm", "count": 1, "allocator": gpu2})
     assert [(i["node_id"], sorted(i["gpus"])) for i in placed["instances"]] == [(fits, [0, 1])]
     three = {"uri": gpu2["uri"], "parameters": {"gpus": 3, "min_gpu_free_memory": 10000, "gpu_memory_mb": 1000}}
     with pytest.raises(ApiError) as e:
-        api(nodes[0], "POST", "/v1/controller/placements", {"block_id": "big", "count": 1, "allocator": three})
+        api(nodes[0], "POST", "/v1/controller/placements", {"reserve_only": True, "block_id": "big", "count": 1, "allocator": three})
     assert e.value.status == 409 and "no node satisfies: 3 GPUs with >= 10000 MB free" in str(e.value)
     assert placements(nodes[0], "big") == {}
     # Bad input names the field and changes nothing; the fault hook is off on ordinary daemons.
     commit = ctl(nodes[0])["commit_index"]
     with pytest.raises(ApiError) as e:
-        api(nodes[1], "POST", "/v1/controller/placements", {"block_id": "x", "count": -1})
+        api(nodes[1], "POST", "/v1/controller/placements", {"reserve_only": True, "block_id": "x", "count": -1})
     assert e.value.status == 422 and e.value.field == "count"
     with pytest.raises(ApiError) as e:
         api(nodes[1], "POST", "/v1/controller/placements",
-            {"block_id": "x", "count": 1, "allocator": {"uri": "policy.nope:v1"}})
+            {"reserve_only": True, "block_id": "x", "count": 1, "allocator": {"uri": "policy.nope:v1"}})
     assert e.value.status == 422 and "policy.nope:v1" in str(e.value)
     assert ctl(nodes[0])["commit_index"] == commit and placements(nodes[0], "x") == {}
     with pytest.raises(ApiError) as e:
@@ -303,7 +303,7 @@ def test_cold_start_of_the_whole_cluster_elects_again_with_no_peer_files(
         daemons.append(d)
         nodes.append(d)
     wait_sync(lambda: all(len(ctl(d)["voters"]) == 3 and ctl(d)["leader"] for d in nodes), timeout_s=20)
-    api(nodes[1], "POST", "/v1/controller/placements", {"block_id": "keep", "count": 3, "allocator": SPREAD})
+    api(nodes[1], "POST", "/v1/controller/placements", {"reserve_only": True, "block_id": "keep", "count": 3, "allocator": SPREAD})
     before = placements(nodes[0], "keep")
     wait_sync(lambda: all(placements(d, "keep") == before for d in nodes), timeout_s=5)
     for d in nodes:
@@ -314,7 +314,7 @@ def test_cold_start_of_the_whole_cluster_elects_again_with_no_peer_files(
               timeout_s=20, interval_s=0.1)
     # A restarted node re-applies its durable log once it learns the commit index from the leader.
     wait_sync(lambda: all(placements(d, "keep") == before for d in nodes), timeout_s=5)
-    api(nodes[2], "POST", "/v1/controller/placements", {"block_id": "after", "count": 1, "allocator": SPREAD})
+    api(nodes[2], "POST", "/v1/controller/placements", {"reserve_only": True, "block_id": "after", "count": 1, "allocator": SPREAD})
 
 
 def test_a_cluster_without_a_ca_holder_elects_its_own_controller(tmp_path: Path, daemons: list[Daemon]) -> None:
@@ -336,7 +336,7 @@ def test_a_cluster_without_a_ca_holder_elects_its_own_controller(tmp_path: Path,
     assert found["lab"]["leader"] in lab_ids and found["lab"]["nodes"] == 3
     assert found["default"]["leader"] == node_id(ca)
     # Placements stay inside the cluster: lab's controller never places on the CA's node.
-    placed = api(lab[0], "POST", "/v1/controller/placements", {"block_id": "w", "count": 3, "allocator": SPREAD})
+    placed = api(lab[0], "POST", "/v1/controller/placements", {"reserve_only": True, "block_id": "w", "count": 3, "allocator": SPREAD})
     assert {i["node_id"] for i in placed["instances"]} == lab_ids
     assert placements(ca, "w") == {}
 

@@ -35,15 +35,15 @@ async def test_registry_api_filters_bad_input_and_restart(tmp_path: Path, daemon
         tables = {t["table"]: t["count"] for t in (await c.get("/v1/registry"))["tables"]}
         assert {"nodes", "specs", "policies", "vdags", "inference_servers", "metrics", "tasks"} <= set(tables)
         for k, v in GPU_NODES.items():
-            put = await c.put(f"/v1/registry/templates/{k}", v)
+            put = await c.put(f"/v1/registry/clusters/{k}", v)
             assert put["key"] == k and put["version"]["origin"] == (await c.status())["node_id"]
-        got = await c.get("/v1/registry/templates/a")
+        got = await c.get("/v1/registry/clusters/a")
         assert got["value"] == GPU_NODES["a"]
-        listed = await c.get("/v1/registry/templates")
+        listed = await c.get("/v1/registry/clusters")
         assert [i["key"] for i in listed["items"]] == ["a", "b", "c"]
 
         async def query(doc: object) -> list[str]:
-            out = await c.post("/v1/registry/templates/query", doc)
+            out = await c.post("/v1/registry/clusters/query", doc)
             return [i["key"] for i in out["items"]]
 
         assert await query({"variable": "gpus.memory", "operator": ">=", "value": 24}) == ["a"]
@@ -54,41 +54,41 @@ async def test_registry_api_filters_bad_input_and_restart(tmp_path: Path, daemon
         assert await query({"filter": {"variable": "load", "operator": "<", "value": "2"}}) == ["a", "c"]
 
         # Bad input: a clear 4xx naming the field, and nothing changes.
-        e = await _problem(c, "POST", "/v1/registry/templates/query", {"variable": "x", "operator": "~=", "value": 1})
+        e = await _problem(c, "POST", "/v1/registry/clusters/query", {"variable": "x", "operator": "~=", "value": 1})
         assert e.status == 400 and e.code == "bad_filter" and e.field is not None and "operator" in e.field
-        e = await _problem(c, "POST", "/v1/registry/templates/query",
+        e = await _problem(c, "POST", "/v1/registry/clusters/query",
                            {"logicalOperator": "XOR", "conditions": []})
         assert e.status == 400 and "logicalOperator" in (e.field or "")
         e = await _problem(c, "GET", "/v1/registry/nope")
         assert (e.status, e.field) == (404, "table")
         e = await _problem(c, "PUT", "/v1/registry/nope/x", {"a": 1})
         assert (e.status, e.field) == (404, "table")
-        e = await _problem(c, "PUT", "/v1/registry/templates/x", [1, 2])
+        e = await _problem(c, "PUT", "/v1/registry/clusters/x", [1, 2])
         assert (e.status, e.field) == (422, "body")
-        e = await _problem(c, "PUT", f"/v1/registry/templates/{'k' * 300}", {"a": 1})
+        e = await _problem(c, "PUT", f"/v1/registry/clusters/{'k' * 300}", {"a": 1})
         assert e.status == 422 and e.field == "key"
         e = await _problem(c, "PUT", "/v1/registry/nodes/someone-else", {"a": 1})
         assert (e.status, e.code) == (403, "forbidden")
-        e = await _problem(c, "GET", "/v1/registry/templates/zz")
+        e = await _problem(c, "GET", "/v1/registry/clusters/zz")
         assert (e.status, e.field) == (404, "key")
-        e = await _problem(c, "GET", "/v1/registry/templates?limit=0")
-        assert (e.status, e.field) == (400, "limit")
-        assert [i["key"] for i in (await c.get("/v1/registry/templates"))["items"]] == ["a", "b", "c"]
+        e = await _problem(c, "GET", "/v1/registry/clusters?limit=0")
+        assert (e.status, e.field) == (422, "limit")
+        assert [i["key"] for i in (await c.get("/v1/registry/clusters"))["items"]] == ["a", "b", "c"]
 
         me = (await c.status())["node_id"]
         await c.put(f"/v1/registry/nodes/{me}", {"hello": "world"})
-        assert (await c.delete("/v1/registry/templates/b")) == {"deleted": True}
-        e = await _problem(c, "DELETE", "/v1/registry/templates/b")
+        assert (await c.delete("/v1/registry/clusters/b")) == {"deleted": True}
+        e = await _problem(c, "DELETE", "/v1/registry/clusters/b")
         assert e.status == 404
         before = (await c.get("/v1/registry/_digests"))["tables"]
         before.pop("metrics")  # re-sampled at start
-        assert before["templates"]["count"] == 3  # a, c and b's tombstone
+        assert before["clusters"]["count"] == 3  # a, c and b's tombstone
 
     # Every acknowledged write survives a restart, and the digests are rebuilt the same.
     d.stop()
     d.start()
     async with Client(d.socket) as c:
-        assert [i["key"] for i in (await c.get("/v1/registry/templates"))["items"]] == ["a", "c"]
+        assert [i["key"] for i in (await c.get("/v1/registry/clusters"))["items"]] == ["a", "c"]
         after = (await c.get("/v1/registry/_digests"))["tables"]
         after.pop("metrics")
         assert after == before
@@ -104,7 +104,7 @@ async def test_watch_streams_changes_as_server_sent_events(tmp_path: Path, daemo
         async with s.get("http://aiosd/v1/watch?table=specs") as resp:
             assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
             assert (await resp.content.readline()).startswith(b": watching")
-            await c.put("/v1/registry/templates/ignored", {"x": 0})  # another table: not streamed
+            await c.put("/v1/registry/clusters/ignored", {"x": 0})  # another table: not streamed
             await c.put("/v1/registry/specs/s1", {"x": 1})
             await c.delete("/v1/registry/specs/s1")
             events: list[tuple[str, dict[str, object]]] = []
@@ -153,7 +153,7 @@ async def test_metrics_api_prometheus_and_cli(tmp_path: Path, daemons: list[Daem
         text = await c.get("/metrics")
         assert isinstance(text, bytes)
         body = text.decode()
-        assert f'aiosd_vcpu_load_15m{{node="{me}"}}' in body and "# TYPE aiosd_replication_written counter" in body
+        assert f'aiosd_load15{{node="{me}"}}' in body and "# TYPE aiosd_replication_written_total counter" in body
 
     # CLI: registry with an inline filter and with a filter file; bad filter exits non-zero naming the field.
     await asyncio.to_thread(d.cli, "metrics")
@@ -196,30 +196,30 @@ def test_cli_get_reads_tables_with_filters_and_keeps_catalog_and_alias(tmp_path:
     async def seed() -> None:
         async with Client(d.socket) as c:
             for k, v in GPU_NODES.items():
-                await c.put(f"/v1/registry/templates/{k}", v)
+                await c.put(f"/v1/registry/clusters/{k}", v)
             await c.put("/v1/registry/components/reg-only", {"uri": "x"})
 
     asyncio.run(seed())
     # `aiosd get TABLE`: a table (plain and --json), one key, inline and file filters.
-    table = d.cli("get", "templates")
+    table = d.cli("get", "clusters")
     assert table.returncode == 0, table.stderr
     assert table.stdout.split()[:3] == ["KEY", "ORIGIN", "VALUE"] and "labels" in table.stdout
-    assert [i["key"] for i in d.json("get", "templates")["items"]] == ["a", "b", "c"]
-    assert d.json("get", "templates", "b")["value"] == GPU_NODES["b"]
-    assert d.cli("get", "Templates", "a").stdout.strip().startswith("{")
-    inline = d.json("get", "templates", "--filter", '{"variable": "labels.zone", "operator": "LIKE", "value": "eu%"}')
+    assert [i["key"] for i in d.json("get", "clusters")["items"]] == ["a", "b", "c"]
+    assert d.json("get", "clusters", "b")["value"] == GPU_NODES["b"]
+    assert d.cli("get", "Clusters", "a").stdout.strip().startswith("{")
+    inline = d.json("get", "clusters", "--filter", '{"variable": "labels.zone", "operator": "LIKE", "value": "eu%"}')
     assert [i["key"] for i in inline["items"]] == ["a", "c"]
     f = tmp_path / "gpu.json"
     f.write_text(json.dumps({"logicalOperator": "AND", "conditions": [
         {"variable": "gpus.memory", "operator": ">=", "value": 16},
         {"variable": "load", "operator": ">", "value": 1}]}))
-    assert [i["key"] for i in d.json("get", "templates", "--filter", str(f))["items"]] == ["b"]
+    assert [i["key"] for i in d.json("get", "clusters", "--filter", str(f))["items"]] == ["b"]
     # Bad input: usage errors exit 2 with one sentence; a bad filter names the field.
-    bad = d.cli("get", "templates", "--filter", '{"variable": "a", "operator": "~", "value": 1}')
+    bad = d.cli("get", "clusters", "--filter", '{"variable": "a", "operator": "~", "value": 1}')
     assert bad.returncode == 2 and "filter.operator" in bad.stderr and "Traceback" not in bad.stderr
     unknown = d.cli("get", "widgets")
     assert unknown.returncode == 2 and "unknown kind 'widgets'" in unknown.stderr and "templates" in unknown.stderr
-    missing = d.cli("get", "templates", "--filter", str(tmp_path / "nope.json"))
+    missing = d.cli("get", "clusters", "--filter", str(tmp_path / "nope.json"))
     assert missing.returncode == 2 and "--filter" in missing.stderr
     # `components`/`blocks` are the network's tables; --local is this node's catalog.
     assert d.json("get", "components", "--local")["kind"] == "components" and d.json("get", "blocks")["items"] == []
@@ -228,6 +228,6 @@ def test_cli_get_reads_tables_with_filters_and_keeps_catalog_and_alias(tmp_path:
     by_filter = d.json("get", "components", "--filter", '{"variable": "uri", "operator": "==", "value": "x"}')
     assert [i["key"] for i in by_filter["items"]] == ["reg-only"]
     # `aiosd registry` still works as the older name.
-    assert d.json("registry", "templates", "--filter", str(f)) == d.json("get", "templates", "--filter", str(f))
+    assert d.json("registry", "clusters", "--filter", str(f)) == d.json("get", "clusters", "--filter", str(f))
     helptext = d.cli("get", "--help").stdout
     assert "aiosd get metrics --filter" in helptext and "Tables: assets" in helptext

@@ -126,3 +126,22 @@ def test_plan_change(
         max_members=10,
     )
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("current", "alive", "gone", "expected"),
+    [
+        (_c("ab"), "a", "b", _c("a")),  # two nodes, b left: a alone is the quorum
+        (_c("ab"), "ab", "a", _c("b")),  # the leader a itself leaves: it removes itself first
+        (_c("abc"), "ab", "c", _c("ab")),  # no replacement needed for a node that left
+        (_c("a"), "", "a", None),  # the last voter stays
+        (_c("ab", "c"), "ac", "b", _c("a", "c")),  # removed before a learner is promoted
+        (_c("a", "b"), "ab", "b", _c("a")),  # a gone learner is not promoted: it is dropped
+    ],
+)
+def test_plan_change_removes_voters_that_left(
+    current: MemberConfig, alive: str, gone: str, expected: MemberConfig | None
+) -> None:
+    got = plan_change(NodeId("a"), current, set(map(NodeId, alive)), set(map(NodeId, alive)), max_voters=5,
+                      max_members=10, gone=set(map(NodeId, gone)))
+    assert got == expected

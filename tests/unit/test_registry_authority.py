@@ -114,7 +114,8 @@ def test_metric_helpers() -> None:
     agg = cluster_aggregates([{"cluster": "c", **doc}, {"cluster": "c", **nest({**flat, "vcpu.load_15m": 1.5})}])
     assert agg["c"] == {"nodes": 2.0, "vcpu.load_15m": 1.0, "gpu.totalFreeMem": 200.0, "memory.totalMem": 20.0}
     text = prometheus_text("n1", flat, [], {"replication.written": 3.0})
-    assert 'aiosd_vcpu_load_15m{node="n1"} 0.5' in text and "# TYPE aiosd_replication_written counter" in text
+    assert 'aiosd_load15{node="n1"} 0.5' in text and "# TYPE aiosd_replication_written_total counter" in text
+    assert 'aiosd_memory_size_bytes{node="n1"} 10485760.0' in text
 
 
 def test_summary_is_republished_early_only_when_capacity_moves() -> None:

@@ -1,0 +1,142 @@
+"""Bounded edges for aiohttp listeners (the p2p port, the local TCP API): the aiohttp glue.
+
+- idle, partial-request and slow-header connections close after `idle_timeout_s` (aiohttp's
+  keep-alive timer runs from the connection's start and closes a connection whose request is not
+  complete by then); header lines and fields are size-capped;
+- `EdgeSite` caps open connections per source address and in all (refused at accept, before
+  any byte is parsed);
+- a body that stalls: callers read it with `body_timeout_s` (`read_body`);
+- malformed HTTP (a NUL byte in a header, a bad request line) is counted and logged once per
+  (reason, source) window, never as a traceback (`quiet_bad_requests`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from federation.edge import RejectionLog, SourceCaps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    idle_timeout_s: float = 15.0  # no complete request by then (idle, slowloris, partial line): closed
+    body_timeout_s: float = 30.0  # a request body that does not arrive in time: 408
+    per_source: int = 256  # open connections from one address
+    total: int = 8192  # open connections in all (the file limit is 20,000)
+    max_line_bytes: int = 8190
+    max_field_bytes: int = 8190
+
+
+def runner_kwargs(s: EdgeSettings) -> dict[str, Any]:
+    """Keyword arguments for `web.AppRunner` (passed on to aiohttp's request handler)."""
+    return {"keepalive_timeout": s.idle_timeout_s, "max_line_size": s.max_line_bytes,
+            "max_field_size": s.max_field_bytes}
+
+
+class EdgeSite(web.TCPSite):
+    """A TCPSite that refuses connections beyond the per-source and total caps."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, edge: EdgeSettings,
+                 rejections: RejectionLog, **kw: Any) -> None:
+        super().__init__(runner, host, port, **kw)
+        self.caps = SourceCaps(edge.per_source, edge.total)
+        self.rejections = rejections
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._capped(server), self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+
+    def _capped(self, factory: Callable[[], Any]) -> Callable[[], asyncio.Protocol]:
+        return lambda: _Capped(factory(), self.caps, self.rejections)
+
+
+class _Capped(asyncio.Protocol):
+    """Wraps aiohttp's protocol (it has __slots__): refuses the connection past the caps."""
+
+    def __init__(self, inner: Any, caps: SourceCaps, rejections: RejectionLog) -> None:
+        self.inner, self.caps, self.rejections = inner, caps, rejections
+        self.src: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        src = str(peer[0]) if peer else "?"
+        why = self.caps.admit(src)
+        if why is not None:
+            if self.rejections.reject(why, src, time.monotonic()):
+                log.warning("connection refused", extra={"reason": why, "source": src, "open": self.caps.open})
+            transport.abort()  # type: ignore[attr-defined]  # a TCP transport
+            return
+        self.src = src
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.src is not None:
+            self.caps.release(self.src)
+            self.src = None
+            self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.src is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.src is not None else None
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+async def read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The whole body, or TimeoutError when it does not arrive within `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        return await request.read()
+
+
+class _QuietBadRequests(logging.Filter):
+    """Drops aiohttp's traceback for malformed HTTP; counts it and logs one line per window."""
+
+    def __init__(self, rejections: RejectionLog) -> None:
+        super().__init__()
+        self.rejections = rejections
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or type(exc).__name__ not in ("BadHttpMessage", "BadStatusLine", "LineTooLong",
+                                                      "InvalidHeader", "BadHttpMethod", "InvalidURLError"):
+            return True
+        src = str(record.args[0]) if isinstance(record.args, tuple) and record.args else "?"
+        if self.rejections.reject("bad_http", src, time.monotonic()):
+            log.warning("malformed HTTP request refused", extra={
+                "reason": "bad_http", "source": src, "detail": str(exc).splitlines()[0][:200]})
+        return False
+
+
+_installed: list[_QuietBadRequests] = []
+
+
+def quiet_bad_requests(rejections: RejectionLog) -> None:
+    """Install (once per process) the filter on aiohttp's server logger."""
+    if not _installed:
+        f = _QuietBadRequests(rejections)
+        logging.getLogger("aiohttp.server").addFilter(f)
+        _installed.append(f)
+
+
+__all__ = ["EdgeSettings", "EdgeSite", "quiet_bad_requests", "read_body", "runner_kwargs"]
