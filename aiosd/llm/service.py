@@ -7,7 +7,10 @@ at a local instance, or forwarded to a node of the cluster that runs one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 from typing import Any, Self
 
@@ -16,7 +19,13 @@ from aiosd.blocks.api import run_task
 from aiosd.blocks.service import BLOCKS_KEY, BlockService
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.llm.oai import OpenAIError, block_error
+from aiosd.registry.service import REGISTRY_KEY, RegistryService
 from aiosd.specs.resolve import ResolvedBlock
+from federation.replication.errors import ReplicationError
+
+log = logging.getLogger(__name__)
+TABLE = "inference_servers"
+PUBLISH_EVERY_S = 5.0  # the record is rewritten only when what it says changes
 
 
 def component_name(uri: str) -> str:
@@ -33,15 +42,55 @@ class LlmService:
 
     name = "llm"
 
-    def __init__(self, blocks: BlockService) -> None:
+    def __init__(self, blocks: BlockService, registry: RegistryService | None = None, node_id: str = "",
+                 url: str = "") -> None:
         self.blocks = blocks
+        self.registry = registry
+        self.node_id = node_id
+        self.url = url
         self.created = int(time.time())
+        self.published: dict[str, Any] | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
+        if self.registry is not None and self.node_id:
+            self._task = asyncio.create_task(self._publish_loop(), name="llm-inference-servers")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        return None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def record(self, models: dict[str, ResolvedBlock]) -> dict[str, Any]:
+        """This node's `inference_servers` record (AIOS: node, URL, models, tags)."""
+        tags = sorted({t for res in models.values() for t in res.tags})
+        return {"node": self.node_id, "url": self.url, "api": "openai", "models": sorted(models),
+                "components": sorted({component_name(r.component_uri) for r in models.values()}), "tags": tags}
+
+    async def publish_once(self) -> bool:
+        """Write this node's record when it changed; False when the registry refused it."""
+        assert self.registry is not None
+        rec = self.record(await self.models())
+        if rec == self.published:
+            return True
+        try:
+            await self.registry.put(TABLE, self.node_id, rec)
+        except (ReplicationError, KeyError, ValueError) as e:
+            log.info("inference_servers record not written", extra={"error": str(e)})
+            return False
+        self.published = rec
+        return True
+
+    async def _publish_loop(self) -> None:
+        while True:
+            try:
+                await self.publish_once()
+            except Exception as e:  # noqa: BLE001 - the loop outlives one bad round; logged
+                log.warning("inference_servers publish failed", extra={"error": str(e)})
+            await asyncio.sleep(PUBLISH_EVERY_S)
 
     async def models(self) -> dict[str, ResolvedBlock]:
         """Every LLM block this node knows: applied here or committed for the cluster, by block id."""
@@ -97,7 +146,9 @@ LLM_KEY: ServiceKey[LlmService] = ServiceKey("llm")
 
 
 def llm_service(ctx: NodeContext) -> LlmService:
-    return LlmService(ctx.get(BLOCKS_KEY))
+    port = ctx.settings.api.tcp_port
+    url = f"http://127.0.0.1:{port}/v1" if port else f"unix:{ctx.settings.socket_path}"
+    return LlmService(ctx.get(BLOCKS_KEY), ctx.find(REGISTRY_KEY), ctx.identity.node_id, url)
 
 
 __all__ = ["LLM_KEY", "LlmService", "component_name", "is_llm", "llm_service"]
