@@ -78,6 +78,19 @@ def test_openai_client_against_a_node_that_does_not_run_the_block(tmp_path: Path
                        timeout=60) as client:
         check_endpoint(client, token, ports[other])
 
+    # Inference servers registry: the node running the endpoint publishes {node, url, models, tags}
+    def served() -> dict[str, Any] | None:
+        rows = nodes[0].json("get", "inference_servers")
+        recs = rows.get("items", []) if isinstance(rows, dict) else rows
+        for rec in recs if isinstance(recs, list) else []:
+            value = rec.get("value", rec)
+            if value.get("node") == ids[0] and "llm-tiny-1" in value.get("models", []):
+                return dict(value)
+        return None
+
+    rec = wait_sync(served, timeout_s=20, interval_s=0.5)
+    assert rec["url"] == f"http://127.0.0.1:{ports[0]}/v1" and "llm" in rec["tags"], rec
+
 
 def check_endpoint(client: Any, token: str, port: int) -> None:
 
