@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
@@ -40,7 +41,7 @@ def docs(model: Path) -> str:
     return json.dumps(comp) + "\n" + json.dumps(block)
 
 
-async def timed_json(s: aiohttp.ClientSession, path: str, body: dict[str, object]) -> float:
+async def timed_json(s: aiohttp.ClientSession, path: str, body: Mapping[str, object]) -> float:
     t0 = time.perf_counter()
     async with s.post(f"http://aiosd{path}", json=body) as r:
         await r.read()

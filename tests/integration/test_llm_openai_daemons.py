@@ -89,6 +89,7 @@ def test_openai_client_against_a_node_that_does_not_run_the_block(tmp_path: Path
         return None
 
     rec = wait_sync(served, timeout_s=20, interval_s=0.5)
+    assert rec is not None
     assert rec["url"] == f"http://127.0.0.1:{ports[0]}/v1" and "llm" in rec["tags"], rec
 
 

@@ -51,8 +51,9 @@ def test_bad_chat_bodies_name_the_param(body: dict[str, Any], param: str) -> Non
 
 
 def test_model_and_body_shape() -> None:
-    for body, param in [({"messages": MSG}, "model"), ({"model": "", "messages": MSG}, "model"),
-                        ({"model": "m", "prompt": 3}, "prompt")]:
+    cases: list[tuple[dict[str, Any], str]] = [({"messages": MSG}, "model"), ({"model": "", "messages": MSG}, "model"),
+                                               ({"model": "m", "prompt": 3}, "prompt")]
+    for body, param in cases:
         with pytest.raises(oai.OpenAIError) as e:
             oai.completion_task(body) if "prompt" in body else oai.chat_task(body)
         assert e.value.param == param
