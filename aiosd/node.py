@@ -35,6 +35,8 @@ from aiosd.controller.service import controller_service
 from aiosd.errors import AiosdError
 from aiosd.identity_files import init_network, is_initialised, load_identity
 from aiosd.instances.service import RuntimeService, runtime_service
+from aiosd.llm import api as llm_api
+from aiosd.llm.service import llm_service
 from aiosd.membership import api as membership_api
 from aiosd.membership.service import MEMBERSHIP_KEY, membership_service
 from aiosd.metrics.service import MetricsService, metrics_service
@@ -90,6 +92,7 @@ def default_roles() -> list[Role]:
         Role(controller_service, controller_api.controller_routes),
         Role(block_service, blocks_api.spec_routes),
         Role(vdag_service, vdag_api.vdag_routes),
+        Role(llm_service, llm_api.llm_routes),  # OpenAI-compatible endpoint over LLM blocks
     ]
 
 

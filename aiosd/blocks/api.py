@@ -142,56 +142,11 @@ def spec_routes(svc: BlockService) -> list[Route]:
 
     async def h_infer(request: web.Request) -> web.Response:
         bid = request.match_info["id"]
-        res = svc.resolved(bid)
-        remote: set[str] = set()
-        relay = False
-        if svc.forwarder is not None and (res is None or not svc.runtime.sup.healthy(bid)):
-            # A cluster block with no healthy instance here: checked here, run at a node that has one
-            # (in this cluster; or, for a block another cluster places, at any node of that cluster).
-            remote = svc.hosts_of(bid)
-            if not remote:
-                remote = await svc.hosts_elsewhere(bid)
-                relay = bool(remote)
-            if res is None and remote:
-                res = await svc.lookup(bid)
-        if res is None:
-            raise _not_here(svc, bid)
-        packet = await _read_packet(request)
-        data = _packet_data(packet, json_body=request.content_type != MSGPACK)
-        warnings = _input_warnings(res.input_protocol, data)
         t0 = time.perf_counter()
-        if remote:
-            assert svc.forwarder is not None  # remote is empty without one
-            raw = packet.pop("_raw", None) or msgpack.packb(packet, use_bin_type=True)
-            if len(raw) > MAX_FORWARD_BYTES:
-                raise ApiProblem(413, "too_large", f"a task forwarded to another node carries at most "
-                                 f"{MAX_FORWARD_BYTES} bytes; send it to a node that runs block {bid}")
-            ans = await svc.forwarder.forward(remote, TaskForward(block_id=bid, packet=raw,
-                                                                  session_id=packet["session_id"], relay=relay))
-            if ans.status >= 400:
-                raise ApiProblem(ans.status, ans.code or "error", ans.message)
-            return _infer_answer(request, bid, ans.instance_id, msgpack.unpackb(ans.packets, raw=False), t0,
-                                 warnings)
-        lb = res.policy("loadBalancer")
-        sticky = lb is not None and "sticky" in lb.uri or (lb is not None and "session" in lb.uri)
-        bal = svc.runtime.balancer
-        if bal is None:
-            raise ApiProblem(503, "not_ready", "the runtime is not running")
-        try:  # a published loadBalancer policy chooses; built-in ones run natively in the balancer
-            prefer = await svc.choose_instance(bid, res, {k: v for k, v in packet.items() if k not in ("_raw", "files")})
-        except PolicyError as e:
-            raise ApiProblem(502, "policy_failed", f"the block's loadBalancer policy failed: {e}") from None
-        # A msgpack body that decoded to a packet as-is goes to the instance as the same bytes.
-        wire: bytes | dict[str, Any] = packet.pop("_raw", None) or packet
-        try:
-            reply = await bal.submit(bid, wire, packet["session_id"] or None, sticky=sticky, prefer=prefer)
-        except TaskFailed as e:
-            raise ApiProblem(422, "task_failed", str(e), "data") from None
-        except (NoHealthyInstance, InstanceBusy) as e:
-            raise ApiProblem(503, "unavailable", str(e)) from None
-        except TaskError as e:
-            raise ApiProblem(502, "instance_error", str(e)) from None
-        return _infer_answer(request, bid, reply.instance_id, reply.packets, t0, warnings)
+        warnings: list[str] = []
+        instance_id, packets = await run_task(svc, bid, await _read_packet(request),
+                                              json_body=request.content_type != MSGPACK, warnings=warnings)
+        return _infer_answer(request, bid, instance_id, packets, t0, warnings)
 
     async def h_mgmt(request: web.Request) -> web.Response:
         bid = request.match_info["id"]
@@ -279,6 +234,63 @@ def spec_routes(svc: BlockService) -> list[Route]:
                    Route("DELETE", f"/v1/{kind.value}/{{id}}", h_delete, f"delete one of the {kind.value}",
                          tag="specs")]
     return routes
+
+
+async def run_task(svc: BlockService, bid: str, packet: dict[str, Any], *, json_body: bool = True,
+                   warnings: list[str] | None = None) -> tuple[str, Any]:
+    """Run one task (a packet from `_read_packet`) on block `bid`: at a local instance, or forwarded to
+    a node that runs one. Answers (instance id, output packets); input-protocol warnings are appended to
+    `warnings`. Raises: ApiProblem (404, 422, 503...). Also the seam the OpenAI endpoint (aiosd.llm) calls."""
+    res = svc.resolved(bid)
+    remote: set[str] = set()
+    relay = False
+    if svc.forwarder is not None and (res is None or not svc.runtime.sup.healthy(bid)):
+        # A cluster block with no healthy instance here: checked here, run at a node that has one
+        # (in this cluster; or, for a block another cluster places, at any node of that cluster).
+        remote = svc.hosts_of(bid)
+        if not remote:
+            remote = await svc.hosts_elsewhere(bid)
+            relay = bool(remote)
+        if res is None and remote:
+            res = await svc.lookup(bid)
+    if res is None:
+        raise _not_here(svc, bid)
+    data = _packet_data(packet, json_body=json_body)
+    if warnings is not None:
+        warnings += _input_warnings(res.input_protocol, data)
+    else:
+        _input_warnings(res.input_protocol, data)
+    if remote:
+        assert svc.forwarder is not None  # remote is empty without one
+        raw = packet.pop("_raw", None) or msgpack.packb(packet, use_bin_type=True)
+        if len(raw) > MAX_FORWARD_BYTES:
+            raise ApiProblem(413, "too_large", f"a task forwarded to another node carries at most "
+                             f"{MAX_FORWARD_BYTES} bytes; send it to a node that runs block {bid}")
+        ans = await svc.forwarder.forward(remote, TaskForward(block_id=bid, packet=raw,
+                                                              session_id=packet["session_id"], relay=relay))
+        if ans.status >= 400:
+            raise ApiProblem(ans.status, ans.code or "error", ans.message)
+        return ans.instance_id, msgpack.unpackb(ans.packets, raw=False)
+    lb = res.policy("loadBalancer")
+    sticky = lb is not None and "sticky" in lb.uri or (lb is not None and "session" in lb.uri)
+    bal = svc.runtime.balancer
+    if bal is None:
+        raise ApiProblem(503, "not_ready", "the runtime is not running")
+    try:  # a published loadBalancer policy chooses; built-in ones run natively in the balancer
+        prefer = await svc.choose_instance(bid, res, {k: v for k, v in packet.items() if k not in ("_raw", "files")})
+    except PolicyError as e:
+        raise ApiProblem(502, "policy_failed", f"the block's loadBalancer policy failed: {e}") from None
+    # A msgpack body that decoded to a packet as-is goes to the instance as the same bytes.
+    wire: bytes | dict[str, Any] = packet.pop("_raw", None) or packet
+    try:
+        reply = await bal.submit(bid, wire, packet["session_id"] or None, sticky=sticky, prefer=prefer)
+    except TaskFailed as e:
+        raise ApiProblem(422, "task_failed", str(e), "data") from None
+    except (NoHealthyInstance, InstanceBusy) as e:
+        raise ApiProblem(503, "unavailable", str(e)) from None
+    except TaskError as e:
+        raise ApiProblem(502, "instance_error", str(e)) from None
+    return reply.instance_id, reply.packets
 
 
 def _packet_data(packet: dict[str, Any], *, json_body: bool) -> Any:

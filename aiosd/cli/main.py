@@ -57,6 +57,7 @@ COMMANDS = (
     Command("logs", "runtime_cmds", GROUPS[2], "print an instance's output"),
     Command("gpus", "runtime_cmds", GROUPS[2], "list this node's GPUs and which instances hold them"),
     Command("vdag", "vdag_cmds", GROUPS[2], "vDAGs: list, describe, delete, verify a receipt chain"),
+    Command("llm", "llm_cmds", GROUPS[2], "LLM tools: plan a model split over nodes"),
     Command("get", "record_cmds", GROUPS[3], "list or read records: blocks, components, nodes, registry tables"),
     Command("watch", "record_cmds", GROUPS[3], "stream changes of records as they happen"),
     Command("registry", "record_cmds", GROUPS[3], "the same as `aiosd get TABLE --registry` (older name)"),
