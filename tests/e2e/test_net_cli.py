@@ -129,6 +129,7 @@ def test_doctor_healthy_bad_seed_and_daemon_down(tmp_path: Path, daemons: list[D
     assert down.returncode == 1 and "not running" in down.stdout and "aiosd run" in down.stdout
 
 
+@pytest.mark.timeout(240)  # two daemons and ten CLI runs on a loaded machine
 def test_join_refuses_an_initialised_dir_and_uses_address(tmp_path: Path, daemons: list[Daemon]) -> None:
     first = Daemon(tmp_path, "n1", p2p_host="127.0.0.2").start()
     daemons.append(first)
@@ -140,6 +141,13 @@ def test_join_refuses_an_initialised_dir_and_uses_address(tmp_path: Path, daemon
     assert r.returncode == 1 and "already has an identity" in r.stderr and "--force" in r.stderr
     r = cli("join", tok["token"], "--data-dir", str(tmp_path / "x"), "--address", "127.0.0.9:9")
     assert r.returncode == 1 and "could not reach any seed" in r.stderr
+    # A seed of another network: the joiner's session pins the token's CA, so nothing is sent to it.
+    other = Daemon(tmp_path, "other", p2p_host="127.0.0.3").start()
+    daemons.append(other)
+    r = cli("join", tok["token"], "--data-dir", str(tmp_path / "z"), "--address", other.p2p_address())
+    assert r.returncode == 1 and "ca_mismatch" in r.stderr, r.stderr
+    assert other.json("token", "list")["tokens"] == []
+    other.stop()
     r = cli("join", tok["token"], "--data-dir", str(tmp_path / "y"), "--address", first.p2p_address(), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["seed"] == first.p2p_address()
     listed = first.json("token", "list")["tokens"]
