@@ -57,10 +57,7 @@ class Client:
                 ctype = resp.headers.get("Content-Type", "")
                 status = resp.status
         except (aiohttp.ClientConnectorError, FileNotFoundError, ConnectionRefusedError) as e:
-            raise DaemonNotRunning(
-                f"aiosd is not running (nothing answers on {self.where}); start it with `aiosd run` "
-                "or `systemctl start aiosd`"
-            ) from e
+            raise DaemonNotRunning.at(self.where) from e
         except TimeoutError:
             raise ApiError(504, "timeout", f"the daemon did not answer {method} {path} in time") from None
         decoded: Any = payload

@@ -35,8 +35,24 @@ class AlreadyInitialisedError(AiosdError):
     pass
 
 
+# Where a systemd unit for aiosd would be installed (`aiosd stop`/not-running hints name systemctl only then).
+SYSTEMD_UNITS = ("/etc/systemd/system/aiosd.service", "/lib/systemd/system/aiosd.service",
+                 "/usr/lib/systemd/system/aiosd.service")
+
+
 class DaemonNotRunning(AiosdError, ConnectionError):
-    pass
+    @classmethod
+    def at(cls, where: str) -> DaemonNotRunning:
+        """The not-running sentence: suggests `systemctl start aiosd` only where the unit is installed."""
+        return cls(f"aiosd is not running (nothing answers on {where}); start it with {start_hint()}")
+
+
+def start_hint() -> str:
+    import os
+
+    if any(os.path.exists(p) for p in SYSTEMD_UNITS):
+        return "`systemctl start aiosd` (or `aiosd run` in the foreground)"
+    return "`aiosd run`"
 
 
 class ApiError(AiosdError):
@@ -51,6 +67,23 @@ class ApiError(AiosdError):
             self.exit_code = 2 if status in (400, 422) else 1
 
 
+def describe_type(v: object) -> str:
+    """A JSON value's type as users read it: null, a boolean, a number, a string, an array, an object."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list | tuple):
+        return "an array"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
 __all__ = [
     "AiosdError",
     "AlreadyInitialisedError",
@@ -59,4 +92,6 @@ __all__ = [
     "DaemonNotRunning",
     "NotInitialisedError",
     "UsageError",
+    "describe_type",
+    "start_hint",
 ]

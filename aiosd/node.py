@@ -43,6 +43,8 @@ from aiosd.registry import api as registry_api
 from aiosd.registry.service import registry_service
 from aiosd.sdnotify import sd_notify
 from aiosd.tasks.service import TaskService, task_service
+from aiosd.vdag import api as vdag_api
+from aiosd.vdag.service import vdag_service
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ def default_roles() -> list[Role]:
         Role(metrics_service, MetricsService.routes),
         Role(controller_service, controller_api.controller_routes),
         Role(block_service, blocks_api.spec_routes),
+        Role(vdag_service, vdag_api.vdag_routes),
     ]
 
 
@@ -132,7 +135,7 @@ class Node:
                 node_id=ident.node_id, network_id=ident.network.network_id, cluster=ident.cert.cluster,
                 version=__version__, data_dir=self.data_dir, roles=sorted(ident.cert.roles),
                 started=self._started, peers=self._peers,
-            ) + admin_routes()
+            ) + admin_routes(stop=self.request_stop)
             for role in self._roles:
                 service = role.factory(ctx)
                 await stack.enter_async_context(service)

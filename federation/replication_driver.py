@@ -14,10 +14,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Self, TypeVar
 
+from federation.broken_build import ACK_BEFORE_DURABLE, ACK_EARLY_DELAY_S, broken
 from federation.errors import FederationError
 from federation.replication.gossip import Changed, Effect, Replicator, TimerKey
 from federation.replication.record import Record
-from federation.replication.wire import ReplMessage
+from federation.replication.wire import Push, ReplMessage
 from federation.sansio import NodeId, Send, Wake
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class ReplicationDriver:
         self._tg: asyncio.TaskGroup | None = None
         self.send_failures = 0
         self.sends_dropped = 0
+        # Test-only broken build (AIOSD_TEST_BREAK=ack-before-durable): 0.0 in every real daemon.
+        self._ack_early_s = ACK_EARLY_DELAY_S if broken(ACK_BEFORE_DURABLE) else 0.0
 
     async def __aenter__(self) -> Self:
         self._tg = asyncio.TaskGroup()
@@ -81,8 +84,27 @@ class ReplicationDriver:
             out.extend(records)
             return effects
 
+        if self._ack_early_s:
+            return await self._write_acked_early(step, out)
         await self._call(step)
         return out
+
+    async def _write_acked_early(self, step: Callable[[float], list[Effect]], out: list[Record]) -> list[Record]:
+        """The broken build: acknowledge now, store (and gossip, see `_send_one`) only later."""
+        real, held = self.core.store, _HeldStore(self.core.store)
+        async with self._lock:
+            self.core.store = held  # type: ignore[assignment]  # test-only proxy of the same interface
+            try:
+                effects = await asyncio.to_thread(step, time.monotonic())
+            finally:
+                self.core.store = real
+        self._apply(effects)
+        asyncio.get_running_loop().call_later(self._ack_early_s, self._spawn_late_store, list(held.held))
+        return out
+
+    def _spawn_late_store(self, records: list[Record]) -> None:
+        if self._tg is not None and records:
+            self._tg.create_task(self.run(lambda: self.core.store.put_many(records)))
 
     async def kick_anti_entropy(self) -> None:
         """Run an anti-entropy round now (e.g. after learning a peer's key)."""
@@ -148,12 +170,28 @@ class ReplicationDriver:
 
     async def _send_one(self, to: NodeId, msg: ReplMessage) -> None:
         try:
+            if self._ack_early_s and isinstance(msg, Push):
+                await asyncio.sleep(self._ack_early_s)  # the broken build gossips late too
             await self._send(to, msg)
         except asyncio.CancelledError:
             raise
         except (FederationError, OSError) as e:  # the peer may be gone: gossip and anti-entropy repair
             self.send_failures += 1
             log.debug("replication send failed", extra={"peer": to, "error": type(e).__name__})
+
+
+class _HeldStore:
+    """Test-only (broken build): reads go to the real store, writes are held back."""
+
+    def __init__(self, real: object) -> None:
+        self._real = real
+        self.held: list[Record] = []
+
+    def put_many(self, puts: Sequence[Record], deletes: Sequence[tuple[str, str]] = ()) -> None:
+        self.held.extend(puts)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
 
 
 __all__ = ["MAX_INFLIGHT_SENDS", "ReplicationDriver", "SendFn"]

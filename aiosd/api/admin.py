@@ -1,8 +1,11 @@
-"""`PUT /v1/log-level`: change the daemon's log level without a restart."""
+"""`PUT /v1/log-level`: change the daemon's log level without a restart; `POST /v1/stop`: stop this daemon."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+from collections.abc import Callable
 from typing import Literal
 
 from aiohttp import web
@@ -25,9 +28,26 @@ async def put_log_level(request: web.Request) -> web.Response:
     return json_ok(body)
 
 
-def admin_routes() -> list[Route]:
-    return [Route("PUT", "/v1/log-level", put_log_level, "change the daemon's log level at run time",
-                  request=LogLevelBody, response=LogLevelBody)]
+class StopAnswer(BaseModel):
+    stopping: bool
+    pid: int
 
 
-__all__ = ["LogLevelBody", "admin_routes"]
+def admin_routes(stop: Callable[[], None] | None = None) -> list[Route]:
+    """The admin routes; with STOP, `POST /v1/stop` asks this daemon (and no other) to stop as on SIGTERM."""
+    routes = [Route("PUT", "/v1/log-level", put_log_level, "change the daemon's log level at run time",
+                    request=LogLevelBody, response=LogLevelBody)]
+    if stop is not None:
+        stopper = stop
+
+        async def post_stop(_: web.Request) -> web.Response:
+            log.info("stop requested over the API")
+            asyncio.get_running_loop().call_soon(stopper)  # after this answer is on its way
+            return json_ok(StopAnswer(stopping=True, pid=os.getpid()))
+
+        routes.append(Route("POST", "/v1/stop", post_stop, "stop this daemon (as SIGTERM does)",
+                            response=StopAnswer))
+    return routes
+
+
+__all__ = ["LogLevelBody", "StopAnswer", "admin_routes"]

@@ -25,8 +25,9 @@ from aiosd.blocks.errors import BlockError
 from aiosd.blocks.forward import TaskForward
 from aiosd.blocks.service import BlockService
 from aiosd.controller.errors import ClusterRefused, PlacementError
+from aiosd.errors import describe_type
 from aiosd.policies.errors import PolicyError, PolicyVetoed
-from aiosd.specs import SpecError, check_value
+from aiosd.specs import Protocol, SpecError, check_value
 from runtime import InstanceState
 from runtime.errors import InstanceBusy, NoHealthyInstance, TaskError, TaskFailed
 
@@ -106,8 +107,9 @@ def spec_routes(svc: BlockService) -> list[Route]:
             for r in rows:
                 total, healthy = counts.get(str(r.get("id")), [0, 0])
                 r["status"] = {"instances": total, "healthy": healthy}
-        for r in rows:
-            r.pop("document", None)
+        if request.query.get("full") not in ("1", "true"):  # ?full=1: the whole records (`aiosd get --json`)
+            for r in rows:
+                r.pop("document", None)
         return json_ok({"kind": kind.value, "items": rows})
 
     async def h_get(request: web.Request) -> web.Response:
@@ -155,14 +157,8 @@ def spec_routes(svc: BlockService) -> list[Route]:
         if res is None:
             raise _not_here(svc, bid)
         packet = await _read_packet(request)
-        try:
-            data = json.loads(packet["data"]) if packet["data"] else None
-        except ValueError:
-            raise ApiProblem(400, "bad_request", "data is not JSON text", "data") from None
-        if res.input_protocol.fields and isinstance(data, dict):
-            problems = check_value(res.input_protocol, data, "data")
-            if problems:
-                raise ApiProblem(422, "invalid", "; ".join(str(p) for p in problems[:5]), problems[0].path)
+        data = _packet_data(packet, json_body=request.content_type != MSGPACK)
+        warnings = _input_warnings(res.input_protocol, data)
         t0 = time.perf_counter()
         if remote:
             assert svc.forwarder is not None  # remote is empty without one
@@ -174,7 +170,8 @@ def spec_routes(svc: BlockService) -> list[Route]:
                                                                   session_id=packet["session_id"], relay=relay))
             if ans.status >= 400:
                 raise ApiProblem(ans.status, ans.code or "error", ans.message)
-            return _infer_answer(request, bid, ans.instance_id, msgpack.unpackb(ans.packets, raw=False), t0)
+            return _infer_answer(request, bid, ans.instance_id, msgpack.unpackb(ans.packets, raw=False), t0,
+                                 warnings)
         lb = res.policy("loadBalancer")
         sticky = lb is not None and "sticky" in lb.uri or (lb is not None and "session" in lb.uri)
         bal = svc.runtime.balancer
@@ -194,7 +191,7 @@ def spec_routes(svc: BlockService) -> list[Route]:
             raise ApiProblem(503, "unavailable", str(e)) from None
         except TaskError as e:
             raise ApiProblem(502, "instance_error", str(e)) from None
-        return _infer_answer(request, bid, reply.instance_id, reply.packets, t0)
+        return _infer_answer(request, bid, reply.instance_id, reply.packets, t0, warnings)
 
     async def h_mgmt(request: web.Request) -> web.Response:
         bid = request.match_info["id"]
@@ -284,7 +281,35 @@ def spec_routes(svc: BlockService) -> list[Route]:
     return routes
 
 
-def _infer_answer(request: web.Request, bid: str, instance_id: str, packets: Any, t0: float) -> web.Response:
+def _packet_data(packet: dict[str, Any], *, json_body: bool) -> Any:
+    """The packet's data as a value. `data` is JSON text; in a JSON body a string that is not JSON text
+    is that string (`{"data": "hi"}`), re-encoded so the instance reads JSON text as always."""
+    try:
+        return json.loads(packet["data"]) if packet["data"] else None
+    except ValueError:
+        if not json_body:
+            raise ApiProblem(400, "bad_request", "data is not JSON text", "data") from None
+        packet["data"] = json.dumps(packet["data"])
+        return json.loads(packet["data"])
+
+
+def _input_warnings(proto: Protocol, data: Any) -> list[str]:
+    """Refuse data that lacks a field the input protocol marks required or has a wrong type; warn about
+    the optional fields it names that the data leaves out."""
+    if not proto.fields:
+        return []
+    if not isinstance(data, dict):
+        names = ", ".join(sorted(proto.fields))
+        return [f"data is {describe_type(data)}, but the block's input protocol names fields ({names})"]
+    problems = check_value(proto, data, "data")
+    if problems:
+        raise ApiProblem(422, "invalid", "; ".join(str(p) for p in problems[:5]), problems[0].path)
+    missing = sorted(set(proto.fields) - set(data))
+    return [f"data.{name} is not given (the input protocol names it; it is optional)" for name in missing]
+
+
+def _infer_answer(request: web.Request, bid: str, instance_id: str, packets: Any, t0: float,
+                  warnings: list[str] | None = None) -> web.Response:
     """The answer to an inference: msgpack when asked for, else JSON with the outputs decoded."""
     packets = packets if isinstance(packets, list | tuple) else []
     if request.headers.get("Accept") == MSGPACK or request.query.get("format") == "msgpack":
@@ -297,8 +322,11 @@ def _infer_answer(request: web.Request, bid: str, instance_id: str, packets: Any
             outputs.append(json.loads(raw) if isinstance(raw, str | bytes) and raw else raw)
         except ValueError:
             outputs.append(raw)
-    return json_ok({"block_id": bid, "instance_id": instance_id, "outputs": outputs,
-                    "latency_ms": round((time.perf_counter() - t0) * 1000, 3)})
+    answer: dict[str, Any] = {"block_id": bid, "instance_id": instance_id, "outputs": outputs,
+                              "latency_ms": round((time.perf_counter() - t0) * 1000, 3)}
+    if warnings:
+        answer["warnings"] = warnings
+    return json_ok(answer)
 
 
 def _not_here(svc: BlockService, bid: str) -> ApiProblem:

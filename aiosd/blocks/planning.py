@@ -29,6 +29,7 @@ from aiosd.blocks.apply import (
     local_node_view,
 )
 from aiosd.blocks.catalog import BlockCatalog, RecordKind
+from aiosd.blocks.infra import plan_cluster, plan_node
 from aiosd.controller.allocator import load_published, place_published
 from aiosd.controller.placement import Assignment, PlacementResult, place
 from aiosd.controller.service import ControllerService
@@ -38,6 +39,7 @@ from aiosd.policies import PolicyRegistry, PolicyRunner
 from aiosd.policies.service import PoliciesService
 from aiosd.specs import ParsedBlock, ParsedComponent, ParsedMgmt, ParsedSpec, ResolvedBlock, SpecError
 from aiosd.specs.errors import Problem
+from aiosd.specs.parse import ParsedCluster, ParsedNode
 from aiosd.specs.resolve import MAX_LISTED_URIS, PolicyCatalog, component_policies, resolve_block
 from runtime import image_exists
 
@@ -54,6 +56,7 @@ class Plan:
     parsed_components: dict[str, ParsedComponent] = field(default_factory=dict)
     blocks: dict[str, tuple[dict[str, Any], ResolvedBlock]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    infra: dict[str, dict[str, Any]] = field(default_factory=dict)  # createCluster/addNode: clusters table records
 
 
 def canonical(doc_values: Mapping[str, Any], template_uri: str) -> dict[str, Any]:
@@ -125,6 +128,9 @@ class BlockPlanner:
         for i, p in enumerate(parsed):
             if isinstance(p, ParsedComponent):
                 continue
+            if isinstance(p, ParsedCluster | ParsedNode):
+                self._plan_infra(plan, i, n, p)
+                continue
             if not isinstance(p, ParsedBlock):
                 what = "management commands go to `aiosd mgmt` / POST /v1/mgmt/block/{id}" \
                     if isinstance(p, ParsedMgmt) else "only components and blocks are applied on a node for now"
@@ -139,6 +145,19 @@ class BlockPlanner:
             for d in plan.documents:
                 d["action"] = "would be " + d["action"] if d["action"] != "unchanged" else "unchanged"
         return plan
+
+    def _plan_infra(self, plan: Plan, i: int, n: int, p: ParsedCluster | ParsedNode) -> None:
+        members = self.controller.members.swim.members() if self.controller is not None and \
+            self.controller.membership is not None else []
+        if isinstance(p, ParsedCluster):
+            known = {str(m.meta.get("cluster", "")) for m in members}
+            known.add(self.controller.cluster if self.controller is not None else "")
+            probs, (key, value) = plan_cluster(p, known - {""})
+        else:
+            probs, (key, value) = plan_node(p, {str(m.node) for m in members} | {self.node_id})
+        plan.problems += prefix(probs, i, n)
+        plan.infra[key] = value
+        plan.documents.append({"kind": p.kind, "id": p.key, "action": "configured"})
 
     async def _plan_component(self, plan: Plan, i: int, n: int, p: ParsedComponent, reg: PolicyCatalog) -> None:
         slots, _ = component_policies(p.spec)

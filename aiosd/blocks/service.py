@@ -22,7 +22,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
@@ -39,10 +39,12 @@ from aiosd.blocks.apply import (
 )
 from aiosd.blocks.catalog import BlockCatalog, RecordKind
 from aiosd.blocks.cluster import ClusterBlocks
+from aiosd.blocks.cluster_scale import ClusterScaler
 from aiosd.blocks.errors import ImageUnavailable, InstanceFailed, RuntimeRefused
 from aiosd.blocks.follow import PlacementFollower
 from aiosd.blocks.forward import TaskForward, TaskForwardAnswer, TaskForwarder
 from aiosd.blocks.loops import BlockLoop, BlockLoops
+from aiosd.blocks.network import NetworkRecords
 from aiosd.blocks.planning import VALUES, BlockPlanner, canonical, checked_count, prefix
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.controller.errors import ClusterRefused
@@ -57,7 +59,8 @@ from aiosd.policies import (
 from aiosd.policies.errors import PolicyError, PolicyOutputError, PolicyVetoed
 from aiosd.policies.runner import Catalog
 from aiosd.policies.service import POLICIES_KEY, PoliciesService
-from aiosd.specs import ParsedBlock, ParsedComponent, ParsedSpec, ResolvedBlock, SpecError
+from aiosd.registry.service import REGISTRY_KEY
+from aiosd.specs import ParsedBlock, ParsedComponent, ParsedSpec, ParsedVdag, ResolvedBlock, SpecError
 from aiosd.specs.errors import Problem, join_path
 from aiosd.specs.parse import parse_document, split_documents
 from aiosd.specs.resolve import PolicyCatalog, resolve_block
@@ -103,6 +106,8 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
         self.controller = controller  # ControllerService, or None on a node without one
         self.follower: PlacementFollower | None = None
         self.forwarder: TaskForwarder | None = None  # inference for cluster blocks that run elsewhere
+        # createvDAG documents in an apply: handed to the vdag role when it runs (it sets this hook)
+        self.vdag_apply: Callable[[Sequence[ParsedSpec], bool], Awaitable[list[dict[str, Any]]]] | None = None
         self._store = store
         # The policies service (published policies, templates, governance); None = built-ins only.
         self.policy_svc = policy_service
@@ -115,6 +120,8 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
         self._lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self.network: NetworkRecords | None = None  # the network's component/block records, set by block_service()
+        self.scaler: ClusterScaler | None = None  # autoscaling of cluster blocks (cluster_scale.py)
 
     async def __aenter__(self) -> Self:
         for rec in await self.registry.list(RecordKind.BLOCK):
@@ -133,9 +140,15 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
             self.follower = follower
         if self.controller is not None and getattr(self.controller, "membership", None) is not None:
             self.forwarder = TaskForwarder(self.controller.membership, self._run_forwarded)
+        for part in (self.network, self.scaler):
+            if part is not None:
+                await part.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for part in (self.scaler, self.network):
+            if part is not None:
+                await part.stop()
         follower, self.follower = self.follower, None
         if follower is not None:
             await follower.__aexit__(None, None, None)
@@ -276,6 +289,8 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
         comp = self._components.get(uri)
         if comp is None:
             rec = await self.registry.get(RecordKind.COMPONENT, uri)
+            if rec is None and self.network is not None:  # applied on another (admin) node
+                rec = await self.network.network_component(uri)
             if rec is not None:
                 parsed = parse_document(rec["document"])
                 if isinstance(parsed, ParsedComponent):
@@ -360,6 +375,17 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
             problems += prefix(unstorable(parsed[-1].envelope.values, VALUES), i, len(docs))
         if problems:
             raise SpecError(problems)
+        vdags = [p for p in parsed if isinstance(p, ParsedVdag)]
+        if vdags and self.vdag_apply is not None:  # createvDAG documents go to the vdag role, after the rest
+            rest: list[ParsedSpec] = [p for p in parsed if not isinstance(p, ParsedVdag)]
+            out = await self._apply_parsed(rest, dry_run, overrides, cluster) if rest else {
+                "dry_run": dry_run, "documents": [], "warnings": [], "task": None}
+            out["documents"] += await self.vdag_apply(vdags, dry_run)
+            return out
+        return await self._apply_parsed(parsed, dry_run, overrides, cluster)
+
+    async def _apply_parsed(self, parsed: list[ParsedSpec], dry_run: bool, overrides: str | None,
+                            cluster: bool) -> dict[str, Any]:
         reg = self.registry_for(overrides)
         async with self._lock:
             plan = await self._plan(parsed, reg, overrides, dry_run, cluster)
@@ -368,6 +394,8 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
             for uri, rec in plan.components.items():
                 await self.registry.put(RecordKind.COMPONENT, uri, rec)
                 self._components[uri] = plan.parsed_components[uri]
+            if plan.infra and self.network is not None:  # createCluster/addNode (blocks/infra.py)
+                await self.network.put_infra(plan.infra)
             task = None
             starts = plan.blocks
             if cluster:
@@ -485,7 +513,9 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
         """
         async with self._lock:
             cluster = await self._cluster_of(key) if kind is RecordKind.BLOCK else None
-            if await self.registry.get(kind, key) is None and cluster is None:
+            networked = kind is RecordKind.COMPONENT and self.network is not None and \
+                await self.network.network_component(key) is not None
+            if await self.registry.get(kind, key) is None and cluster is None and not networked:
                 raise KeyError(key)
             await self.precheck("remove_block" if kind is RecordKind.BLOCK else "remove_component",
                                 {"block_id" if kind is RecordKind.BLOCK else "uri": key})
@@ -495,6 +525,8 @@ class BlockService(ClusterBlocks, BlockLoops, BlockPlanner):
                     raise SpecError.at("id", f"component {key!r} is used by blocks {', '.join(map(str, users))}; "
                                        "delete them first")
                 await self.registry.delete(kind, key)
+                if networked and self.network is not None:  # WriteRefused: only an admin node removes it
+                    await self.network.delete_component(key)
                 self._components.pop(key, None)
                 return {"kind": kind.value, "id": key, "deleted": True}
             if cluster is not None:  # every node stops its instances once the removal commits
@@ -517,9 +549,16 @@ BLOCKS_KEY: ServiceKey[BlockService] = ServiceKey("blocks")
 
 
 def block_service(ctx: NodeContext) -> BlockService:
-    svc = BlockService(BlockCatalog(ctx.store), ctx.get(RUNTIME_KEY), ctx.get(TASKS_KEY), ctx.identity.node_id,
+    runtime = ctx.get(RUNTIME_KEY)
+    svc = BlockService(BlockCatalog(ctx.store), runtime, ctx.get(TASKS_KEY), ctx.identity.node_id,
                        ctx.find(CONTROLLER_KEY), ctx.store, ctx.find(POLICIES_KEY))
     svc.assets = ctx.find(ASSETS_KEY)
+    reg = ctx.find(REGISTRY_KEY)
+    if reg is not None:
+        svc.network = NetworkRecords(reg, svc.registry, ctx.identity.node_id, ctx.identity.cert.cluster,
+                                     lambda: runtime.sup.status(), svc.controller)
+        if svc.controller is not None:
+            svc.scaler = ClusterScaler(svc, svc.controller, reg)
     return svc
 
 

@@ -8,66 +8,33 @@ sha256 of what it writes before renaming it into place.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
-import json
 import os
 import sys
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from aiosd.cli.common import add_common
-from aiosd.cli.node_cmds import Sub, _add
-from aiosd.cli.output import print_json, print_kv, print_table
-from aiosd.client import Client
-from aiosd.config import Settings
-from aiosd.errors import AiosdError, ApiError, DaemonNotRunning, UsageError
+from aiosd.cli.common import Env, Handler, Sub, command, q
+from aiosd.cli.output import print_kv, print_table
+from aiosd.errors import AiosdError, ApiError, UsageError
 
 _PIECE = 1 << 20
 # Polling period of a fetch's progress (the daemon keeps it in memory; each poll is ~1 ms).
 _POLL_S = 0.2
 # A fetch with no progress for this long is reported as stuck (the daemon keeps trying).
 _STALL_S = 600.0
-
-
-def _q(text: str) -> str:
-    return urllib.parse.quote(text, safe="")
+_LONG_S = 1800.0  # image push/pull: podman save/load of a large image
 
 
 def _mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-async def _call(settings: Settings, method: str, path: str, body: Any = None, timeout_s: float = 60.0) -> Any:
-    async with Client(settings.socket_path, timeout_s=timeout_s) as c:
-        return await c.request(method, path, body)
-
-
-def _session(settings: Settings, timeout_s: float | None) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(settings.socket_path)),
-                                 timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=10))
-
-
-def _not_running(settings: Settings) -> DaemonNotRunning:
-    return DaemonNotRunning(f"aiosd is not running (nothing answers on {settings.socket_path}); "
-                            "start it with `aiosd run`")
-
-
-async def _raise_for(resp: aiohttp.ClientResponse) -> None:
-    if resp.status < 400:
-        return
-    payload = await resp.read()
-    try:
-        err = json.loads(payload).get("error", {})
-    except (ValueError, AttributeError):
-        err = {}
-    raise ApiError(resp.status, str(err.get("code", resp.status)), str(err.get("message", payload[:200])),
-                   err.get("field"))
+def _add(sub: Sub, name: str, help_: str, description: str, epilog: str, handler: Handler) -> argparse.ArgumentParser:
+    return command(sub, name, help_, description, epilog, handler, json_help=None)
 
 
 class _Progress:
@@ -90,176 +57,143 @@ class _Progress:
 
 
 # ----- asset push ---------------------------------------------------------------------------
-async def _push(settings: Settings, path: Path, query: dict[str, str], show: bool) -> Any:
+def _push(env: Env, path: Path, query: dict[str, str], show: bool) -> Any:
     size = path.stat().st_size
     bar = _Progress(f"pushing {path.name}", show)
 
-    async def body() -> AsyncIterator[bytes]:
+    def body() -> Iterator[bytes]:
         sent = 0
-        f = await asyncio.to_thread(open, path, "rb")
-        try:
-            while piece := await asyncio.to_thread(f.read, _PIECE):
+        with path.open("rb") as f:
+            while piece := f.read(_PIECE):
                 sent += len(piece)
                 bar.show(sent, size)
                 yield piece
-        finally:
-            f.close()
 
     try:
-        async with _session(settings, None) as http, http.post(
-                "http://aiosd/v1/assets?" + urllib.parse.urlencode(query), data=body(),
-                headers={"Content-Type": "application/octet-stream"}) as resp:
-            await _raise_for(resp)
-            return await resp.json()
-    except (aiohttp.ClientConnectorError, FileNotFoundError, ConnectionRefusedError):
-        raise _not_running(settings) from None
+        return _send(env, "/v1/assets?" + urllib.parse.urlencode(query), body(), size)
     finally:
         bar.end()
 
 
-def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
+def _send(env: Env, path: str, body: Iterator[bytes], size: int) -> Any:
+    import json
+
+    resp = env.api(timeout_s=None).open("POST", path, body, content_type="application/octet-stream", length=size)
+    try:
+        return json.loads(resp.read())
+    finally:
+        resp.close()
+
+
+def cmd_push(args: argparse.Namespace, env: Env) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"{args.file}: no such file")
     query = {"uri": args.uri or path.name, "type": args.type, "name": path.name}
     if args.chunk_bytes:
         query["chunk_bytes"] = str(args.chunk_bytes)
-    rec = asyncio.run(_push(settings, path, query, not args.json))
-    if args.json:
-        print_json(rec)
-    else:
-        print(f"pushed {rec['uri']}: sha256:{rec['sha256']} ({_mib(rec['size'])}, {rec['chunks']} chunks)")
-    return 0
+    rec = _push(env, path, query, not env.json)
+    return env.show(rec, lambda r: print(f"pushed {r['uri']}: sha256:{r['sha256']} ({_mib(r['size'])}, "
+                                         f"{r['chunks']} chunks)"))
 
 
 # ----- asset list / info --------------------------------------------------------------------
-def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    items = asyncio.run(_call(settings, "GET", "/v1/assets"))["items"]
-    if args.json:
-        print_json(items)
-        return 0
-    print_table(["uri", "type", "size", "sha256", "holders", "local"],
-                [[i["uri"], i.get("type", ""), _mib(i.get("size", 0)), str(i.get("sha256", ""))[:12],
-                  len(i.get("holders", [])), "yes" if i.get("local") else "no"] for i in items])
-    return 0
+def cmd_list(args: argparse.Namespace, env: Env) -> int:
+    return env.show(env.get("/v1/assets")["items"], lambda items: print_table(
+        ["uri", "type", "size", "sha256", "holders", "local"],
+        [[i["uri"], i.get("type", ""), _mib(i.get("size", 0)), str(i.get("sha256", ""))[:12],
+          len(i.get("holders", [])), "yes" if i.get("local") else "no"] for i in items]))
 
 
-def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
-    rec = asyncio.run(_call(settings, "GET", f"/v1/assets/info?uri={_q(args.uri)}"))
-    if args.json:
-        print_json(rec)
-    else:
-        print_kv([("uri", rec["uri"]), ("type", rec.get("type")), ("sha256", rec["sha256"]),
-                  ("size", f"{rec['size']} bytes"), ("chunks", f"{rec['chunks']} x {rec['chunk_bytes']} bytes"),
-                  ("holders", ", ".join(rec.get("holders", []))), ("local", "yes" if rec.get("local") else "no")])
-    return 0
+def cmd_info(args: argparse.Namespace, env: Env) -> int:
+    return env.show(env.get(f"/v1/assets/info?uri={q(args.uri)}"), lambda rec: print_kv([
+        ("uri", rec["uri"]), ("type", rec.get("type")), ("sha256", rec["sha256"]),
+        ("size", f"{rec['size']} bytes"), ("chunks", f"{rec['chunks']} x {rec['chunk_bytes']} bytes"),
+        ("holders", ", ".join(rec.get("holders", []))), ("local", "yes" if rec.get("local") else "no")]))
 
 
 # ----- asset get ----------------------------------------------------------------------------
-async def _wait_fetch(settings: Settings, uri: str, show: bool) -> dict[str, Any]:
+def _wait_fetch(env: Env, uri: str, show: bool) -> dict[str, Any]:
     """Start (or join) the daemon's fetch of `uri` and follow it to the end. Raises: AiosdError."""
-    async with Client(settings.socket_path, timeout_s=30) as c:
-        job: dict[str, Any] = await c.post("/v1/assets/fetch", {"uri": uri})
-        bar = _Progress(f"fetching {uri}", show)
-        last, moved = -1, time.monotonic()
-        try:
-            while job["state"] == "running":
-                bar.show(job["bytes_done"], job["size"], f"from {len(job['per_holder'])} holder(s)")
-                if job["bytes_done"] != last:
-                    last, moved = job["bytes_done"], time.monotonic()
-                elif time.monotonic() - moved > _STALL_S:
-                    raise AiosdError(f"fetching {uri} made no progress for {_STALL_S:.0f}s")
-                await asyncio.sleep(_POLL_S)
-                job = await c.get(f"/v1/assets/fetches/{job['sha256']}")
-            if job["state"] == "done":
-                bar.show(job["size"], job["size"], f"from {len(job['per_holder'])} holder(s)")
-        finally:
-            bar.end()
+    api = env.api(timeout_s=30)
+    job: dict[str, Any] = api.post("/v1/assets/fetch", {"uri": uri})
+    bar = _Progress(f"fetching {uri}", show)
+    last, moved = -1, time.monotonic()
+    try:
+        while job["state"] == "running":
+            bar.show(job["bytes_done"], job["size"], f"from {len(job['per_holder'])} holder(s)")
+            if job["bytes_done"] != last:
+                last, moved = job["bytes_done"], time.monotonic()
+            elif time.monotonic() - moved > _STALL_S:
+                raise AiosdError(f"fetching {uri} made no progress for {_STALL_S:.0f}s")
+            time.sleep(_POLL_S)
+            job = api.get(f"/v1/assets/fetches/{job['sha256']}")
+        if job["state"] == "done":
+            bar.show(job["size"], job["size"], f"from {len(job['per_holder'])} holder(s)")
+    finally:
+        bar.end()
     if job["state"] != "done":
         raise AiosdError(f"fetching {uri} failed: {job.get('error')}")
     return job
 
 
-async def _download(settings: Settings, sha256: str, out: Path) -> None:
+def _download(env: Env, sha256: str, out: Path) -> None:
     tmp = out.with_name(f".{out.name}.part-{os.getpid()}")
     h = hashlib.sha256()
     try:
-        async with _session(settings, None) as http, http.get(f"http://aiosd/v1/blobs/{sha256}") as resp:
-            await _raise_for(resp)
-            f = await asyncio.to_thread(open, tmp, "wb")
-            try:
-                async for piece in resp.content.iter_chunked(_PIECE):
+        resp = env.api(timeout_s=60).open("GET", f"/v1/blobs/{sha256}")
+        try:
+            with tmp.open("wb") as f:
+                while piece := resp.read(_PIECE):
                     h.update(piece)
-                    await asyncio.to_thread(f.write, piece)
-            finally:
-                f.close()
+                    f.write(piece)
+        finally:
+            resp.close()
         if h.hexdigest() != sha256:
             raise AiosdError(f"the downloaded file hashes to {h.hexdigest()}, not {sha256}; nothing written")
         os.replace(tmp, out)
-    except (aiohttp.ClientConnectorError, FileNotFoundError, ConnectionRefusedError):
-        raise _not_running(settings) from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def cmd_get(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_get(args: argparse.Namespace, env: Env) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise UsageError(f"-o {args.output}: is a directory; give a file path")
     if not out.parent.is_dir():
         raise UsageError(f"-o {args.output}: directory {out.parent} does not exist")
 
-    async def go() -> dict[str, Any]:
-        job = await _wait_fetch(settings, args.uri, not args.json)
-        await _download(settings, job["sha256"], out)
-        return job
-
-    job = asyncio.run(go())
-    if args.json:
-        print_json({**job, "path": str(out)})
-    else:
-        src = ", ".join(f"{n}: {c}" for n, c in job["per_holder"].items()) or "already on this node"
-        print(f"wrote {out} ({_mib(job['size'])}, sha256 verified; chunks from {src})")
-    return 0
+    job = _wait_fetch(env, args.uri, not env.json)
+    _download(env, job["sha256"], out)
+    src = ", ".join(f"{n}: {c}" for n, c in job["per_holder"].items()) or "already on this node"
+    return env.show({**job, "path": str(out)},
+                    lambda _: print(f"wrote {out} ({_mib(job['size'])}, sha256 verified; chunks from {src})"))
 
 
 # ----- image push / pull / published ---------------------------------------------------------
-def cmd_image_push(args: argparse.Namespace, settings: Settings) -> int:
-    rec = asyncio.run(_call(settings, "POST", "/v1/images/push", {"name": args.name}, timeout_s=1800))
-    if args.json:
-        print_json(rec)
-    else:
-        print(f"published image {rec['name']} as {rec['uri']} (sha256:{rec['sha256'][:12]}, {_mib(rec['size'])})")
-    return 0
+def cmd_image_push(args: argparse.Namespace, env: Env) -> int:
+    rec = env.call("POST", "/v1/images/push", {"name": args.name}, timeout_s=_LONG_S)
+    return env.show(rec, lambda r: print(f"published image {r['name']} as {r['uri']} "
+                                         f"(sha256:{r['sha256'][:12]}, {_mib(r['size'])})"))
 
 
-def cmd_image_pull(args: argparse.Namespace, settings: Settings) -> int:
-    async def go() -> Any:
-        try:
-            await _wait_fetch(settings, f"image:{args.name}", not args.json)
-        except ApiError as e:
-            if e.status != 404:
-                raise
-            raise AiosdError(f"no image {args.name!r} was published to the network (`aiosd image push "
-                             f"{args.name}` on a node that has it; see `aiosd image published`)") from None
-        return await _call(settings, "POST", "/v1/images/pull", {"name": args.name}, timeout_s=1800)
-
-    rec = asyncio.run(go())
-    if args.json:
-        print_json(rec)
-    else:
-        print(f"image {rec['name']} loaded (sha256:{rec['sha256'][:12]}, {_mib(rec['size'])})")
-    return 0
+def cmd_image_pull(args: argparse.Namespace, env: Env) -> int:
+    try:
+        _wait_fetch(env, f"image:{args.name}", not env.json)
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        raise AiosdError(f"no image {args.name!r} was published to the network (`aiosd image push "
+                         f"{args.name}` on a node that has it; see `aiosd image published`)") from None
+    rec = env.call("POST", "/v1/images/pull", {"name": args.name}, timeout_s=_LONG_S)
+    return env.show(rec, lambda r: print(f"image {r['name']} loaded (sha256:{r['sha256'][:12]}, "
+                                         f"{_mib(r['size'])})"))
 
 
-def cmd_image_published(args: argparse.Namespace, settings: Settings) -> int:
-    items = asyncio.run(_call(settings, "GET", "/v1/images"))["items"]
-    if args.json:
-        print_json(items)
-    else:
-        print_table(["name", "size", "sha256", "publisher"],
-                    [[i["name"], _mib(i["size"]), i["sha256"][:12], i["publisher"]] for i in items])
-    return 0
+def cmd_image_published(args: argparse.Namespace, env: Env) -> int:
+    return env.show(env.get("/v1/images")["items"], lambda items: print_table(
+        ["name", "size", "sha256", "publisher"],
+        [[i["name"], _mib(i["size"]), i["sha256"][:12], i["publisher"]] for i in items]))
 
 
 def register_image_dist(isub: Sub) -> list[argparse.ArgumentParser]:
@@ -290,7 +224,7 @@ def register_image_dist(isub: Sub) -> list[argparse.ArgumentParser]:
 def register_asset(sub: Sub) -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p: argparse.ArgumentParser = sub.add_parser(
-        "asset", help="share files between nodes (content-addressed, verified, fetched from peers)",
+        "asset", help="share files between nodes (content-addressed, verified)",
         description="Assets are files stored by sha256 and indexed in the replicated registry. A node that\n"
                     "needs one fetches it in chunks from every peer that holds it, checking each chunk.",
         epilog="examples:\n  aiosd asset push model.bin --uri models/tiny:1\n  aiosd asset list\n"
@@ -322,14 +256,7 @@ def register_asset(sub: Sub) -> argparse.ArgumentParser:
     g.add_argument("uri", help="asset URI (see `aiosd asset list`)")
     g.add_argument("-o", "--output", required=True, metavar="PATH", help="file to write")
     g.add_argument("--json", action="store_true", help="print the result as JSON (no progress line)")
-    for q in (pu, ls, inf, g):
-        _common(q)
     return p
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-
-    add_common(p)
 
 
 REGISTER = [register_asset]

@@ -12,21 +12,23 @@ import asyncio
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiosd.cli.common import add_common
+from aiosd.cli.common import Env, Sub
 from aiosd.cli.output import print_json, print_table
-from aiosd.config import Settings
 from aiosd.errors import AiosdError
-from runtime.errors import AiosdRuntimeError
-from runtime.images import BASE_LATEST, PodmanCli, build_base, build_block
-from runtime.podman_conf import podman_env, write_containers_conf
 
-Sub = Any
+if TYPE_CHECKING:
+    from runtime.images import PodmanCli
+
+BASE_LATEST = "localhost/aiosd-base:latest"  # runtime.images.BASE_LATEST (a unit test keeps them equal)
 
 
-def _cli(settings: Settings) -> PodmanCli:
-    conf = write_containers_conf(settings.data_dir / "podman")
+def _cli(env: Env) -> PodmanCli:
+    from runtime.images import PodmanCli
+    from runtime.podman_conf import podman_env, write_containers_conf
+
+    conf = write_containers_conf(env.data_dir / "podman")
     return PodmanCli(env=podman_env(conf))
 
 
@@ -34,11 +36,14 @@ def _progress(quiet: bool) -> Any:
     return None if quiet else (lambda msg: print(f"  {msg}", flush=True))
 
 
-def cmd_build_base(args: argparse.Namespace, settings: Settings) -> int:
-    work = settings.data_dir / "images"
+def cmd_build_base(args: argparse.Namespace, env: Env) -> int:
+    from runtime.errors import AiosdRuntimeError
+    from runtime.images import build_base
+
+    work = env.data_dir / "images"
     work.mkdir(parents=True, exist_ok=True)
     try:
-        ref = asyncio.run(build_base(work, cli=_cli(settings), progress=_progress(args.json)))
+        ref = asyncio.run(build_base(work, cli=_cli(env), progress=_progress(args.json)))
     except AiosdRuntimeError as e:
         raise AiosdError(str(e)) from None
     if args.json:
@@ -48,10 +53,13 @@ def cmd_build_base(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_build(args: argparse.Namespace, env: Env) -> int:
+    from runtime.errors import AiosdRuntimeError
+    from runtime.images import build_block
+
     block_dir = Path(args.dir)
     try:
-        tag = asyncio.run(build_block(block_dir, args.tag, base=args.base, cli=_cli(settings),
+        tag = asyncio.run(build_block(block_dir, args.tag, base=args.base, cli=_cli(env),
                                       progress=_progress(args.json)))
     except AiosdRuntimeError as e:
         raise AiosdError(str(e)) from None
@@ -62,8 +70,8 @@ def cmd_build(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    cli = _cli(settings)
+def cmd_list(args: argparse.Namespace, env: Env) -> int:
+    cli = _cli(env)
     try:
         out = subprocess.run([cli.binary, "images", "--format", "json"], capture_output=True, text=True,
                              env=dict(cli.env or {}), timeout=60, check=False)
@@ -89,7 +97,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def register_image(sub: Sub) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
-        "image", help="build local block images (no registry needed)",
+        "image", help="build and share block images (no registry needed)",
         description="Build the aiosd base image (Debian + Python + the block SDK, via debootstrap) and block\n"
                     "images from a directory holding block.py. Needs root and podman.",
         epilog="examples:\n  aiosd image build-base\n  aiosd image build examples/echo -t localhost/aiosd-echo:latest\n"
@@ -121,14 +129,8 @@ def register_image(sub: Sub) -> argparse.ArgumentParser:
     ls.set_defaults(handler=cmd_list)
     from aiosd.cli.asset_cmds import register_image_dist
 
-    for q in (b, k, ls, *register_image_dist(isub)):
-        _common_opts(q)
+    register_image_dist(isub)
     return p
-
-
-def _common_opts(p: argparse.ArgumentParser) -> None:
-
-    add_common(p)
 
 
 REGISTER = [register_image]

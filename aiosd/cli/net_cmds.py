@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiosd.cli.common import add_common
-from aiosd.cli.node_cmds import Sub, _add, cmd_run
+from aiosd.cli.common import Env, Handler, Sub, command, q
 from aiosd.cli.output import human_duration, print_json, print_kv, print_table
-from aiosd.client import Client
-from aiosd.config import Settings
-from aiosd.errors import AiosdError, AlreadyInitialisedError, DaemonNotRunning, UsageError
-from aiosd.identity_files import NETWORK, NODE_KEY, Network, identity_dir, is_initialised, write_cert
-from aiosd.membership.service import STATE
-from aiosd.membership.wire import JoinHello, JoinHelloAnswer
-from aiosd.node import check_data_dir
-from federation.certs import NodeCert, load_cert
-from federation.errors import FederationError, RemoteRejected, TokenError
-from federation.identity import NodeKey, write_file_atomic
-from federation.tokens import (
-    JoinAnswer,
-    JoinToken,
-    accept_join_answer,
-    check_ca,
-    make_join_request,
-    parse_token,
-)
-from federation.transport import request_open
-from storage import Store
+from aiosd.errors import AiosdError, DaemonNotRunning, UsageError, start_hint
+
+if TYPE_CHECKING:
+    from federation.certs import NodeCert
+    from federation.identity import NodeKey
+    from federation.tokens import JoinAnswer, JoinToken
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -44,20 +28,15 @@ def parse_duration(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2) or "s"]
 
 
-async def _call(settings: Settings, method: str, path: str, body: Any = None) -> Any:
-    async with Client(settings.socket_path) as c:
-        return await c.request(method, path, body)
-
-
-def _api(settings: Settings, method: str, path: str, body: Any = None) -> Any:
-    return asyncio.run(_call(settings, method, path, body))
+def _add(sub: Sub, name: str, help_: str, description: str, epilog: str, handler: Handler) -> argparse.ArgumentParser:
+    return command(sub, name, help_, description, epilog, handler, json_help=None)
 
 
 # ----- token ----------------------------------------------------------------------------------
-def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_token_create(args: argparse.Namespace, env: Env) -> int:
     body = {"cluster": args.cluster, "ttl_s": parse_duration(args.ttl), "uses": args.uses}
-    out = _api(settings, "POST", "/v1/tokens", body)
-    if args.json:
+    out = env.post("/v1/tokens", body)
+    if env.json:
         print_json(out)
         return 0
     print(out["token"])
@@ -66,25 +45,17 @@ def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
-    out = _api(settings, "GET", "/v1/tokens")
-    if args.json:
-        print_json(out)
-        return 0
+def cmd_token_list(args: argparse.Namespace, env: Env) -> int:
     now = time.time()
-    print_table(["id", "cluster", "state", "uses left", "expires in"],
-                [[t["token_id"], t["cluster"], t["state"], f"{t['uses_left']}/{t['uses_total']}",
-                  human_duration(max(0, t["expires"] - now))] for t in out["tokens"]])
-    return 0
+    return env.show(env.get("/v1/tokens"), lambda out: print_table(
+        ["id", "cluster", "state", "uses left", "expires in"],
+        [[t["token_id"], t["cluster"], t["state"], f"{t['uses_left']}/{t['uses_total']}",
+          human_duration(max(0, t["expires"] - now))] for t in out["tokens"]]))
 
 
-def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    out = _api(settings, "DELETE", f"/v1/tokens/{args.id}")
-    if args.json:
-        print_json(out)
-    else:
-        print(f"token {out['token_id']} revoked: it can no longer be used to join")
-    return 0
+def cmd_token_revoke(args: argparse.Namespace, env: Env) -> int:
+    return env.show(env.call("DELETE", f"/v1/tokens/{q(args.id)}"),
+                    lambda out: print(f"token {out['token_id']} revoked: it can no longer be used to join"))
 
 
 def register_token(sub: Sub) -> argparse.ArgumentParser:
@@ -104,20 +75,21 @@ def register_token(sub: Sub) -> argparse.ArgumentParser:
     c.add_argument("--ttl", default="1h", help="how long the token is valid: 90s, 30m, 1h, 2d (default 1h)")
     c.add_argument("--uses", type=int, default=1, help="how many machines may join with it (default 1)")
     c.add_argument("--json", action="store_true", help="print as JSON")
-    ls = _add(tsub, "list", "list tokens (no secrets)", "List the join tokens this node created.",
-              "example:\n  aiosd token list --json", cmd_token_list)
-    ls.add_argument("--json", action="store_true", help="print as JSON")
-    rv = _add(tsub, "revoke", "revoke a token", "Revoke a join token: later joins with it are refused.",
-              "example:\n  aiosd token revoke 3f2a9c01d4e5b6a7", cmd_token_revoke)
+    command(tsub, "list", "list tokens (no secrets)", "List the join tokens this node created.",
+            "example:\n  aiosd token list --json", cmd_token_list)
+    rv = command(tsub, "revoke", "revoke a token", "Revoke a join token: later joins with it are refused.",
+                 "example:\n  aiosd token revoke 3f2a9c01d4e5b6a7", cmd_token_revoke)
     rv.add_argument("id", help="token id (see `aiosd token list`)")
-    rv.add_argument("--json", action="store_true", help="print as JSON")
-    for q in (c, ls, rv):
-        add_common(q)
     return p
 
 
 # ----- join -------------------------------------------------------------------------------------
 async def _join(token: JoinToken, key: NodeKey, seeds: list[str]) -> tuple[NodeCert, JoinAnswer, str]:
+    from aiosd.membership.wire import JoinHello, JoinHelloAnswer
+    from federation.errors import FederationError, RemoteRejected, TokenError
+    from federation.tokens import JoinAnswer, accept_join_answer, check_ca, make_join_request
+    from federation.transport import request_open
+
     errors: list[str] = []
     for seed in seeds:
         try:
@@ -139,7 +111,18 @@ async def _join(token: JoinToken, key: NodeKey, seeds: list[str]) -> tuple[NodeC
                      "--address HOST:PORT and that `aiosd run` is running there")
 
 
-def cmd_join(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_join(args: argparse.Namespace, env: Env) -> int:
+    import asyncio
+
+    from aiosd.errors import AlreadyInitialisedError
+    from aiosd.identity_files import NETWORK, NODE_KEY, Network, identity_dir, is_initialised, write_cert
+    from aiosd.membership.service import STATE
+    from aiosd.node import check_data_dir
+    from federation.identity import NodeKey, write_file_atomic
+    from federation.tokens import parse_token
+    from storage import Store
+
+    settings = env.settings
     token = parse_token(args.token)
     seeds = [args.address] if args.address else list(token.seeds)
     if not seeds:
@@ -162,14 +145,16 @@ def cmd_join(args: argparse.Namespace, settings: Settings) -> int:
         store.put(STATE, "seeds", list(dict.fromkeys([seed, *answer.seeds])))
     info = {"node_id": cert.node_id, "network_id": cert.network_id, "cluster": cert.cluster, "seed": seed,
             "cert_expires": cert.expires, "data_dir": str(data_dir)}
-    if args.json:
+    if env.json:
         print_json(info)
     else:
         print(f"joined network {cert.network_id} as node {cert.node_id} (cluster {cert.cluster}) via {seed}")
         if not args.run:
             print("next: `aiosd run` starts the daemon as a member")
     if args.run:
-        return cmd_run(args, settings)
+        from aiosd.cli.node_cmds import cmd_run
+
+        return cmd_run(args, env)
     return 0
 
 
@@ -191,34 +176,25 @@ def register_join(sub: Sub) -> argparse.ArgumentParser:
 
 
 # ----- nodes / node remove ------------------------------------------------------------------------
-def cmd_nodes(args: argparse.Namespace, settings: Settings) -> int:
-    out = _api(settings, "GET", "/v1/nodes")
-    if args.json:
-        print_json(out)
-        return 0
-    rows = [[("* " if n["self"] else "  ") + n["node_id"], n["addr"], "revoked" if n["revoked"] else n["state"],
-             n["cluster"], ",".join(n["roles"]) + (",ca" if n["ca"] else "")] for n in out["nodes"]]
-    print_table(["node", "address", "state", "cluster", "roles"], rows)
-    return 0
+def cmd_nodes(args: argparse.Namespace, env: Env) -> int:
+    from aiosd.cli.record_cmds import show_nodes
+
+    return env.show(env.get("/v1/nodes"), show_nodes)
 
 
 def register_nodes(sub: Sub) -> argparse.ArgumentParser:
     p = _add(sub, "nodes", "list the network's nodes and whether they are alive",
              "List every node this daemon knows, with its address and SWIM state (alive, suspect, dead, left).\n"
-             "`*` marks this node.", "examples:\n  aiosd nodes\n  aiosd nodes --json | jq '.nodes[].state'",
-             cmd_nodes)
+             "`*` marks this node. The same as `aiosd get nodes`.",
+             "examples:\n  aiosd nodes\n  aiosd nodes --json | jq '.nodes[].state'", cmd_nodes)
     p.add_argument("--json", action="store_true", help="print as JSON")
     return p
 
 
-def cmd_node_remove(args: argparse.Namespace, settings: Settings) -> int:
-    out = _api(settings, "DELETE", f"/v1/nodes/{args.id}")
-    if args.json:
-        print_json(out)
-    else:
-        print(f"node {out['node_id']} removed: its certificate is revoked; told {out['reached']} live node(s), "
-              "the rest learn it by gossip")
-    return 0
+def cmd_node_remove(args: argparse.Namespace, env: Env) -> int:
+    return env.show(env.call("DELETE", f"/v1/nodes/{q(args.id)}"), lambda out: print(
+        f"node {out['node_id']} removed: its certificate is revoked; told {out['reached']} live node(s), "
+        "the rest learn it by gossip"))
 
 
 def register_node(sub: Sub) -> argparse.ArgumentParser:
@@ -226,21 +202,22 @@ def register_node(sub: Sub) -> argparse.ArgumentParser:
         "node", help="manage one node of the network", description="Manage one node of the network.",
         epilog="example:\n  aiosd node remove 7kq2m4x9a1b2c3d4", formatter_class=argparse.RawDescriptionHelpFormatter)
     nsub = p.add_subparsers(dest="node_cmd", metavar="ACTION", required=True)
-    rm = _add(nsub, "remove", "revoke a node's certificate everywhere",
-              "Revoke the node's certificate network-wide (run on an admin node): every node refuses its\n"
-              "messages from then on, and it is declared dead.", "example:\n  aiosd node remove 7kq2m4x9a1b2c3d4",
-              cmd_node_remove)
+    rm = command(nsub, "remove", "revoke a node's certificate everywhere",
+                 "Revoke the node's certificate network-wide (run on an admin node): every node refuses its\n"
+                 "messages from then on, and it is declared dead.", "example:\n  aiosd node remove 7kq2m4x9a1b2c3d4",
+                 cmd_node_remove)
     rm.add_argument("id", help="node id (see `aiosd nodes`)")
-    rm.add_argument("--json", action="store_true", help="print as JSON")
-
-    add_common(rm)
     return p
 
 
 # ----- doctor -----------------------------------------------------------------------------------------
-def _offline(settings: Settings) -> list[tuple[str, str]]:
-    problems = [("the daemon is not running", "start it: `aiosd run` (or `systemctl start aiosd`)")]
-    data_dir = settings.data_dir
+def _offline(env: Env) -> list[tuple[str, str]]:
+    from aiosd.identity_files import identity_dir, is_initialised
+    from federation.certs import load_cert
+    from federation.errors import FederationError
+
+    problems = [("the daemon is not running", f"start it: {start_hint()}")]
+    data_dir = env.data_dir
     if not is_initialised(data_dir):
         problems.append((f"{data_dir} has no identity", "run `aiosd join TOKEN` (or `aiosd init` for a new network)"))
         return problems
@@ -266,18 +243,18 @@ def _print_sessions(ss: dict[str, Any] | None) -> None:
               f"(epoch {s['epoch_out']}/{s['epoch_in']}), {'outbound' if s['initiator'] else 'inbound'}")
 
 
-def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_doctor(args: argparse.Namespace, env: Env) -> int:
     try:
-        rep = _api(settings, "GET", "/v1/doctor")
+        rep = env.get("/v1/doctor")
     except DaemonNotRunning:
-        problems = _offline(settings)
-        if args.json:
+        problems = _offline(env)
+        if env.json:
             print_json({"running": False, "problems": [{"what": w, "fix": f} for w, f in problems]})
         else:
             for what, fix in problems:
                 print(f"problem: {what}\n  fix: {fix}")
         return 1
-    if args.json:
+    if env.json:
         print_json(rep)
         return 1 if rep["problems"] else 0
     print_kv([("node", rep["node_id"]), ("network", rep["network_id"]), ("p2p listen", rep["p2p"]["listen"]),
@@ -295,6 +272,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
             print(f"peer {s['node_id']} {s['addr']}: {s['rtt_ms']} ms, clock skew {s['skew_s']} s")
         else:
             print(f"peer {s['addr']}: NO ANSWER ({s['error']})")
+    for n in rep.get("notes", []):
+        print(f"note: {n['what']}\n  {n['fix']}")
     _print_sessions(rep.get("sessions"))
     for p in rep["problems"]:
         print(f"problem: {p['what']}\n  fix: {p['fix']}")
@@ -306,7 +285,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 def register_doctor(sub: Sub) -> argparse.ArgumentParser:
     p = _add(sub, "doctor", "find out why nodes do not see each other",
              "Check the addresses the daemon uses, mDNS, which seeds answer, clock skew to peers and the\n"
-             "certificate's expiry, and say what to do about each problem. Exit 1 when a problem is found.",
+             "certificate's expiry, and say what to do about each problem. Exit 1 when a problem is found\n"
+             "(or the daemon is not running); a healthy single-node network exits 0 with a note.",
              "examples:\n  aiosd doctor\n  aiosd doctor --json", cmd_doctor)
     p.add_argument("--json", action="store_true", help="print as JSON")
     return p

@@ -1,37 +1,32 @@
-"""`aiosd init | run | status | version | config`: the node's own lifecycle."""
+"""`aiosd init | run | stop | status | version | config`: the node's own lifecycle."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
 import sys
-from collections.abc import Callable
+import time
 from typing import Any
 
 from aiosd import __version__
-from aiosd.cli.output import human_duration, print_json, print_kv
-from aiosd.client import Client
-from aiosd.config import Settings, render_toml
-from aiosd.identity_files import init_network
-from aiosd.logs import setup_logging
-from aiosd.node import Node, check_data_dir
-from storage import Store
+from aiosd.cli.common import Env, Handler, Sub, command
+from aiosd.cli.output import human_duration, print_kv
+from aiosd.errors import DaemonNotRunning
 
-Sub = Any  # argparse's _SubParsersAction is private
+STOP_POLL_S = 0.1
 
 
-def _add(sub: Sub, name: str, help_: str, description: str, epilog: str,
-         handler: Callable[[argparse.Namespace, Settings], int]) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(
-        name, help=help_, description=description, epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.set_defaults(handler=handler)
-    return p
+def _add(sub: Sub, name: str, help_: str, description: str, epilog: str, handler: Handler) -> argparse.ArgumentParser:
+    return command(sub, name, help_, description, epilog, handler, json_help=None)
 
 
 # ----- init ---------------------------------------------------------------------------------
-def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_init(args: argparse.Namespace, env: Env) -> int:
+    from aiosd.identity_files import init_network
+    from aiosd.node import check_data_dir
+    from storage import Store
+
+    settings = env.settings
     data_dir = settings.data_dir
     check_data_dir(data_dir)
     # Hold the store lock while we write, so a running daemon's identity is never replaced.
@@ -39,13 +34,13 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
         ident = init_network(data_dir, cluster=settings.node.cluster, force=args.force)
     info = {"node_id": ident.node_id, "network_id": ident.network.network_id, "cluster": ident.cert.cluster,
             "ca_fingerprint": ident.network.ca_fingerprint, "data_dir": str(data_dir)}
-    if args.json:
-        print_json(info)
-    else:
+
+    def human(_: object) -> None:
         print(f"initialised a new network in {data_dir}")
         print_kv(list(info.items()))
         print("next: `aiosd run` starts the daemon")
-    return 0
+
+    return env.show(info, human)
 
 
 def register_init(sub: Sub) -> argparse.ArgumentParser:
@@ -62,7 +57,13 @@ def register_init(sub: Sub) -> argparse.ArgumentParser:
 
 
 # ----- run ----------------------------------------------------------------------------------
-def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_run(args: argparse.Namespace, env: Env) -> int:
+    import asyncio
+
+    from aiosd.logs import setup_logging
+    from aiosd.node import Node
+
+    settings = env.settings
     setup_logging(settings.log.level, settings.log.format)
     asyncio.run(Node(settings).run())
     return 0
@@ -74,7 +75,9 @@ def register_run(sub: Sub) -> argparse.ArgumentParser:
              "creates a single-node network. It tells systemd when it is ready (Type=notify) and logs one\n"
              "line per lifecycle step.",
              "examples:\n  aiosd run\n  aiosd run --data-dir /tmp/n1 --socket /tmp/n1.sock\n"
-             "  aiosd run --api-port 8470     # also serve the API on 127.0.0.1:8470 (bearer token)",
+             "  aiosd run --api-port 8470     # also serve the API on 127.0.0.1:8470 (bearer token)\n"
+             "stop it with Ctrl-C, SIGTERM or `aiosd stop` (block containers outlive the daemon and are\n"
+             "adopted by the next `aiosd run`).",
              cmd_run)
     p.add_argument("--cluster", help="cluster of a new node (first start only)")
     p.add_argument("--api-port", type=int, help="also serve the API on 127.0.0.1:PORT (token in DATA_DIR/api.token)")
@@ -87,23 +90,16 @@ def register_run(sub: Sub) -> argparse.ArgumentParser:
     return p
 
 
-# ----- status -------------------------------------------------------------------------------
-async def _status(settings: Settings) -> dict[str, Any]:
-    async with Client(settings.socket_path) as c:
-        return await c.status()
+# ----- status / stop ------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace, env: Env) -> int:
+    def human(st: Any) -> None:
+        print_kv([
+            ("node", st["node_id"]), ("network", st["network_id"]), ("cluster", st["cluster"]),
+            ("version", st["version"]), ("uptime", human_duration(st["uptime_s"])), ("data dir", st["data_dir"]),
+            ("roles", ", ".join(st["roles"]) or "-"), ("peers", len(st["peers"])),
+        ])
 
-
-def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    st = asyncio.run(_status(settings))
-    if args.json:
-        print_json(st)
-        return 0
-    print_kv([
-        ("node", st["node_id"]), ("network", st["network_id"]), ("cluster", st["cluster"]),
-        ("version", st["version"]), ("uptime", human_duration(st["uptime_s"])), ("data dir", st["data_dir"]),
-        ("roles", ", ".join(st["roles"]) or "-"), ("peers", len(st["peers"])),
-    ])
-    return 0
+    return env.show(env.get("/v1/status"), human)
 
 
 def register_status(sub: Sub) -> argparse.ArgumentParser:
@@ -114,14 +110,55 @@ def register_status(sub: Sub) -> argparse.ArgumentParser:
     return p
 
 
+def _alive(pid: int) -> bool:
+    """Whether PID still runs (an exited process its parent has not reaped yet does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def cmd_stop(args: argparse.Namespace, env: Env) -> int:
+    api = env.api(timeout_s=10)
+    try:
+        out = api.post("/v1/stop")
+    except DaemonNotRunning:
+        print(f"aiosd is not running (nothing answers on {api.where}); nothing to stop", file=sys.stderr)
+        return 0
+    pid = int(out["pid"])
+    deadline = time.monotonic() + args.timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(STOP_POLL_S)
+    if _alive(pid):
+        print(f"aiosd: error: the daemon (pid {pid}) is still stopping after {args.timeout:g} s", file=sys.stderr)
+        return 1
+    result = {"stopped": True, "pid": pid, "socket": api.where}
+    return env.show(result, lambda r: print(f"aiosd stopped (pid {r['pid']})"))
+
+
+def register_stop(sub: Sub) -> argparse.ArgumentParser:
+    p = _add(sub, "stop", "stop the local daemon (only this one)",
+             "Ask the daemon that answers on the API socket (--socket, else the default) to stop, as SIGTERM\n"
+             "does, and wait until its process has exited. Other aiosd daemons on the machine keep running.\n"
+             "Block containers (the podman driver) outlive the daemon; the next `aiosd run` adopts them.\n"
+             "Exits 0 when nothing was running.",
+             "examples:\n  aiosd stop\n  aiosd stop --socket /tmp/n1.sock --timeout 60", cmd_stop)
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the exit (default 30)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
+
+
 # ----- version / config ---------------------------------------------------------------------
-def cmd_version(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_version(args: argparse.Namespace, env: Env) -> int:
     info = {"version": __version__, "python": sys.version.split()[0]}
-    if args.json:
-        print_json(info)
-    else:
-        print(f"aiosd {__version__} (python {info['python']})")
-    return 0
+    return env.show(info, lambda i: print(f"aiosd {i['version']} (python {i['python']})"))
 
 
 def register_version(sub: Sub) -> argparse.ArgumentParser:
@@ -131,12 +168,11 @@ def register_version(sub: Sub) -> argparse.ArgumentParser:
     return p
 
 
-def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
-    if args.json:
-        print_json(settings.model_dump(mode="json"))
-    else:
-        sys.stdout.write(render_toml(settings))
-    return 0
+def cmd_config(args: argparse.Namespace, env: Env) -> int:
+    from aiosd.config import render_toml
+
+    settings = env.settings
+    return env.show(settings.model_dump(mode="json"), lambda _: sys.stdout.write(render_toml(settings)))
 
 
 def register_config(sub: Sub) -> argparse.ArgumentParser:
@@ -148,6 +184,6 @@ def register_config(sub: Sub) -> argparse.ArgumentParser:
     return p
 
 
-REGISTER = [register_init, register_run, register_status, register_version, register_config]
+REGISTER = [register_init, register_run, register_stop, register_status, register_version, register_config]
 
 __all__ = ["REGISTER"]

@@ -7,52 +7,21 @@ check (archive shape, manifest, signature) happens in the daemon.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import urllib.parse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiosd.cli.common import add_common
+from aiosd.cli.common import Env, Handler, Sub, command, json_arg
+from aiosd.cli.common import q as _q
 from aiosd.cli.output import print_json, print_kv, print_table
-from aiosd.client import Client
-from aiosd.config import Settings
 from aiosd.errors import UsageError
-from aiosd.policies.archive import pack_dir
-from aiosd.policies.errors import PolicyArchiveError
 
-Sub = Any
-Handler = Callable[[argparse.Namespace, Settings], int]
-
-
-def _q(uri: str) -> str:
-    return urllib.parse.quote(uri, safe="")
-
-
-async def _call(settings: Settings, method: str, path: str, body: Any = None, raw: bytes | None = None,
-                timeout_s: float = 60.0) -> Any:
-    async with Client(settings.socket_path, timeout_s=timeout_s) as c:
-        if raw is not None:
-            return await c.request(method, path, raw=raw, content_type="application/octet-stream")
-        return await c.request(method, path, body)
+_TIMEOUT_S = 60.0
 
 
 def _json_arg(text: str | None, flag: str) -> Any:
-    if text is None:
-        return None
-    if text.startswith("@"):
-        try:
-            text = Path(text[1:]).read_text()
-        except OSError as e:
-            raise UsageError(f"{flag}: cannot read {text[1:]} ({e.strerror})") from None
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise UsageError(f"{flag}: not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{flag}: must be a JSON object")
-    return value
+    return json_arg(text, flag, want_object=True)
 
 
 def _read_doc(path: str) -> Any:
@@ -65,7 +34,10 @@ def _read_doc(path: str) -> Any:
 
 
 # ----- policy --------------------------------------------------------------------------------
-def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_push(args: argparse.Namespace, env: Env) -> int:
+    from aiosd.policies.archive import pack_dir
+    from aiosd.policies.errors import PolicyArchiveError
+
     src = Path(args.path)
     try:
         data = pack_dir(src) if src.is_dir() else src.read_bytes()
@@ -78,47 +50,40 @@ def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
         query["description"] = args.description
     if args.tags is not None:
         query["tags"] = args.tags
-    rec = asyncio.run(_call(settings, "POST", "/v1/policies?" + urllib.parse.urlencode(query), raw=data))
-    if args.json:
-        print_json(rec)
-    else:
-        print(f"published {rec['uri']} (sha256 {rec['archive_sha256'][:16]}, {rec['archive_size']} bytes, "
-              f"signed by {rec['publisher']})")
-    return 0
+    rec = env.call("POST", "/v1/policies?" + urllib.parse.urlencode(query), raw=data,
+                   content_type="application/octet-stream", timeout_s=_TIMEOUT_S)
+    return env.show(rec, lambda r: print(f"published {r['uri']} (sha256 {r['archive_sha256'][:16]}, "
+                                         f"{r['archive_size']} bytes, signed by {r['publisher']})"))
 
 
-def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    found = asyncio.run(_call(settings, "GET", "/v1/policies"))
+def cmd_list(args: argparse.Namespace, env: Env) -> int:
+    found = env.get("/v1/policies", timeout_s=_TIMEOUT_S)
     rows = [r for r in found["policies"] if args.all or r["source"] == "published"]
-    if args.json:
-        print_json({"policies": rows})
-        return 0
-    print_table(["uri", "source", "sha256", "publisher", "description"],
-                [[r["uri"], r["source"], (r.get("archive_sha256") or "-")[:12], r.get("publisher") or "-",
-                  (r.get("description") or "")[:50]] for r in rows])
-    return 0
+
+    def human(_: object) -> None:
+        print_table(["uri", "source", "sha256", "publisher", "description"],
+                    [[r["uri"], r["source"], (r.get("archive_sha256") or "-")[:12], r.get("publisher") or "-",
+                      (r.get("description") or "")[:50]] for r in rows])
+
+    return env.show({"policies": rows}, human)
 
 
-def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
-    rec = asyncio.run(_call(settings, "GET", "/v1/policies/" + _q(args.uri)))
-    if args.json:
-        print_json(rec)
-        return 0
-    pairs = [(k, json.dumps(v) if isinstance(v, dict | list) else v) for k, v in rec.items() if k != "signature"]
-    print_kv(pairs)
-    return 0
+def cmd_describe(args: argparse.Namespace, env: Env) -> int:
+    rec = env.get("/v1/policies/" + _q(args.uri), timeout_s=_TIMEOUT_S)
+
+    def human(_: object) -> None:
+        pairs = [(k, json.dumps(v) if isinstance(v, dict | list) else v) for k, v in rec.items() if k != "signature"]
+        print_kv(pairs)
+
+    return env.show(rec, human)
 
 
-def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    out = asyncio.run(_call(settings, "DELETE", "/v1/policies/" + _q(args.uri)))
-    if args.json:
-        print_json(out)
-    else:
-        print(f"deleted {out['deleted']}")
-    return 0
+def cmd_delete(args: argparse.Namespace, env: Env) -> int:
+    out = env.call("DELETE", "/v1/policies/" + _q(args.uri), timeout_s=_TIMEOUT_S)
+    return env.show(out, lambda _: print(f"deleted {out['deleted']}"))
 
 
-def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_run(args: argparse.Namespace, env: Env) -> int:
     body: dict[str, Any] = {"input": _json_arg(args.input, "--input") or {}}
     for key in ("parameters", "settings"):
         v = _json_arg(getattr(args, key), f"--{key}")
@@ -126,43 +91,37 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             body[key] = v
     if args.timeout is not None:
         body["timeout_s"] = args.timeout
-    out = asyncio.run(_call(settings, "POST", f"/v1/policies/{_q(args.uri)}/run", body))
-    print_json(out if args.json else out["result"])
-    return 0
+    out = env.call("POST", f"/v1/policies/{_q(args.uri)}/run", body, timeout_s=_TIMEOUT_S)
+    return env.show(out, lambda o: print_json(o["result"]))
 
 
-def cmd_mgmt(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_mgmt(args: argparse.Namespace, env: Env) -> int:
     body: dict[str, Any] = {"action": args.action, "data": _json_arg(args.data, "--data") or {}}
     for key in ("parameters", "settings"):
         v = _json_arg(getattr(args, key), f"--{key}")
         if v is not None:
             body[key] = v
-    out = asyncio.run(_call(settings, "POST", f"/v1/policies/{_q(args.uri)}/management", body))
-    print_json(out if args.json else out["result"])
-    return 0
+    out = env.call("POST", f"/v1/policies/{_q(args.uri)}/management", body, timeout_s=_TIMEOUT_S)
+    return env.show(out, lambda o: print_json(o["result"]))
 
 
 # ----- template / spec -----------------------------------------------------------------------
-def cmd_template_push(args: argparse.Namespace, settings: Settings) -> int:
-    rec = asyncio.run(_call(settings, "POST", "/v1/templates", _read_doc(args.file)))
-    if args.json:
-        print_json(rec)
-    else:
-        print(f"stored template {rec['templateUri']} (policy {rec['templatePolicyRuleUri']})")
-    return 0
+def cmd_template_push(args: argparse.Namespace, env: Env) -> int:
+    rec = env.call("POST", "/v1/templates", _read_doc(args.file), timeout_s=_TIMEOUT_S)
+    return env.show(rec, lambda _: print(f"stored template {rec['templateUri']} (policy {rec['templatePolicyRuleUri']})"))
 
 
-def cmd_template_list(args: argparse.Namespace, settings: Settings) -> int:
-    found = asyncio.run(_call(settings, "GET", "/v1/templates"))
-    if args.json:
-        print_json(found)
-        return 0
-    print_table(["template", "policy", "name"],
-                [[t["templateUri"], t["templatePolicyRuleUri"], t.get("templateName", "")] for t in found["templates"]])
-    return 0
+def cmd_template_list(args: argparse.Namespace, env: Env) -> int:
+    found = env.get("/v1/templates", timeout_s=_TIMEOUT_S)
+
+    def human(_: object) -> None:
+        print_table(["template", "policy", "name"],
+                    [[t["templateUri"], t["templatePolicyRuleUri"], t.get("templateName", "")] for t in found["templates"]])
+
+    return env.show(found, human)
 
 
-def cmd_spec_push(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_spec_push(args: argparse.Namespace, env: Env) -> int:
     doc = _read_doc(args.file)
     if isinstance(doc, dict) and "specData" in doc:
         rec = dict(doc)
@@ -173,83 +132,60 @@ def cmd_spec_push(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("--uri is required when FILE is a plain spec document")
         rec = {"specUri": args.uri, "specType": args.type, "specData": doc,
                "specName": args.uri.split(":", 1)[0], "specDescription": args.description or ""}
-    out = asyncio.run(_call(settings, "POST", "/v1/specs", rec))
-    if args.json:
-        print_json(out)
-    else:
-        print(f"stored spec {out['specUri']} ({out['specType']})")
-    return 0
+    out = env.call("POST", "/v1/specs", rec, timeout_s=_TIMEOUT_S)
+    return env.show(out, lambda _: print(f"stored spec {out['specUri']} ({out['specType']})"))
 
 
-def cmd_spec_list(args: argparse.Namespace, settings: Settings) -> int:
-    found = asyncio.run(_call(settings, "GET", "/v1/specs"))
-    if args.json:
-        print_json(found)
-        return 0
-    print_table(["spec", "type", "description"],
-                [[s["specUri"], s["specType"], s.get("specDescription", "")[:60]] for s in found["specs"]])
-    return 0
+def cmd_spec_list(args: argparse.Namespace, env: Env) -> int:
+    found = env.get("/v1/specs", timeout_s=_TIMEOUT_S)
+
+    def human(_: object) -> None:
+        print_table(["spec", "type", "description"],
+                    [[s["specUri"], s["specType"], s.get("specDescription", "")[:60]] for s in found["specs"]])
+
+    return env.show(found, human)
 
 
 # ----- governance ----------------------------------------------------------------------------
-def cmd_gov_show(args: argparse.Namespace, settings: Settings) -> int:
-    found = asyncio.run(_call(settings, "GET", "/v1/governance"))
-    if args.json:
-        print_json(found)
-        return 0
-    print_table(["action", "policy"], sorted(found["actionsPolicyMap"].items()))
-    return 0
+def cmd_gov_show(args: argparse.Namespace, env: Env) -> int:
+    found = env.get("/v1/governance", timeout_s=_TIMEOUT_S)
+
+    def human(_: object) -> None:
+        print_table(["action", "policy"], sorted(found["actionsPolicyMap"].items()))
+
+    return env.show(found, human)
 
 
-def _gov_update(settings: Settings, action: str, uri: str | None) -> dict[str, Any]:
-    async def go() -> dict[str, Any]:
-        async with Client(settings.socket_path) as c:
-            mapping = dict((await c.get("/v1/governance"))["actionsPolicyMap"])
-            if uri is None:
-                if mapping.pop(action, None) is None:
-                    raise UsageError(f"no pre-check policy is set for {action}")
-            else:
-                mapping[action] = uri
-            result: dict[str, Any] = await c.put("/v1/governance", {"actionsPolicyMap": mapping})
-            return result
-
-    return asyncio.run(go())
-
-
-def cmd_gov_set(args: argparse.Namespace, settings: Settings) -> int:
-    out = _gov_update(settings, args.action, args.uri)
-    if args.json:
-        print_json(out)
+def _gov_update(env: Env, action: str, uri: str | None) -> dict[str, Any]:
+    mapping = dict(env.get("/v1/governance")["actionsPolicyMap"])
+    if uri is None:
+        if mapping.pop(action, None) is None:
+            raise UsageError(f"no pre-check policy is set for {action}")
     else:
-        print(f"{args.action} is now pre-checked by {args.uri}")
-    return 0
+        mapping[action] = uri
+    result: dict[str, Any] = env.call("PUT", "/v1/governance", {"actionsPolicyMap": mapping})
+    return result
 
 
-def cmd_gov_unset(args: argparse.Namespace, settings: Settings) -> int:
-    out = _gov_update(settings, args.action, None)
-    if args.json:
-        print_json(out)
-    else:
-        print(f"{args.action} has no pre-check policy now")
-    return 0
+def cmd_gov_set(args: argparse.Namespace, env: Env) -> int:
+    out = _gov_update(env, args.action, args.uri)
+    return env.show(out, lambda _: print(f"{args.action} is now pre-checked by {args.uri}"))
 
 
-def cmd_gov_check(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_gov_unset(args: argparse.Namespace, env: Env) -> int:
+    out = _gov_update(env, args.action, None)
+    return env.show(out, lambda _: print(f"{args.action} has no pre-check policy now"))
+
+
+def cmd_gov_check(args: argparse.Namespace, env: Env) -> int:
     body = {"action": args.action, "payload": _json_arg(args.payload, "--payload") or {}}
-    out = asyncio.run(_call(settings, "POST", "/v1/governance/precheck", body))
-    print_json(out if args.json else out["payload"])
-    return 0
+    out = env.call("POST", "/v1/governance/precheck", body, timeout_s=_TIMEOUT_S)
+    return env.show(out, lambda o: print_json(o["payload"]))
 
 
 # ----- registration --------------------------------------------------------------------------
 def _leaf(isub: Sub, name: str, help_: str, description: str, epilog: str, handler: Handler) -> argparse.ArgumentParser:
-
-    p: argparse.ArgumentParser = isub.add_parser(name, help=help_, description=description, epilog=epilog,
-                                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(handler=handler)
-    p.add_argument("--json", action="store_true", help="print the answer as JSON")
-    add_common(p)
-    return p
+    return command(isub, name, help_, description, epilog, handler, json_help="print the answer as JSON")
 
 
 def register_policy(sub: Sub) -> argparse.ArgumentParser:

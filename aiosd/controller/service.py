@@ -28,6 +28,7 @@ from aiosd.config import RaftSettings
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.controller.errors import PlacementError
 from aiosd.controller.inventory import LocalInventory
+from aiosd.controller.records import CLUSTERS, NodeRecords
 from aiosd.controller.role import ControllerRole, no_quorum
 from aiosd.controller.state import ClusterState, ClusterView, Instance
 from aiosd.controller.wire import (
@@ -51,6 +52,7 @@ from aiosd.metrics.service import METRICS_KEY, cluster_aggregates, nest
 from aiosd.policies import PolicyRunner, builtin_registry
 from aiosd.policies.runner import AsyncPolicyRunner
 from aiosd.policies.service import POLICIES_KEY
+from aiosd.registry.service import REGISTRY_KEY
 from federation.consensus import (
     LmdbRaftStorage,
     MembershipChanged,
@@ -129,6 +131,7 @@ class ControllerService:
         self._stack = contextlib.AsyncExitStack()
         self._started = time.monotonic()
         self._local_subs: list[Callable[[dict[str, Instance]], None]] = []
+        self.records: NodeRecords | None = None
 
     # ----- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -150,11 +153,23 @@ class ControllerService:
             if self._storage.last_index() == 0 and self._storage.snapshot() is None:
                 self._tasks.append(tg.create_task(self._seed_loop(), name="controller-seed"))
             self._stack.push_async_callback(self._stop_tasks)
+            await self._start_records()
         except BaseException:
             await self._stack.aclose()
             raise
         log.info("controller started", extra={"cluster": self.cluster, "group": f"ctl.{self.cluster}"})
         return self
+
+    async def _start_records(self) -> None:
+        """This node's record in `nodes`, and its cluster's in `clusters` while it leads (records.py)."""
+        reg = self.ctx.find(REGISTRY_KEY)
+        if reg is None:
+            return
+        cert = self.ctx.identity.cert
+        self.records = NodeRecords(reg, self.membership, self.local, self.node_id, self.cluster, list(cert.roles),
+                                   self.ctx.data_dir, lambda: self.role.term if self.role is not None else None)
+        await self.records.start()
+        self._stack.push_async_callback(self.records.stop)
 
     async def _start_driver(self) -> None:
         core = Raft(self.node_id, self.cfg, self._storage, self.state, random.Random())
@@ -438,14 +453,20 @@ class ControllerService:
         aggregates: dict[str, dict[str, float]] = {}
         if metrics is not None:
             aggregates = cluster_aggregates(await metrics.summaries())
+        reg = self.ctx.find(REGISTRY_KEY)
+        published = {e.key: e.value for e in await reg.scan(CLUSTERS) if ":" not in e.key} if reg is not None else {}
+        names = sorted(set(names) | set(published))
         out = []
         for name in names:
             ms = self._members_of(name) if name != self.cluster or members else []
             alive = sum(m.state is MemberState.ALIVE for m in ms) if ms else 1
             agg = aggregates.get(name, {})
-            out.append({"id": name, "status": "live" if alive else "down",
-                        "nodes": {"count": max(len(ms), 1 if name == self.cluster else 0), "alive": alive},
-                        "vcpus": {"count": agg.get("vcpu.count", 0)}, "clusterMetadata": {"name": name},
+            pub = published.get(name, {})  # its leader's record: tags, metadata, nodeData (records.py)
+            out.append({**pub, "id": name, "status": "live" if alive else "down",
+                        "nodes": {**pub.get("nodes", {}), "count": max(len(ms), 1 if name == self.cluster else 0),
+                                  "alive": alive},
+                        "vcpus": {"count": agg.get("vcpu.count", 0)},
+                        "clusterMetadata": {"name": name, **pub.get("clusterMetadata", {})},
                         "cluster_metrics": {"cluster": nest(dict(agg))}})
         return out
 

@@ -245,13 +245,21 @@ async def diagnose(svc: MembershipService) -> dict[str, Any]:
         if r["ok"] and abs(r["skew_s"]) > 5:
             problems.append({"what": f"clock of {r['node_id']} is off by {r['skew_s']} s",
                              "fix": "run NTP (chrony/systemd-timesyncd) on both machines; > 30 s breaks messages"})
+    # A node that knows no seed and no other member is a single-node network: normal, not a problem
+    # (the advice to grow it is a note).
+    alone = not svc.seeds and not s.discovery.mdns and not any(m.node != me for m in svc.swim.members())
+    notes: list[dict[str, str]] = []
     host = svc.addr.rsplit(":", 1)[0]
     if host.startswith("127.") and s.p2p.host in ("0.0.0.0", ""):
-        problems.append({"what": "no LAN address found; peers on other machines cannot reach this node",
-                         "fix": "set p2p.advertise = \"IP:PORT\" in the config"})
-    if not svc.seeds and not s.discovery.mdns and len(peers) == 0:
-        problems.append({"what": "no seeds and mDNS is off: this node cannot find anyone",
-                         "fix": "join with `aiosd join TOKEN`, add discovery.seeds, or run with --mdns"})
+        (notes if alone else problems).append({
+            "what": "no LAN address found; peers on other machines cannot reach this node",
+            "fix": "set p2p.advertise = \"IP:PORT\" in the config"})
+    if alone:
+        notes.append({"what": "a single-node network: no seeds, mDNS off, no other member",
+                      "fix": "to add a machine: `aiosd token create` here, then `aiosd join TOKEN` there"})
+    elif not svc.seeds and not s.discovery.mdns and len(peers) == 0:
+        problems.append({"what": "no seeds and mDNS is off, and no other member is alive: this node cannot "
+                                 "find anyone", "fix": "add discovery.seeds, run with --mdns, or re-join"})
     left = ident.cert.expires - now
     if left < 7 * 86400:
         problems.append({"what": f"this node's certificate expires in {int(left)} s",
@@ -269,7 +277,7 @@ async def diagnose(svc: MembershipService) -> dict[str, Any]:
         "cert": {"expires": ident.cert.expires, "expires_in_s": int(left), "renew_at": int(svc.renew_at(ident.cert))},
         "envelopes": {k: v for k, v in svc.transport.metrics().items() if v},
         "sessions": sessions_view(svc).model_dump(mode="json"),
-        "problems": problems,
+        "problems": problems, "notes": notes,
     }
 
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Self
 
 from aiohttp import web
@@ -151,6 +152,9 @@ class MetricsService:
         self._ready = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._task: asyncio.Task[None] | None = None
+        # Roles started later add their own metrics: a JSON section of /v1/metrics and Prometheus lines.
+        self.sections: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.prometheus_sources: list[Callable[[str], str]] = []
 
     async def __aenter__(self) -> Self:
         self._tg = asyncio.TaskGroup()
@@ -241,7 +245,8 @@ class MetricsService:
     async def _h_local(self, _: web.Request) -> web.StreamResponse:
         m = await self._current()
         return json_ok({"node_id": self.node_id, "cluster": self.cluster, "metrics": m.flat(),
-                        "gpus": m.per_gpu(), "samples": self.samples, "interval_s": self.interval_s})
+                        "gpus": m.per_gpu(), "samples": self.samples, "interval_s": self.interval_s,
+                        **{name: section() for name, section in self.sections.items()}})
 
     async def _h_nodes(self, _: web.Request) -> web.StreamResponse:
         return json_ok({"nodes": await self._summaries()})
@@ -274,6 +279,7 @@ class MetricsService:
             for reason, n in st["rejected"].items():
                 counters[f"replication.rejected_{reason}"] = float(n)
         text = prometheus_text(self.node_id, m.flat(), m.per_gpu(), counters)
+        text += "".join(source(self.node_id) for source in self.prometheus_sources)
         return web.Response(text=text, content_type="text/plain", charset="utf-8",
                             headers={"X-Prometheus-Format": "0.0.4"})
 

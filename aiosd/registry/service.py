@@ -2,7 +2,7 @@
 
 Tables and who may write them (checked on every local write and on every merge):
 - `nodes`, `metrics`: a record keyed `X` (or `X/...`) only by node X (SelfKeyed);
-- `tasks`: any member; every other table: origins whose certificate has the admin role.
+- `tasks`, `blocks`, `clusters`: any member; every other table: origins whose certificate has the admin role.
 Values are JSON objects (stored as msgpack). Record signatures are checked with the origin's
 public key from its CA-verified certificate; certificates (and so roles) are learned from the
 signed envelopes peers send us (replication's own, and the transport's cert cache, which SWIM
@@ -62,9 +62,10 @@ REPL_MODELS: tuple[type[Any], ...] = (Push, AeDigest, AeBuckets, AeEntries, AeRe
 # Cert fetches in flight at once (one per unknown origin).
 MAX_CERT_FETCHES = 16
 SELF_KEYED_TABLES = ("nodes", "metrics")
-ADMIN_TABLES = ("clusters", "components", "specs", "templates", "policies", "vdags", "inference_servers",
+ADMIN_TABLES = ("components", "specs", "templates", "policies", "vdags", "inference_servers",
                 "assets", "images")
-MEMBER_TABLES = ("tasks",)
+# blocks: owned by the applying node or the cluster leader; clusters: by the cluster's leader (any node can lead).
+MEMBER_TABLES = ("tasks", "blocks", "clusters")
 TABLES = tuple(sorted((*SELF_KEYED_TABLES, *ADMIN_TABLES, *MEMBER_TABLES)))
 ADMIN_ROLE = "admin"
 # Watchers of the change stream at once, and events queued per watcher (a slow one is cut off).

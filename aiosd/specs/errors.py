@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from aiosd.errors import AiosdError
+from aiosd.errors import AiosdError, describe_type
 
 # Why 20: a fuzzed or badly generated document can hold thousands of errors; the first 20 are
 # enough to act on, and the message stays readable in a terminal.
@@ -107,21 +107,6 @@ _TYPE_WORDS = {
 }
 
 
-def describe_type(v: object) -> str:
-    """How error messages name the JSON type of a value: null, a boolean, a number, a string, an array, an object."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
 
 
 def _message(kind: str, msg: str) -> str:

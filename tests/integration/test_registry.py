@@ -221,8 +221,9 @@ def test_cli_get_reads_tables_with_filters_and_keeps_catalog_and_alias(tmp_path:
     assert unknown.returncode == 2 and "unknown kind 'widgets'" in unknown.stderr and "templates" in unknown.stderr
     missing = d.cli("get", "templates", "--filter", str(tmp_path / "nope.json"))
     assert missing.returncode == 2 and "--filter" in missing.stderr
-    # `components` is the local catalog unless --registry/--filter; blocks stay the catalog view.
-    assert d.json("get", "components")["kind"] == "components" and d.json("get", "blocks")["items"] == []
+    # `components`/`blocks` are the network's tables; --local is this node's catalog.
+    assert d.json("get", "components", "--local")["kind"] == "components" and d.json("get", "blocks")["items"] == []
+    assert [i["key"] for i in d.json("get", "components")["items"]] == ["reg-only"]
     assert [i["key"] for i in d.json("get", "components", "--registry")["items"]] == ["reg-only"]
     by_filter = d.json("get", "components", "--filter", '{"variable": "uri", "operator": "==", "value": "x"}')
     assert [i["key"] for i in by_filter["items"]] == ["reg-only"]
