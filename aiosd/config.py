@@ -43,7 +43,11 @@ class LogSettings(_Section):
 
 class ApiSettings(_Section):
     socket: Path | None = Field(None, description="unix socket of the local API (mode 0660)")
-    tcp_port: int | None = Field(None, ge=1, le=65535, description="also serve on 127.0.0.1:PORT, bearer token")
+    tcp_port: int | None = Field(None, ge=1, le=65535, description="also serve on HOST:PORT, bearer token")
+    host: str = Field("127.0.0.1", min_length=1, max_length=255,
+                      description="address of the TCP listener; anything but 127.0.0.1 needs tls_cert/tls_key")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain) of the TCP listener: serve HTTPS")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
 
 
 class P2PSettings(_Section):

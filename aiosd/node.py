@@ -153,7 +153,8 @@ class Node:
                 log.info("service started", extra={"service": service.name})
             api = await stack.enter_async_context(ApiServer(
                 routes, version=__version__, socket_path=self.settings.socket_path, data_dir=self.data_dir,
-                tcp_port=self.settings.api.tcp_port,
+                tcp_port=self.settings.api.tcp_port, tcp_host=self.settings.api.host,
+                tls_cert=self.settings.api.tls_cert, tls_key=self.settings.api.tls_key,
             ))
             self.api = api
             self._install_signals()

@@ -1,7 +1,9 @@
-"""The local API server: aiohttp on a unix socket (mode 0660) and, optionally, 127.0.0.1:PORT.
+"""The local API server: aiohttp on a unix socket (mode 0660) and, optionally, TCP HOST:PORT.
 
 The TCP listener requires `Authorization: Bearer <token>`; the token lives in the data dir
-(mode 0600). Every failure inside a handler becomes `{"error": {code, message, field}}`.
+(mode 0600). Plain TCP listens on 127.0.0.1 only; any other address (the remote API) needs TLS
+(`api.tls_cert` / `api.tls_key`) and is refused at start without it. Every failure inside a
+handler becomes `{"error": {code, message, field}}`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from aiosd.api.routes import ApiProblem, Route, error_response, openapi
-from aiosd.errors import AiosdError
+from aiosd.errors import AiosdError, ConfigError
 from federation.edge import RejectionLog
 from federation.edge_http import EdgeSettings, EdgeSite, quiet_bad_requests, runner_kwargs
 from storage.errors import DiskFullError, OutOfFilesError
@@ -161,16 +164,46 @@ def _claim_socket(path: Path) -> None:
     raise AiosdError(f"another aiosd is already serving the API socket {path}; stop it or use --socket")
 
 
+PLAIN_HOST = "127.0.0.1"
+
+
+def tls_context(host: str, cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The TCP listener's TLS context, or None for plain TCP (only on 127.0.0.1).
+
+    Raises: ConfigError naming api.host / api.tls_cert / api.tls_key.
+    """
+    if (cert is None) != (key is None):
+        raise ConfigError("api.tls_cert and api.tls_key go together: give both (PEM files) or neither")
+    if cert is None or key is None:
+        if host != PLAIN_HOST:
+            raise ConfigError(f"api.host = {host!r}: the API listens on an address other than {PLAIN_HOST} only "
+                              "with TLS; set api.tls_cert and api.tls_key (PEM), or use api.host = \"127.0.0.1\"")
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except FileNotFoundError as e:
+        raise ConfigError(f"api.tls_cert / api.tls_key: {e.filename} does not exist") from None
+    except (ssl.SSLError, OSError) as e:
+        raise ConfigError(f"api.tls_cert / api.tls_key: cannot load {cert} with {key}: {e}") from None
+    return ctx
+
+
 class ApiServer:
     """Async context manager that serves `routes` until closed."""
 
     def __init__(self, routes: list[Route], *, version: str, socket_path: Path, data_dir: Path,
-                 tcp_port: int | None = None) -> None:
+                 tcp_port: int | None = None, tcp_host: str = PLAIN_HOST, tls_cert: Path | None = None,
+                 tls_key: Path | None = None) -> None:
         self._routes = routes
         self._version = version
         self.socket_path = socket_path
         self._data_dir = data_dir
         self._tcp_port = tcp_port
+        self._tcp_host = tcp_host
+        # Checked before anything listens: a remote address without TLS never starts.
+        self._ssl = tls_context(tcp_host, tls_cert, tls_key) if tcp_port is not None else None
         self._runner: web.AppRunner | None = None
         self.tcp_port_bound: int | None = None
 
@@ -197,7 +230,8 @@ class ApiServer:
             pass  # no aiosd group on this machine: root (and the owner) only
         if self._tcp_port is not None:
             quiet_bad_requests(app[REJECTIONS_KEY])
-            site = EdgeSite(self._runner, "127.0.0.1", self._tcp_port, edge=self.edge, rejections=app[REJECTIONS_KEY])
+            site = EdgeSite(self._runner, self._tcp_host, self._tcp_port, edge=self.edge,
+                            rejections=app[REJECTIONS_KEY], ssl_context=self._ssl)
             await site.start()
             server = site._server  # aiohttp keeps the bound server private; port 0 needs it
             if server is not None and server.sockets:  # type: ignore[attr-defined]  # asyncio.Server
@@ -217,4 +251,4 @@ class ApiServer:
         self.socket_path.unlink(missing_ok=True)
 
 
-__all__ = ["ApiServer", "build_app", "ensure_token", "exhausted"]
+__all__ = ["ApiServer", "build_app", "ensure_token", "exhausted", "tls_context"]

@@ -6,7 +6,7 @@ import argparse
 import re
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiosd.cli.common import Env, Handler, Sub, command, q
 from aiosd.cli.output import human_duration, print_json, print_kv, print_table
@@ -93,10 +93,11 @@ async def _join(token: JoinToken, key: NodeKey, seeds: list[str]) -> tuple[NodeC
     errors: list[str] = []
     for seed in seeds:
         try:
-            hello = await request_open(seed, JoinHello(), JoinHelloAnswer, timeout_s=5.0)
+            # pin=: the seed's session certificate must chain to the token's CA before anything is sent
+            hello = await request_open(seed, JoinHello(), JoinHelloAnswer, timeout_s=5.0, pin=token.ca_fingerprint)
             check_ca(token, hello.ca_public)  # pin the CA before proving the secret
             req = make_join_request(token, key.public_bytes, time.time())
-            ans = await request_open(seed, req, JoinAnswer, timeout_s=10.0)
+            ans = await request_open(seed, req, JoinAnswer, timeout_s=10.0, pin=token.ca_fingerprint)
             return accept_join_answer(token, ans, key.public_bytes, time.time()), ans, seed
         except TokenError:
             raise
@@ -230,6 +231,18 @@ def _offline(env: Env) -> list[tuple[str, str]]:
     return problems
 
 
+def _print_sessions(ss: dict[str, Any] | None) -> None:
+    if not ss:
+        return
+    fails = ", ".join(f"{k} {v}" for k, v in sorted(ss["handshake_failures"].items())) or "none"
+    print(f"sessions: {len(ss['peers'])} open ({ss['cipher']}), {ss['handshakes_ok']} handshake(s) ok, "
+          f"failures: {fails}")
+    for s in ss["peers"]:
+        print(f"session {s['peer'] or '(join)'} {s['addr'] or '-'}: established, {s['cipher']}, age "
+              f"{human_duration(s['age_s'])}, last rekey {human_duration(s['last_rekey_age_s'])} ago "
+              f"(epoch {s['epoch_out']}/{s['epoch_in']}), {'outbound' if s['initiator'] else 'inbound'}")
+
+
 def cmd_doctor(args: argparse.Namespace, env: Env) -> int:
     try:
         rep = env.get("/v1/doctor")
@@ -261,6 +274,7 @@ def cmd_doctor(args: argparse.Namespace, env: Env) -> int:
             print(f"peer {s['addr']}: NO ANSWER ({s['error']})")
     for n in rep.get("notes", []):
         print(f"note: {n['what']}\n  {n['fix']}")
+    _print_sessions(rep.get("sessions"))
     for p in rep["problems"]:
         print(f"problem: {p['what']}\n  fix: {p['fix']}")
     if not rep["problems"]:

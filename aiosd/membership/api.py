@@ -6,6 +6,7 @@ Handlers validate, call the service and shape JSON; protocol and trust live in t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -72,6 +73,37 @@ class TokenInfo(BaseModel):
 
 class TokenList(BaseModel):
     tokens: list[TokenInfo]
+
+
+class PeerSessionView(BaseModel):
+    peer: str
+    addr: str
+    initiator: bool
+    cipher: str
+    session_id: str
+    age_s: float
+    last_rekey_age_s: float
+    epoch_out: int
+    epoch_in: int
+    frames_out: int
+    cert_expires: int
+
+
+class SessionsView(BaseModel):
+    """`GET /v1/sessions`: the p2p transport's encrypted sessions (what `aiosd doctor` shows per peer)."""
+
+    cipher: str
+    handshakes_ok: int
+    handshake_failures: dict[str, int]
+    frames_dropped: dict[str, int]
+    sessions_opened: int
+    sessions_closed: int
+    rekeys: int
+    peers: list[PeerSessionView]
+
+
+def sessions_view(svc: MembershipService) -> SessionsView:
+    return SessionsView.model_validate(dataclasses.asdict(svc.transport.sessions_report()))
 
 
 class Removed(BaseModel):
@@ -158,6 +190,9 @@ def membership_routes(svc: MembershipService) -> list[Route]:
     async def doctor(_: web.Request) -> web.Response:
         return web.json_response(await diagnose(svc))
 
+    async def sessions(_: web.Request) -> web.Response:
+        return json_ok(sessions_view(svc))
+
     return [
         Route("GET", "/v1/nodes", nodes, "every member of the network and its state", response=NodesResponse,
               tag="membership"),
@@ -170,6 +205,8 @@ def membership_routes(svc: MembershipService) -> list[Route]:
         Route("DELETE", "/v1/tokens/{id}", token_revoke, "revoke a join token", response=TokenInfo,
               tag="membership"),
         Route("GET", "/v1/doctor", doctor, "why nodes might not see each other", tag="membership"),
+        Route("GET", "/v1/sessions", sessions, "encrypted p2p sessions per peer, handshake failures by reason",
+              response=SessionsView, tag="membership"),
     ]
 
 
@@ -239,8 +276,10 @@ async def diagnose(svc: MembershipService) -> dict[str, Any]:
                     for st in ("alive", "suspect", "dead", "left")},
         "cert": {"expires": ident.cert.expires, "expires_in_s": int(left), "renew_at": int(svc.renew_at(ident.cert))},
         "envelopes": {k: v for k, v in svc.transport.metrics().items() if v},
+        "sessions": sessions_view(svc).model_dump(mode="json"),
         "problems": problems, "notes": notes,
     }
 
 
-__all__ = ["NodesResponse", "TokenCreate", "TokenCreated", "TokenList", "diagnose", "membership_routes"]
+__all__ = ["NodesResponse", "SessionsView", "TokenCreate", "TokenCreated", "TokenList", "diagnose",
+           "membership_routes", "sessions_view"]

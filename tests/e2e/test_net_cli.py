@@ -86,6 +86,12 @@ def test_nodes_table_and_remove_reaches_every_node(tmp_path: Path, daemons: list
     assert ids[2] not in _alive(first) and ids[2] not in _alive(n2b)
 
 
+def _failures(d: Daemon) -> dict[str, int]:
+    rep = json.loads(d.cli("doctor", "--json").stdout)
+    return rep["sessions"]["handshake_failures"]  # type: ignore[no-any-return]  # JSON
+
+
+@pytest.mark.timeout(240)  # three daemons and eight CLI runs on a loaded machine
 def test_doctor_healthy_bad_seed_and_daemon_down(tmp_path: Path, daemons: list[Daemon]) -> None:
     first = Daemon(tmp_path, "n1", p2p_host="127.0.0.2").start()
     daemons.append(first)
@@ -97,17 +103,33 @@ def test_doctor_healthy_bad_seed_and_daemon_down(tmp_path: Path, daemons: list[D
     assert "mdns:" in ok.stdout and "off" in ok.stdout and "127.0.0.3" in ok.stdout
     rep = json.loads(n2.cli("doctor", "--json").stdout)
     assert rep["seeds"][0]["ok"] and abs(rep["seeds"][0]["skew_s"]) < 1 and rep["cert"]["expires_in_s"] > 86400
+    # Per peer: the encrypted session to n1 (cipher, age, last rekey), and handshake failures by reason.
+    first_id = first.json("status")["node_id"]
+    ss = rep["sessions"]
+    to_first = [p for p in ss["peers"] if p["peer"] == first_id]
+    assert to_first and ss["handshakes_ok"] >= 1 and isinstance(ss["handshake_failures"], dict), ss
+    assert to_first[0]["cipher"] == ss["cipher"] and "chacha20" in ss["cipher"].lower()
+    assert 0 <= to_first[0]["last_rekey_age_s"] <= to_first[0]["age_s"] < 120 and to_first[0]["epoch_out"] == 0
+    assert f"session {first_id} " in ok.stdout and "established" in ok.stdout and "failures:" in ok.stdout
 
-    lonely = Daemon(tmp_path, "n3", extra=["--seed", "127.0.0.9:9"]).start()
+    # A node of another network that seeds n1: the handshakes fail, and both doctors say why, by reason.
+    lonely = Daemon(tmp_path, "n3", p2p_host="127.0.0.4",
+                    extra=["--seed", "127.0.0.9:9", "--seed", first.p2p_address()]).start()
     daemons.append(lonely)
+    # The member of the other network refuses n1's certificate (unknown CA); n1 sees it hang up.
+    wait_sync(lambda: _failures(lonely).get("unknown_ca", 0) > 0, timeout_s=20, interval_s=0.5)
     bad = lonely.cli("doctor")
     assert bad.returncode == 1 and "seed 127.0.0.9:9 does not answer" in bad.stdout and "fix:" in bad.stdout
+    assert "belongs to another network" in bad.stdout
+    assert "unknown_ca" in next(ln for ln in bad.stdout.splitlines() if ln.startswith("sessions:"))
+    assert sum(_failures(first).values()) > 0
 
     lonely.stop()
     down = lonely.cli("doctor")
     assert down.returncode == 1 and "not running" in down.stdout and "aiosd run" in down.stdout
 
 
+@pytest.mark.timeout(240)  # two daemons and ten CLI runs on a loaded machine
 def test_join_refuses_an_initialised_dir_and_uses_address(tmp_path: Path, daemons: list[Daemon]) -> None:
     first = Daemon(tmp_path, "n1", p2p_host="127.0.0.2").start()
     daemons.append(first)
@@ -119,6 +141,13 @@ def test_join_refuses_an_initialised_dir_and_uses_address(tmp_path: Path, daemon
     assert r.returncode == 1 and "already has an identity" in r.stderr and "--force" in r.stderr
     r = cli("join", tok["token"], "--data-dir", str(tmp_path / "x"), "--address", "127.0.0.9:9")
     assert r.returncode == 1 and "could not reach any seed" in r.stderr
+    # A seed of another network: the joiner's session pins the token's CA, so nothing is sent to it.
+    other = Daemon(tmp_path, "other", p2p_host="127.0.0.3").start()
+    daemons.append(other)
+    r = cli("join", tok["token"], "--data-dir", str(tmp_path / "z"), "--address", other.p2p_address())
+    assert r.returncode == 1 and "ca_mismatch" in r.stderr, r.stderr
+    assert other.json("token", "list")["tokens"] == []
+    other.stop()
     r = cli("join", tok["token"], "--data-dir", str(tmp_path / "y"), "--address", first.p2p_address(), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["seed"] == first.p2p_address()
     listed = first.json("token", "list")["tokens"]
