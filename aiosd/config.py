@@ -44,6 +44,8 @@ class LogSettings(_Section):
 class ApiSettings(_Section):
     socket: Path | None = Field(None, description="unix socket of the local API (mode 0660)")
     tcp_port: int | None = Field(None, ge=1, le=65535, description="also serve on 127.0.0.1:PORT, bearer token")
+    local_role: Literal["admin", "operator", "viewer", "inference"] = Field(
+        "operator", description="role of local socket users other than root and the daemon's own user")
 
 
 class P2PSettings(_Section):

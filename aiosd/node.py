@@ -29,6 +29,9 @@ from aiosd.assets.service import assets_service
 from aiosd.blocks import api as blocks_api
 from aiosd.blocks.service import block_service
 from aiosd.config import Settings
+from aiosd.console import api as console_api
+from aiosd.console.roles import with_roles
+from aiosd.console.service import CONSOLE_KEY, console_service
 from aiosd.context import NodeContext, ServiceFactory
 from aiosd.controller import api as controller_api
 from aiosd.controller.service import controller_service
@@ -86,6 +89,7 @@ def default_roles() -> list[Role]:
         Role(metrics_service, MetricsService.routes),
         Role(controller_service, controller_api.controller_routes),
         Role(block_service, blocks_api.spec_routes),
+        Role(console_service, console_api.console_routes),
     ]
 
 
@@ -139,9 +143,12 @@ class Node:
                 ctx.provide(service)
                 routes += role.routes(service)
                 log.info("service started", extra={"service": service.name})
+            console = ctx.find(CONSOLE_KEY)
             api = await stack.enter_async_context(ApiServer(
-                routes, version=__version__, socket_path=self.settings.socket_path, data_dir=self.data_dir,
-                tcp_port=self.settings.api.tcp_port,
+                with_roles(routes), version=__version__, socket_path=self.settings.socket_path,
+                data_dir=self.data_dir, tcp_port=self.settings.api.tcp_port,
+                authenticate=None if console is None else console.authenticate,
+                local_role=self.settings.api.local_role,
             ))
             self.api = api
             self._install_signals()

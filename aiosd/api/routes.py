@@ -30,6 +30,24 @@ class Route:
     request: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     tag: str = "node"
+    # The role a caller needs (ROLES); None: not declared here, the console's table declares it.
+    role: str | None = None
+
+
+# Who may call what. admin ⊃ operator ⊃ viewer; `inference` may call only routes marked "inference"
+# (which operators and admins may call too).
+ROLES = ("admin", "operator", "viewer", "inference")
+_GRANTS: dict[str, frozenset[str]] = {
+    "admin": frozenset(ROLES),
+    "operator": frozenset({"operator", "viewer", "inference"}),
+    "viewer": frozenset({"viewer"}),
+    "inference": frozenset({"inference"}),
+}
+
+
+def allows(caller_role: str, needed: str) -> bool:
+    """Whether a caller with `caller_role` may call a route that needs `needed`."""
+    return needed in _GRANTS.get(caller_role, frozenset())
 
 
 class ApiProblem(Exception):
@@ -81,7 +99,7 @@ def openapi(routes: list[Route], version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {}
     for r in routes:
-        op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag], "responses": {
+        op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag], "x-aios-role": r.role, "responses": {
             "200": {"description": "OK"},
             "default": {"description": "error", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Error"}}}},
@@ -110,9 +128,11 @@ def openapi(routes: list[Route], version: str) -> dict[str, Any]:
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "ROLES",
     "ApiProblem",
     "Handler",
     "Route",
+    "allows",
     "error_response",
     "json_ok",
     "openapi",

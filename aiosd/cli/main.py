@@ -22,6 +22,7 @@ from aiosd.cli import (
     registry_cmds,
     runtime_cmds,
     spec_cmds,
+    user_cmds,
 )
 from aiosd.cli.common import add_common
 from aiosd.config import Settings, load_settings
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     specs = [r for r in spec_cmds.REGISTER if r is not spec_cmds.register_get]
     for register in [*node_cmds.REGISTER, *image_cmds.REGISTER, *net_cmds.REGISTER, *cluster_cmds.REGISTER,
                      *specs, *runtime_cmds.REGISTER,
-                     *policy_cmds.REGISTER, *registry_cmds.REGISTER, *asset_cmds.REGISTER]:
+                     *policy_cmds.REGISTER, *registry_cmds.REGISTER, *asset_cmds.REGISTER, *user_cmds.REGISTER]:
         p = register(sub)
         if p.get_default("handler") is not None:
             add_common(p)

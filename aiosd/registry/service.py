@@ -63,7 +63,7 @@ REPL_MODELS: tuple[type[Any], ...] = (Push, AeDigest, AeBuckets, AeEntries, AeRe
 MAX_CERT_FETCHES = 16
 SELF_KEYED_TABLES = ("nodes", "metrics")
 ADMIN_TABLES = ("clusters", "components", "specs", "templates", "policies", "vdags", "inference_servers",
-                "assets", "images")
+                "assets", "images", "users")
 MEMBER_TABLES = ("tasks",)
 TABLES = tuple(sorted((*SELF_KEYED_TABLES, *ADMIN_TABLES, *MEMBER_TABLES)))
 ADMIN_ROLE = "admin"

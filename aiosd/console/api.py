@@ -1,0 +1,54 @@
+"""HTTP routes of the console: users (admin)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from aiosd.api.auth import PRINCIPAL
+from aiosd.api.routes import ApiProblem, Route, json_ok, read_model
+from aiosd.console.errors import ConsoleError
+from aiosd.console.service import ConsoleService
+from aiosd.console.users import NewUser
+
+
+def _caller(request: web.Request) -> str:
+    p = request.get(PRINCIPAL)
+    return "unknown" if p is None else p.name
+
+
+def console_routes(svc: ConsoleService) -> list[Route]:
+    async def h_create(request: web.Request) -> web.StreamResponse:
+        body = await read_model(request, NewUser)
+        try:
+            rec, token = await svc.create_user(body, by=_caller(request))
+        except ConsoleError as e:
+            raise ApiProblem(e.status, "conflict" if e.status == 409 else "refused", str(e), e.field) from None
+        return json_ok({**rec.public(), "token": token}, status=201)
+
+    async def h_list(_: web.Request) -> web.StreamResponse:
+        return json_ok({"users": [u.public() for u in await svc.users()]})
+
+    async def h_revoke(request: web.Request) -> web.StreamResponse:
+        try:
+            rec = await svc.revoke_user(request.match_info["name"], by=_caller(request))
+        except ConsoleError as e:
+            code = {404: "not_found", 409: "conflict"}.get(e.status, "refused")
+            raise ApiProblem(e.status, code, str(e), e.field) from None
+        return json_ok(rec.public())
+
+    async def h_whoami(request: web.Request) -> web.StreamResponse:
+        p = request[PRINCIPAL]
+        return json_ok({"name": p.name, "role": p.role, "via": p.via})
+
+    return [
+        Route("POST", "/v1/users", h_create, "create a user (body: {name, role}); its token is shown once",
+              request=NewUser, tag="console", role="admin"),
+        Route("GET", "/v1/users", h_list, "users of the network and their roles (no tokens)", tag="console",
+              role="admin"),
+        Route("DELETE", "/v1/users/{name}", h_revoke, "revoke a user's token network-wide", tag="console",
+              role="admin"),
+        Route("GET", "/v1/whoami", h_whoami, "the caller's name and role", tag="console", role="viewer"),
+    ]
+
+
+__all__ = ["console_routes"]
