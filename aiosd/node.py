@@ -148,7 +148,7 @@ class Node:
                 with_roles(routes), version=__version__, socket_path=self.settings.socket_path,
                 data_dir=self.data_dir, tcp_port=self.settings.api.tcp_port,
                 authenticate=None if console is None else console.authenticate,
-                local_role=self.settings.api.local_role,
+                local_role=self.settings.api.local_role, audit=None if console is None else console.audit.record,
             ))
             self.api = api
             self._install_signals()

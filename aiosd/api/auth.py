@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from aiosd.api.routes import ROLES, Route, allows, error_response
+from aiosd.errors import AiosdError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Paths served to anyone (the dashboard's static files: the page asks for a token itself).
@@ -39,6 +40,8 @@ class Principal:
 
 
 Authenticate = Callable[[str], Awaitable[Principal | None]]
+# Told of every state-changing request: (caller or None, method, route, path, HTTP status).
+AuditHook = Callable[[Principal | None, str, str, str, int], None]
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
@@ -80,7 +83,7 @@ def cross_origin(request: web.Request) -> bool:
 
 
 def auth_middleware(routes: list[Route], *, node_token: str | None, authenticate: Authenticate | None,
-                    local_role: str = "operator") -> Any:
+                    local_role: str = "operator", audit: AuditHook | None = None) -> Any:
     if local_role not in ROLES:
         raise ValueError(f"api.local_role must be one of {', '.join(ROLES)}, not {local_role!r}")
     needed = route_roles(routes)
@@ -103,6 +106,28 @@ def auth_middleware(routes: list[Route], *, node_token: str | None, authenticate
 
     @web.middleware
     async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        if audit is None or request.method in SAFE_METHODS:
+            return await checked(request, handler)
+        status = 500
+        try:
+            resp = await checked(request, handler)
+            status = resp.status
+            return resp
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        except AiosdError as e:
+            status = 400 if e.exit_code == 2 else 500
+            raise
+        except Exception as e:
+            status = int(getattr(e, "status", 500)) if isinstance(getattr(e, "status", None), int) else 500
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            audit(request.get(PRINCIPAL), request.method, resource.canonical if resource else request.path,
+                  request.path, status)
+
+    async def checked(request: web.Request, handler: Any) -> web.StreamResponse:
         if cross_origin(request):
             return error_response(403, "cross_origin", f"a {request.method} from another origin "
                                   f"({request.headers.get('Origin')}) is refused", "Origin")
@@ -112,6 +137,7 @@ def auth_middleware(routes: list[Route], *, node_token: str | None, authenticate
         p = await who(request)
         if isinstance(p, web.Response):
             return p
+        request[PRINCIPAL] = p
         resource = request.match_info.route.resource
         if resource is not None:
             role = needed.get((request.method, resource.canonical), "admin")
@@ -120,12 +146,11 @@ def auth_middleware(routes: list[Route], *, node_token: str | None, authenticate
             if not allows(p.role, role):
                 return error_response(403, "role_required", f"{request.method} {resource.canonical} needs the "
                                       f"{role} role; {p.name} has the {p.role} role", "role")
-        request[PRINCIPAL] = p
         resp = await handler(request)
         return resp
 
     return check
 
 
-__all__ = ["PRINCIPAL", "Authenticate", "Principal", "auth_middleware", "cross_origin", "local_principal",
+__all__ = ["PRINCIPAL", "AuditHook", "Authenticate", "Principal", "auth_middleware", "cross_origin", "local_principal",
            "peer_uid", "route_roles"]

@@ -16,7 +16,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from aiosd.api.auth import Authenticate, auth_middleware
+from aiosd.api.auth import AuditHook, Authenticate, auth_middleware
 from aiosd.api.routes import ApiProblem, Route, error_response, openapi
 from aiosd.errors import AiosdError
 
@@ -54,7 +54,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 
 def build_app(routes: list[Route], version: str, token: str | None = None, *,
-              authenticate: Authenticate | None = None, local_role: str = "operator") -> web.Application:
+              authenticate: Authenticate | None = None, local_role: str = "operator",
+              audit: AuditHook | None = None) -> web.Application:
     """The app: every route behind the role check (auth.py); `token` is the node's admin token."""
     doc: dict[str, Any] = {}
 
@@ -65,7 +66,8 @@ def build_app(routes: list[Route], version: str, token: str | None = None, *,
                              role="viewer")]
     doc.update(openapi(routes, version))
     middlewares = [error_middleware,
-                   auth_middleware(routes, node_token=token, authenticate=authenticate, local_role=local_role)]
+                   auth_middleware(routes, node_token=token, authenticate=authenticate, local_role=local_role,
+                                   audit=audit)]
     app = web.Application(middlewares=middlewares, client_max_size=8 << 20)
     for r in routes:
         app.router.add_route(r.method, r.path, r.handler)
@@ -106,7 +108,8 @@ class ApiServer:
 
     def __init__(self, routes: list[Route], *, version: str, socket_path: Path, data_dir: Path,
                  tcp_port: int | None = None, authenticate: Authenticate | None = None,
-                 local_role: str = "operator") -> None:
+                 local_role: str = "operator", audit: AuditHook | None = None) -> None:
+        self._audit = audit
         self._authenticate = authenticate
         self._local_role = local_role
         self._routes = routes
@@ -120,7 +123,7 @@ class ApiServer:
     async def __aenter__(self) -> Self:
         token = ensure_token(self._data_dir) if self._tcp_port is not None else None
         app = build_app(self._routes, self._version, token, authenticate=self._authenticate,
-                        local_role=self._local_role)
+                        local_role=self._local_role, audit=self._audit)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         try:

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiosd.cli import (
     asset_cmds,
+    audit_cmds,
     cluster_cmds,
     image_cmds,
     net_cmds,
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     specs = [r for r in spec_cmds.REGISTER if r is not spec_cmds.register_get]
     for register in [*node_cmds.REGISTER, *image_cmds.REGISTER, *net_cmds.REGISTER, *cluster_cmds.REGISTER,
                      *specs, *runtime_cmds.REGISTER,
-                     *policy_cmds.REGISTER, *registry_cmds.REGISTER, *asset_cmds.REGISTER, *user_cmds.REGISTER]:
+                     *policy_cmds.REGISTER, *registry_cmds.REGISTER, *asset_cmds.REGISTER, *user_cmds.REGISTER,
+                     *audit_cmds.REGISTER]:
         p = register(sub)
         if p.get_default("handler") is not None:
             add_common(p)

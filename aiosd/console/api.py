@@ -1,4 +1,4 @@
-"""HTTP routes of the console: users (admin)."""
+"""HTTP routes of the console: users and the audit trail (admin)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from aiohttp import web
 
 from aiosd.api.auth import PRINCIPAL
 from aiosd.api.routes import ApiProblem, Route, json_ok, read_model
+from aiosd.console.audit import MAX_QUERY, select
 from aiosd.console.errors import ConsoleError
 from aiosd.console.service import ConsoleService
 from aiosd.console.users import NewUser
@@ -14,6 +15,18 @@ from aiosd.console.users import NewUser
 def _caller(request: web.Request) -> str:
     p = request.get(PRINCIPAL)
     return "unknown" if p is None else p.name
+
+
+def _number(raw: str | None, field: str, lo: float, hi: float) -> float | None:
+    if raw is None:
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        raise ApiProblem(400, "bad_request", f"{field} must be a number", field) from None
+    if not lo <= v <= hi:
+        raise ApiProblem(400, "bad_request", f"{field} must be within {lo:g}..{hi:g}", field)
+    return v
 
 
 def console_routes(svc: ConsoleService) -> list[Route]:
@@ -40,7 +53,22 @@ def console_routes(svc: ConsoleService) -> list[Route]:
         p = request[PRINCIPAL]
         return json_ok({"name": p.name, "role": p.role, "via": p.via})
 
+    async def h_audit(request: web.Request) -> web.StreamResponse:
+        q = request.query
+        since = _number(q.get("since"), "since", 0, 1e12)
+        limit = int(_number(q.get("limit"), "limit", 1, MAX_QUERY) or MAX_QUERY)
+        user = q.get("user")
+        if user is not None and not 0 < len(user) <= 128:
+            raise ApiProblem(400, "bad_request", "user must be 1..128 characters", "user")
+        scope = q.get("scope", "node")
+        if scope not in ("node", "network"):
+            raise ApiProblem(400, "bad_request", "scope must be node or network", "scope")
+        entries = select(await svc.audit_entries(network=scope == "network"), since=since, user=user, limit=limit)
+        return json_ok({"scope": scope, "entries": [e.model_dump() for e in entries]})
+
     return [
+        Route("GET", "/v1/audit", h_audit, "audit trail, newest first (?since=TS&user=&limit=&scope=node|network)",
+              tag="console", role="admin"),
         Route("POST", "/v1/users", h_create, "create a user (body: {name, role}); its token is shown once",
               request=NewUser, tag="console", role="admin"),
         Route("GET", "/v1/users", h_list, "users of the network and their roles (no tokens)", tag="console",

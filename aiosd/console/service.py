@@ -12,6 +12,8 @@ import time
 from typing import Self
 
 from aiosd.api.auth import Principal
+from aiosd.console.audit import AuditEntry, entries_of_summary
+from aiosd.console.auditlog import AUDIT_TABLE, AuditLog
 from aiosd.console.errors import ConsoleError
 from aiosd.console.users import (
     SECRET_BYTES,
@@ -40,13 +42,28 @@ class ConsoleService:
         self.ctx = ctx
         self.node_id = ctx.identity.node_id
         self._registry: RegistryService | None = None
+        self.audit = AuditLog(ctx.store, self.node_id, None)
 
     async def __aenter__(self) -> Self:
         self._registry = self.ctx.get(REGISTRY_KEY)
+        self.audit = AuditLog(self.ctx.store, self.node_id, self._registry)
+        await self.audit.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.audit.stop()
         self._registry = None
+
+    async def audit_entries(self, *, network: bool) -> list[AuditEntry]:
+        """This node's audit entries; with `network`, plus every other node's published summary."""
+        own = await self.audit.entries()
+        if not network:
+            return own
+        out = list(own)
+        for e in await self.registry.scan(AUDIT_TABLE):
+            if e.key != self.node_id:
+                out += [x for x in entries_of_summary(e.value) if x.node == e.key]
+        return out
 
     @property
     def registry(self) -> RegistryService:

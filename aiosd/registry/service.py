@@ -61,7 +61,7 @@ class CertProbe(Wire):
 REPL_MODELS: tuple[type[Any], ...] = (Push, AeDigest, AeBuckets, AeEntries, AeRecords)
 # Cert fetches in flight at once (one per unknown origin).
 MAX_CERT_FETCHES = 16
-SELF_KEYED_TABLES = ("nodes", "metrics")
+SELF_KEYED_TABLES = ("nodes", "metrics", "audit")
 ADMIN_TABLES = ("clusters", "components", "specs", "templates", "policies", "vdags", "inference_servers",
                 "assets", "images", "users")
 MEMBER_TABLES = ("tasks",)

@@ -211,6 +211,31 @@ def test_local_socket_users_get_the_configured_role(node: tuple[Daemon, int, dic
     assert d.json("user", "list")["users"]  # root: admin
 
 
+def test_mutating_requests_are_audited(node: tuple[Daemon, int, dict[str, str]]) -> None:
+    d, port, tokens = node
+    t0 = time.time()
+    call(port, "PUT", "/v1/log-level", tokens["operator"], {"level": "debug"})  # refused: admin only
+    call(port, "PUT", "/v1/log-level", tokens["admin"], {"level": "info"})
+    call(port, "PUT", "/v1/log-level", None, {"level": "info"})  # no token
+    call(port, "GET", "/v1/status", tokens["viewer"])  # a read: not audited
+    out = d.json("audit", "--since", repr(t0 - 1))
+    got = [(e["user"], e["role"], e["action"], e["result"]) for e in out["entries"]]
+    assert got[:3] == [("anonymous", "-", "PUT /v1/log-level", 401), ("u-admin", "admin", "PUT /v1/log-level", 200),
+                       ("u-operator", "operator", "PUT /v1/log-level", 403)]
+    assert all(e["node"] == d.json("status")["node_id"] and e["ts"] >= t0 - 1 for e in out["entries"])
+    assert not any(e["action"].startswith("GET") for e in out["entries"])
+    only = d.json("audit", "--user", "u-operator", "--since", repr(t0 - 1))["entries"]
+    assert [e["result"] for e in only] == [403]
+    assert d.json("audit", "--since", repr(time.time() + 3600))["entries"] == []
+    # The audit trail is for admins; bad queries are 400s naming the field.
+    assert call(port, "GET", "/v1/audit", tokens["operator"])[0] == 403
+    for q, field in [("since=yesterday", "since"), ("since=nan", "since"), ("limit=0", "limit"),
+                     ("limit=1e9", "limit"), ("scope=galaxy", "scope"), ("user=" + "u" * 200, "user")]:
+        status, body = call(port, "GET", f"/v1/audit?{q}", tokens["admin"])
+        assert status == 400 and body["error"]["field"] == field, (q, body)
+    assert d.cli("audit", "--since", "last tuesday").returncode == 2
+
+
 def test_a_user_token_works_on_every_node(tmp_path: Path) -> None:
     p1, p2 = free_port(), free_port()
     n1 = Daemon(tmp_path, "n1", p2p_host="127.0.0.2", extra=["--api-port", str(p1)]).start()
@@ -227,6 +252,18 @@ def test_a_user_token_works_on_every_node(tmp_path: Path) -> None:
             time.sleep(0.3)
         assert call(p2, "GET", "/v1/whoami", user["token"])[1]["name"] == "carol"
         assert call(p2, "POST", "/v1/apply", user["token"], "x")[0] == 403
+        # An admin on n1 sees n2's actions: n2 publishes its latest audit entries as a network record.
+        n2_id = n2.json("status")["node_id"]
+
+        def n2_refusal_seen() -> bool:
+            entries = n1.json("audit", "--network", "--user", "carol")["entries"]
+            return any(e["node"] == n2_id and e["action"] == "POST /v1/apply" and e["result"] == 403
+                       for e in entries)
+
+        while not n2_refusal_seen():
+            assert time.monotonic() < deadline + 30, "n2's audit summary did not reach n1"
+            time.sleep(0.5)
+        assert all(e["node"] != n2_id for e in n1.json("audit")["entries"])  # node scope: n1's own only
         assert n1.cli("user", "revoke", "carol").returncode == 0
         while call(p2, "GET", "/v1/whoami", user["token"])[0] != 401:
             assert time.monotonic() < deadline + 30, "the revocation did not reach n2"
