@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from aiohttp import web
 
 from aiosd.api.auth import PRINCIPAL
 from aiosd.api.routes import ApiProblem, Route, json_ok, read_model
 from aiosd.console.audit import MAX_QUERY, select
 from aiosd.console.errors import ConsoleError
+from aiosd.console.history import parse_query
 from aiosd.console.service import ConsoleService
 from aiosd.console.users import NewUser
 
@@ -66,7 +70,24 @@ def console_routes(svc: ConsoleService) -> list[Route]:
         entries = select(await svc.audit_entries(network=scope == "network"), since=since, user=user, limit=limit)
         return json_ok({"scope": scope, "entries": [e.model_dump() for e in entries]})
 
+    async def h_history(request: web.Request) -> web.StreamResponse:
+        q = dict(request.query)
+        node = q.pop("node", svc.node_id)
+        if node != svc.node_id:
+            raise ApiProblem(404, "not_here", f"this node keeps only its own history; ask node {node}'s API",
+                             "node")
+        try:
+            query = parse_query(q, time.time())
+        except ConsoleError as e:
+            raise ApiProblem(400, "bad_request", str(e), e.field) from None
+        cols = await asyncio.to_thread(svc.history.query, query)
+        return json_ok({"node": svc.node_id, "from": query.start, "to": query.end, "step": query.step,
+                        "tier": query.tier.name, **cols})
+
     return [
+        Route("GET", "/v1/metrics/history", h_history,
+              "this node's metric history (?node=&from=&to=&step=&name=a,b): 10 s for 6 h, 1 min for 7 days",
+              tag="console", role="viewer"),
         Route("GET", "/v1/audit", h_audit, "audit trail, newest first (?since=TS&user=&limit=&scope=node|network)",
               tag="console", role="admin"),
         Route("POST", "/v1/users", h_create, "create a user (body: {name, role}); its token is shown once",

@@ -15,6 +15,7 @@ from aiosd.api.auth import Principal
 from aiosd.console.audit import AuditEntry, entries_of_summary
 from aiosd.console.auditlog import AUDIT_TABLE, AuditLog
 from aiosd.console.errors import ConsoleError
+from aiosd.console.historylog import HistoryLog
 from aiosd.console.users import (
     SECRET_BYTES,
     NewUser,
@@ -27,6 +28,7 @@ from aiosd.console.users import (
     token_user,
 )
 from aiosd.context import NodeContext, ServiceKey
+from aiosd.metrics.service import METRICS_KEY
 from aiosd.registry.service import REGISTRY_KEY, RegistryService
 from federation.replication import WriteRefused
 
@@ -43,14 +45,23 @@ class ConsoleService:
         self.node_id = ctx.identity.node_id
         self._registry: RegistryService | None = None
         self.audit = AuditLog(ctx.store, self.node_id, None)
+        self.history = HistoryLog(ctx.store, lambda: None)
 
     async def __aenter__(self) -> Self:
         self._registry = self.ctx.get(REGISTRY_KEY)
         self.audit = AuditLog(self.ctx.store, self.node_id, self._registry)
         await self.audit.start()
+        metrics = self.ctx.find(METRICS_KEY)
+
+        def current() -> dict[str, float] | None:
+            return None if metrics is None or metrics.current is None else metrics.current.flat()
+
+        self.history = HistoryLog(self.ctx.store, current)
+        await self.history.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.history.stop()
         await self.audit.stop()
         self._registry = None
 

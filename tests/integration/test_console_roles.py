@@ -236,6 +236,34 @@ def test_mutating_requests_are_audited(node: tuple[Daemon, int, dict[str, str]])
     assert d.cli("audit", "--since", "last tuesday").returncode == 2
 
 
+def test_metric_history_by_range(node: tuple[Daemon, int, dict[str, str]]) -> None:
+    d, port, tokens = node
+    node_id = d.json("status")["node_id"]
+    deadline = time.monotonic() + 45
+
+    def points() -> dict[str, Any]:
+        status, out = call(port, "GET", f"/v1/metrics/history?node={node_id}&from={time.time() - 600:.0f}",
+                           tokens["viewer"])
+        assert status == 200, out
+        return dict(out)
+
+    out = points()
+    while not out["t"]:
+        assert time.monotonic() < deadline, "no history point within 45 s"
+        time.sleep(1)
+        out = points()
+    assert out["step"] == 10 and out["tier"] == "10s" and out["series"]
+    assert all(len(v) == len(out["t"]) for v in out["series"].values())
+    for q, field in [("from=yesterday", "from"), ("step=7", "step"), ("from=0&to=1e10", "from"),
+                     (f"from={time.time() - 3 * 86400:.0f}&step=10", "step"), ("to=-1", "to"),
+                     (f"from={time.time() - 6 * 86400:.0f}&step=60", "step")]:
+        status, body = call(port, "GET", f"/v1/metrics/history?{q}", tokens["viewer"])
+        assert status == 400 and body["error"]["field"] == field, (q, body)
+    status, body = call(port, "GET", "/v1/metrics/history?node=someone-else", tokens["viewer"])
+    assert status == 404 and body["error"]["field"] == "node"
+    assert call(port, "GET", "/v1/metrics/history", tokens["inference"])[0] == 403
+
+
 def test_a_user_token_works_on_every_node(tmp_path: Path) -> None:
     p1, p2 = free_port(), free_port()
     n1 = Daemon(tmp_path, "n1", p2p_host="127.0.0.2", extra=["--api-port", str(p1)]).start()
