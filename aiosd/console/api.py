@@ -13,6 +13,7 @@ from aiosd.console.audit import MAX_QUERY, select
 from aiosd.console.errors import ConsoleError
 from aiosd.console.history import parse_query
 from aiosd.console.service import ConsoleService
+from aiosd.console.ui_api import ui_routes
 from aiosd.console.users import NewUser
 
 
@@ -97,6 +98,7 @@ def console_routes(svc: ConsoleService) -> list[Route]:
         Route("DELETE", "/v1/users/{name}", h_revoke, "revoke a user's token network-wide", tag="console",
               role="admin"),
         Route("GET", "/v1/whoami", h_whoami, "the caller's name and role", tag="console", role="viewer"),
+        *ui_routes(),
     ]
 
 

@@ -20,8 +20,8 @@ from tests.daemons import Daemon, cli
 # Routes that change nothing although they are not GETs: dry runs and queries viewers may send.
 VIEWER_POSTS = {"POST /v1/registry/{table}/query", "POST /v1/tasks/{id}/wait", "POST /v1/convert",
                 "POST /v1/allocate/dry-run"}
-# Self-written tables that change on their own (heartbeats, metric summaries).
-MOVING_TABLES = {"nodes", "metrics"}
+# Self-written tables that change on their own (heartbeats, metric summaries, audit summaries: refusals are audited).
+MOVING_TABLES = {"nodes", "metrics", "audit"}
 
 
 def free_port() -> int:
@@ -106,7 +106,14 @@ def test_every_route_declares_a_role(node: tuple[Daemon, int, dict[str, str]]) -
 def test_each_role_against_every_route(node: tuple[Daemon, int, dict[str, str]]) -> None:
     _, port, tokens = node
     routes = routes_of(port, tokens["admin"])
-    cases = [(m, p, needed, role, token) for m, p, needed in routes for role, token in tokens.items()]
+    # The dashboard's static files are served to anyone (the page asks for a token); everything else checks.
+    public = [(m, p) for m, p, _ in routes if p.startswith("/ui")]
+    assert sorted(public) == [("GET", "/ui"), ("GET", "/ui/"), ("GET", "/ui/{name}")]
+    for path in ("/ui/", "/ui/app.js", "/ui/app.css"):
+        status, _ = call(port, "GET", path)
+        assert status == 200
+    cases = [(m, p, needed, role, token) for m, p, needed in routes for role, token in tokens.items()
+             if not p.startswith("/ui")]
     # Allowed: the call gets past the role check; a body no handler accepts stops it at validation.
     allowed = [c for c in cases if allows(c[3], str(c[2]))]
     for method, path, _needed, role, token in allowed:
