@@ -1,7 +1,7 @@
 """The dashboard in a real browser (Debian's chromium + chromium-driver, selenium) against a real daemon:
 log in, see the nodes and blocks the API reports, scale a block from the page, a viewer sees no scale
 button, a forged cross-origin write is refused, XSS in a block name renders as text. Screenshots of
-each page go to $AIOSD_SCREENSHOTS (default: the test's tmp dir)."""
+each page go to $AIOSD_TEST_SCREENSHOTS (default: the test's tmp dir)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def wait_for(fn: Any, timeout_s: float = 20) -> Any:
 def test_dashboard_in_chromium(tmp_path: Path, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
-    shots = Path(os.environ.get("AIOSD_SCREENSHOTS", str(tmp_path / "screenshots")))
+    shots = Path(os.environ.get("AIOSD_TEST_SCREENSHOTS", str(tmp_path / "screenshots")))
     shots.mkdir(parents=True, exist_ok=True)
     port = free_port()
     d = Daemon(tmp_path, extra=["--api-port", str(port)]).start()
@@ -75,9 +75,7 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: Any) -> None:
         pages = f"http://127.0.0.1:{port}/ui/?"  # page URLs: base + hash would not reload
 
         def login(token: str) -> None:
-            browser.get(base)
-            browser.execute_script("sessionStorage.clear()")
-            browser.refresh()  # a new page: no token, the login form shown
+            browser.get(f"{base}?logout=1")  # the page forgets the session's token: the login form shows
             wait_for(lambda: browser.find_element(By.ID, "token").is_displayed())
             browser.find_element(By.ID, "token").send_keys(token)
             browser.find_element(By.ID, "login-btn").click()

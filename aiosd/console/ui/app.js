@@ -3,6 +3,8 @@
 // from the registry watch stream (/v1/watch, server-sent events read through fetch).
 "use strict";
 
+// /ui/?logout: forget the session's token before anything reads it.
+if (new URLSearchParams(location.search).has("logout")) sessionStorage.removeItem("aiosd.token");
 const state = { token: sessionStorage.getItem("aiosd.token") || "", role: "", name: "", page: "overview",
                 watch: null, timer: null };
 
@@ -166,6 +168,7 @@ async function login(token) {
   const me = await api("GET", "/v1/whoami");
   state.role = me.role; state.name = me.name;
   sessionStorage.setItem("aiosd.token", token);
+  if (location.search) history.replaceState(null, "", "/ui/" + location.hash);  // drop ?logout
   document.getElementById("who").textContent = me.name + " (" + me.role + ")";
   document.getElementById("login").hidden = true;
   document.getElementById("nav").hidden = false;
@@ -182,7 +185,7 @@ document.addEventListener("DOMContentLoaded", () => {
     catch (e) { document.getElementById("login-error").textContent = "login failed: " + e.message; }
   });
   document.getElementById("logout").addEventListener("click", () => {
-    sessionStorage.removeItem("aiosd.token"); if (state.watch) state.watch.abort(); location.hash = ""; location.reload();
+    if (state.watch) state.watch.abort(); location.replace("/ui/?logout");
   });
   window.addEventListener("hashchange", () => {
     const p = location.hash.slice(1); if (pages[p]) { state.page = p; render(); }
