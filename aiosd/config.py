@@ -48,6 +48,8 @@ class ApiSettings(_Section):
                       description="address of the TCP listener; anything but 127.0.0.1 needs tls_cert/tls_key")
     tls_cert: Path | None = Field(None, description="PEM certificate (chain) of the TCP listener: serve HTTPS")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    local_role: Literal["admin", "operator", "viewer", "inference"] = Field(
+        "operator", description="role of local socket users other than root and the daemon's own user")
 
 
 class P2PSettings(_Section):

@@ -29,6 +29,9 @@ from aiosd.assets.service import assets_service
 from aiosd.blocks import api as blocks_api
 from aiosd.blocks.service import block_service
 from aiosd.config import Settings
+from aiosd.console import api as console_api
+from aiosd.console.roles import with_roles
+from aiosd.console.service import CONSOLE_KEY, console_service
 from aiosd.context import NodeContext, ServiceFactory
 from aiosd.controller import api as controller_api
 from aiosd.controller.service import controller_service
@@ -93,6 +96,7 @@ def default_roles() -> list[Role]:
         Role(block_service, blocks_api.spec_routes),
         Role(vdag_service, vdag_api.vdag_routes),
         Role(llm_service, llm_api.llm_routes),  # OpenAI-compatible endpoint over LLM blocks
+        Role(console_service, console_api.console_routes),
     ]
 
 
@@ -151,10 +155,13 @@ class Node:
                 ctx.provide(service)
                 routes += role.routes(service)
                 log.info("service started", extra={"service": service.name})
+            console = ctx.find(CONSOLE_KEY)
             api = await stack.enter_async_context(ApiServer(
-                routes, version=__version__, socket_path=self.settings.socket_path, data_dir=self.data_dir,
-                tcp_port=self.settings.api.tcp_port, tcp_host=self.settings.api.host,
+                with_roles(routes), version=__version__, socket_path=self.settings.socket_path,
+                data_dir=self.data_dir, tcp_port=self.settings.api.tcp_port, tcp_host=self.settings.api.host,
                 tls_cert=self.settings.api.tls_cert, tls_key=self.settings.api.tls_key,
+                authenticate=None if console is None else console.authenticate,
+                local_role=self.settings.api.local_role, audit=None if console is None else console.audit.record,
             ))
             self.api = api
             self._install_signals()

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for pkg in python3-venv podman runc debootstrap busybox-static iproute2 tmux systemd util-linux nftables faketime; do
+  for pkg in python3-venv podman runc debootstrap busybox-static iproute2 tmux systemd util-linux nftables faketime chromium chromium-driver; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then

@@ -36,6 +36,24 @@ class Route:
     tag: str = "node"
     query: type[BaseModel] | None = None  # the query parameters, validated by `read_query`
     status: int = 200  # the success status
+    # The role a caller needs (ROLES); None: not declared here, the console's table declares it.
+    role: str | None = None
+
+
+# Who may call what. admin ⊃ operator ⊃ viewer; `inference` may call only routes marked "inference"
+# (which operators and admins may call too).
+ROLES = ("admin", "operator", "viewer", "inference")
+_GRANTS: dict[str, frozenset[str]] = {
+    "admin": frozenset(ROLES),
+    "operator": frozenset({"operator", "viewer", "inference"}),
+    "viewer": frozenset({"viewer"}),
+    "inference": frozenset({"inference"}),
+}
+
+
+def allows(caller_role: str, needed: str) -> bool:
+    """Whether a caller with `caller_role` may call a route that needs `needed`."""
+    return needed in _GRANTS.get(caller_role, frozenset())
 
 
 class ApiProblem(Exception):
@@ -149,7 +167,9 @@ def openapi(routes: list[Route], version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {}
     for r in routes:
-        paths.setdefault(r.path, {})[r.method.lower()] = _operation(r, schemas)
+        op = _operation(r, schemas)
+        op["x-aios-role"] = r.role
+        paths.setdefault(r.path, {})[r.method.lower()] = op
     for schema in list(schemas.values()):
         schemas.update(schema.pop("$defs", {}))
     schemas["Error"] = {"type": "object", "properties": {"error": {"type": "object", "properties": {
@@ -167,9 +187,11 @@ def openapi(routes: list[Route], version: str) -> dict[str, Any]:
 __all__ = [
     "ERROR_STATUSES",
     "MAX_BODY_BYTES",
+    "ROLES",
     "ApiProblem",
     "Handler",
     "Route",
+    "allows",
     "error_response",
     "json_ok",
     "openapi",

@@ -1,16 +1,15 @@
 """The local API server: aiohttp on a unix socket (mode 0660) and, optionally, TCP HOST:PORT.
 
-The TCP listener requires `Authorization: Bearer <token>`; the token lives in the data dir
-(mode 0600). Plain TCP listens on 127.0.0.1 only; any other address (the remote API) needs TLS
-(`api.tls_cert` / `api.tls_key`) and is refused at start without it. Every failure inside a
-handler becomes `{"error": {code, message, field}}`.
+Who may call what is auth.py's: the socket by peer uid, TCP by bearer token (the node's api.token in
+the data dir, mode 0600, is an admin; user tokens come from the console). Plain TCP listens on
+127.0.0.1 only; any other address (the remote API) needs TLS (`api.tls_cert` / `api.tls_key`) and is
+refused at start without it. Every failure inside a handler becomes `{"error": {code, message, field}}`.
 """
 
 from __future__ import annotations
 
 import errno
 import grp
-import hmac
 import logging
 import os
 import secrets
@@ -23,6 +22,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from aiosd.api.auth import AuditHook, Authenticate, auth_middleware
 from aiosd.api.routes import ApiProblem, Route, error_response, openapi
 from aiosd.errors import AiosdError, ConfigError
 from federation.edge import RejectionLog
@@ -94,44 +94,27 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(*out)
 
 
-def bearer_middleware(token: str) -> Any:
-    expected = f"Bearer {token}".encode()
-
-    @web.middleware
-    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
-        if len(request.headers.getall("Authorization", [])) > 1:  # never "the first one wins"
-            return error_response(400, "bad_request", "more than one Authorization header", "Authorization")
-        if request.transport is not None and request.transport.get_extra_info("socket") is not None:
-            sock = request.transport.get_extra_info("socket")
-            if sock.family == socket.AF_UNIX:
-                resp: web.StreamResponse = await handler(request)
-                return resp
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            return error_response(401, "unauthorized", "missing or wrong bearer token (see <data_dir>/api.token)")
-        resp = await handler(request)
-        return resp
-
-    return check
-
-
-def build_app(routes: list[Route], version: str, token: str | None = None,
-              data_dir: Path | None = None) -> web.Application:
-    middlewares = [error_middleware]
-    if token is not None:
-        middlewares.append(bearer_middleware(token))
-    app = web.Application(middlewares=middlewares, client_max_size=8 << 20)
-    app[REJECTIONS_KEY] = RejectionLog()
-    if data_dir is not None:
-        app[DATA_DIR_KEY] = data_dir
-    doc = openapi(routes, version)
+def build_app(routes: list[Route], version: str, token: str | None = None, *,
+              authenticate: Authenticate | None = None, local_role: str = "operator",
+              audit: AuditHook | None = None, data_dir: Path | None = None) -> web.Application:
+    """The app: every route behind the role check (auth.py); `token` is the node's admin token."""
+    doc: dict[str, Any] = {}
 
     async def openapi_handler(_: web.Request) -> web.Response:
         return web.json_response(doc)
 
+    routes = [*routes, Route("GET", "/v1/openapi.json", openapi_handler, "this API's OpenAPI document",
+                             role="viewer")]
+    doc.update(openapi(routes, version))
+    middlewares = [error_middleware,
+                   auth_middleware(routes, node_token=token, authenticate=authenticate, local_role=local_role,
+                                   audit=audit)]
+    app = web.Application(middlewares=middlewares, client_max_size=8 << 20)
+    app[REJECTIONS_KEY] = RejectionLog()
+    if data_dir is not None:
+        app[DATA_DIR_KEY] = data_dir
     for r in routes:
         app.router.add_route(r.method, r.path, r.handler)
-    app.router.add_get("/v1/openapi.json", openapi_handler)
     return app
 
 
@@ -195,7 +178,11 @@ class ApiServer:
 
     def __init__(self, routes: list[Route], *, version: str, socket_path: Path, data_dir: Path,
                  tcp_port: int | None = None, tcp_host: str = PLAIN_HOST, tls_cert: Path | None = None,
-                 tls_key: Path | None = None) -> None:
+                 tls_key: Path | None = None, authenticate: Authenticate | None = None,
+                 local_role: str = "operator", audit: AuditHook | None = None) -> None:
+        self._audit = audit
+        self._authenticate = authenticate
+        self._local_role = local_role
         self._routes = routes
         self._version = version
         self.socket_path = socket_path
@@ -209,7 +196,8 @@ class ApiServer:
 
     async def __aenter__(self) -> Self:
         token = ensure_token(self._data_dir) if self._tcp_port is not None else None
-        app = build_app(self._routes, self._version, token, self._data_dir)
+        app = build_app(self._routes, self._version, token, authenticate=self._authenticate,
+                        local_role=self._local_role, audit=self._audit, data_dir=self._data_dir)
         self.edge = EdgeSettings()
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
                                      **runner_kwargs(self.edge))

@@ -69,6 +69,8 @@ COMMANDS = (
     Command("governance", "policy_cmds", GROUPS[4], "pre-check policies per mutating action (actionsPolicyMap)"),
     Command("image", "image_cmds", GROUPS[5], "build and share block images (no registry needed)"),
     Command("asset", "asset_cmds", GROUPS[5], "share files between nodes (content-addressed, verified)"),
+    Command("user", "user_cmds", GROUPS[1], "create, list and revoke API users"),
+    Command("audit", "audit_cmds", GROUPS[1], "who changed what (the audit trail)"),
     Command("completion", "completion", GROUPS[6], "print a bash or zsh completion script"),
 )
 BY_NAME = {c.name: c for c in COMMANDS}

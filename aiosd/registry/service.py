@@ -62,9 +62,9 @@ class CertProbe(Wire):
 REPL_MODELS: tuple[type[Any], ...] = (Push, AeDigest, AeBuckets, AeEntries, AeRecords)
 # Cert fetches in flight at once (one per unknown origin).
 MAX_CERT_FETCHES = 16
-SELF_KEYED_TABLES = ("nodes", "metrics")
+SELF_KEYED_TABLES = ("nodes", "metrics", "audit")
 ADMIN_TABLES = ("components", "specs", "templates", "policies", "vdags", "inference_servers",
-                "assets", "images")
+                "assets", "images", "users")
 # blocks: owned by the applying node or the cluster leader; clusters: by the cluster's leader (any node can lead).
 MEMBER_TABLES = ("tasks", "blocks", "clusters")
 TABLES = tuple(sorted((*SELF_KEYED_TABLES, *ADMIN_TABLES, *MEMBER_TABLES)))

@@ -1,0 +1,105 @@
+"""HTTP routes of the console: users and the audit trail (admin)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from aiosd.api.auth import PRINCIPAL
+from aiosd.api.routes import ApiProblem, Route, json_ok, read_model
+from aiosd.console.audit import MAX_QUERY, select
+from aiosd.console.errors import ConsoleError
+from aiosd.console.history import parse_query
+from aiosd.console.service import ConsoleService
+from aiosd.console.ui_api import ui_routes
+from aiosd.console.users import NewUser
+
+
+def _caller(request: web.Request) -> str:
+    p = request.get(PRINCIPAL)
+    return "unknown" if p is None else p.name
+
+
+def _number(raw: str | None, field: str, lo: float, hi: float) -> float | None:
+    if raw is None:
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        raise ApiProblem(400, "bad_request", f"{field} must be a number", field) from None
+    if not lo <= v <= hi:
+        raise ApiProblem(400, "bad_request", f"{field} must be within {lo:g}..{hi:g}", field)
+    return v
+
+
+def console_routes(svc: ConsoleService) -> list[Route]:
+    async def h_create(request: web.Request) -> web.StreamResponse:
+        body = await read_model(request, NewUser)
+        try:
+            rec, token = await svc.create_user(body, by=_caller(request))
+        except ConsoleError as e:
+            raise ApiProblem(e.status, "conflict" if e.status == 409 else "refused", str(e), e.field) from None
+        return json_ok({**rec.public(), "token": token}, status=201)
+
+    async def h_list(_: web.Request) -> web.StreamResponse:
+        return json_ok({"users": [u.public() for u in await svc.users()]})
+
+    async def h_revoke(request: web.Request) -> web.StreamResponse:
+        try:
+            rec = await svc.revoke_user(request.match_info["name"], by=_caller(request))
+        except ConsoleError as e:
+            code = {404: "not_found", 409: "conflict"}.get(e.status, "refused")
+            raise ApiProblem(e.status, code, str(e), e.field) from None
+        return json_ok(rec.public())
+
+    async def h_whoami(request: web.Request) -> web.StreamResponse:
+        p = request[PRINCIPAL]
+        return json_ok({"name": p.name, "role": p.role, "via": p.via})
+
+    async def h_audit(request: web.Request) -> web.StreamResponse:
+        q = request.query
+        since = _number(q.get("since"), "since", 0, 1e12)
+        limit = int(_number(q.get("limit"), "limit", 1, MAX_QUERY) or MAX_QUERY)
+        user = q.get("user")
+        if user is not None and not 0 < len(user) <= 128:
+            raise ApiProblem(400, "bad_request", "user must be 1..128 characters", "user")
+        scope = q.get("scope", "node")
+        if scope not in ("node", "network"):
+            raise ApiProblem(400, "bad_request", "scope must be node or network", "scope")
+        entries = select(await svc.audit_entries(network=scope == "network"), since=since, user=user, limit=limit)
+        return json_ok({"scope": scope, "entries": [e.model_dump() for e in entries]})
+
+    async def h_history(request: web.Request) -> web.StreamResponse:
+        q = dict(request.query)
+        node = q.pop("node", svc.node_id)
+        if node != svc.node_id:
+            raise ApiProblem(404, "not_here", f"this node keeps only its own history; ask node {node}'s API",
+                             "node")
+        try:
+            query = parse_query(q, time.time())
+        except ConsoleError as e:
+            raise ApiProblem(400, "bad_request", str(e), e.field) from None
+        cols = await asyncio.to_thread(svc.history.query, query)
+        return json_ok({"node": svc.node_id, "from": query.start, "to": query.end, "step": query.step,
+                        "tier": query.tier.name, **cols})
+
+    return [
+        Route("GET", "/v1/metrics/history", h_history,
+              "this node's metric history (?node=&from=&to=&step=&name=a,b): 10 s for 6 h, 1 min for 7 days",
+              tag="console", role="viewer"),
+        Route("GET", "/v1/audit", h_audit, "audit trail, newest first (?since=TS&user=&limit=&scope=node|network)",
+              tag="console", role="admin"),
+        Route("POST", "/v1/users", h_create, "create a user (body: {name, role}); its token is shown once",
+              request=NewUser, tag="console", role="admin"),
+        Route("GET", "/v1/users", h_list, "users of the network and their roles (no tokens)", tag="console",
+              role="admin"),
+        Route("DELETE", "/v1/users/{name}", h_revoke, "revoke a user's token network-wide", tag="console",
+              role="admin"),
+        Route("GET", "/v1/whoami", h_whoami, "the caller's name and role", tag="console", role="viewer"),
+        *ui_routes(),
+    ]
+
+
+__all__ = ["console_routes"]
