@@ -15,6 +15,10 @@ from aiosd.api.routes import Route
 V, O, A, INF = "viewer", "operator", "admin", "inference"
 
 ROUTE_ROLES: dict[tuple[str, str], str] = {
+    ("POST", "/v1/stop"): A, ("GET", "/v1/sessions"): V,
+    ("POST", "/v1/infer/vdag/{uri}"): INF, ("GET", "/v1/vdags"): V, ("GET", "/v1/vdags/{uri}"): V,
+    ("DELETE", "/v1/vdags/{uri}"): O, ("POST", "/v1/vdag/verify"): V,
+    ("POST", "/v1/chat/completions"): INF, ("POST", "/v1/completions"): INF, ("GET", "/v1/models"): INF,
     ("GET", "/v1/status"): V, ("GET", "/v1/healthz"): V, ("PUT", "/v1/log-level"): A,
     ("GET", "/v1/tasks"): V, ("GET", "/v1/tasks/{id}"): V, ("POST", "/v1/tasks/{id}/wait"): V,
     ("GET", "/v1/local/instances"): V, ("PUT", "/v1/local/instances"): O, ("GET", "/v1/ps"): V,
