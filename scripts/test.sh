@@ -18,4 +18,6 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Tests marked `long` (chaos version skew, pinned findings) stay out of the default run; a later `-m` wins:
+# ./scripts/test.sh -m long runs them.
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -m "not long" "$@"

@@ -285,6 +285,8 @@ def _rows(env: Env, name: str) -> dict[str, Any]:
         return {str(r.get("id") or r.get("uri")): r for r in out["items"]}
     if src == "members":
         return {n["node_id"]: {k: v for k, v in n.items() if k != "self"} for n in out["nodes"]}
+    if src == "network":
+        return {i["key"]: {k: v for k, v in i.items() if k != "key"} for i in out["items"]}
     return {i["key"]: i["value"] for i in out["items"]}
 
 

@@ -16,7 +16,7 @@ from tests.chaos.faults import SEED_ENV, Kind, schedule, seed_from_env
 from tests.chaos.net import ChaosNet, why_not
 from tests.chaos.run import run_schedule, setup_echo
 
-pytestmark = [pytest.mark.netns, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(300), pytest.mark.keeps_processes]
 # Three schedules that between them run every fault kind once (AIOSD_TEST_CHAOS_SEED runs only that one).
 CI_SEEDS = [seed_from_env(0)] if os.environ.get(SEED_ENV) else [1, 6, 184]
 

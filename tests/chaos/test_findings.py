@@ -14,7 +14,7 @@ from tests.chaos.net import ChaosNet, why_not
 from tests.chaos.run import setup_echo
 from tests.chaos.workloads import ECHO, SPREAD, placements_of
 
-pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(180), pytest.mark.long]
 
 
 class StillBroken(AssertionError):

@@ -19,7 +19,7 @@ from tests.chaos.run import run_schedule, setup_echo
 from tests.chaos.skew import PINNED, old_tree
 from tests.chaos.workloads import ECHO, placements_of
 
-pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(240), pytest.mark.keeps_processes, pytest.mark.long]
 OLD = 3  # node index that runs the pinned commit
 
 

@@ -157,6 +157,7 @@ def test_api_port_with_token(tmp_path: Path, daemons: list[Daemon]) -> None:
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=5)
     assert e.value.code == 401
+    e.value.close()  # the error holds the response's socket
     token = (d.data_dir / "api.token").read_text().strip()
     req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/status", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=5) as resp:
