@@ -129,15 +129,22 @@ class VdagFlow:
     def prometheus(self, node: str) -> str:
         """Per-vDAG Prometheus lines (requests and errors counted at this entry node, hops served here)."""
         lines: list[str] = []
-        names = (("aiosd_vdag_requests_total", "counter", "requests"), ("aiosd_vdag_ok_total", "counter", "ok"),
-                 ("aiosd_vdag_hops_served_total", "counter", "hops_served"), ("aiosd_vdag_fps", "gauge", "fps"))
+        if not self.stats:
+            return ""  # no family without samples (a Prometheus parser reads them as empty families)
+        names = (("aiosd_vdag_requests_total", "counter", "requests", "vDAG requests entered at this node"),
+                 ("aiosd_vdag_ok_total", "counter", "ok", "vDAG requests answered successfully"),
+                 ("aiosd_vdag_hops_served_total", "counter", "hops_served", "vDAG stage hops this node served"),
+                 ("aiosd_vdag_fps", "gauge", "fps", "vDAG requests per second (recent)"))
         rows = {uri: self.metrics_of(uri) for uri in list(self.stats)}
-        for metric, typ, key in names:
+        for metric, typ, key, doc in names:
+            lines.append(f"# HELP {metric} {doc}")
             lines.append(f"# TYPE {metric} {typ}")
             lines += [f'{metric}{{node="{node}",vdag="{_esc(u)}"}} {float(m[key])}' for u, m in rows.items()]
+        lines.append("# HELP aiosd_vdag_errors_total vDAG requests failed, by the stage that failed")
         lines.append("# TYPE aiosd_vdag_errors_total counter")
         lines += [f'aiosd_vdag_errors_total{{node="{node}",vdag="{_esc(u)}",stage="{_esc(st)}"}} {float(n)}'
                   for u, m in rows.items() for st, n in m["errors_by_stage"].items()]
+        lines.append("# HELP aiosd_vdag_latency_seconds vDAG request latency quantiles at the entry")
         lines.append("# TYPE aiosd_vdag_latency_seconds gauge")
         lines += [f'aiosd_vdag_latency_seconds{{node="{node}",vdag="{_esc(u)}",quantile="{q}"}} '
                   f'{m["latency_ms"][p] / 1000}' for u, m in rows.items()

@@ -128,7 +128,7 @@ def test_token_failures_have_clear_messages(tmp_path: Path, daemons: list[Daemon
     fresh = _token(first)
     pinned = parse_token(fresh["token"]).model_copy(update={"ca_fingerprint": "sha256:" + "ab" * 32}).to_string()
     r = _join(tmp_path, "f", pinned)
-    assert r.returncode == 1 and "does not match the fingerprint" in r.stderr
+    assert r.returncode == 1 and "is not the pinned fingerprint" in r.stderr, r.stderr
     listed = {t["token_id"]: t for t in first.json("token", "list")["tokens"]}
     assert listed[fresh["token_id"]]["uses_left"] == 1
     # malformed
