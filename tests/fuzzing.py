@@ -19,7 +19,7 @@ import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installe
 from tests.daemons import Daemon
 
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance"
-STREAMS = r"^/v1/(watch|blobs/|logs/)"
+STREAMS = r"^/v1/(watch|blobs/|logs/|stop$)"  # streams, and the route that stops the daemon under test
 EXTRA: list[str] = []  # more schemathesis options (bench and debugging)
 
 

@@ -92,7 +92,7 @@ def console_routes(svc: ConsoleService) -> list[Route]:
         Route("GET", "/v1/audit", h_audit, "audit trail, newest first (?since=TS&user=&limit=&scope=node|network)",
               tag="console", role="admin"),
         Route("POST", "/v1/users", h_create, "create a user (body: {name, role}); its token is shown once",
-              request=NewUser, tag="console", role="admin"),
+              request=NewUser, tag="console", role="admin", status=201),
         Route("GET", "/v1/users", h_list, "users of the network and their roles (no tokens)", tag="console",
               role="admin"),
         Route("DELETE", "/v1/users/{name}", h_revoke, "revoke a user's token network-wide", tag="console",
