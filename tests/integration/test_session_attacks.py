@@ -175,5 +175,5 @@ async def test_a_handshake_flood_from_one_source_costs_bounded_cpu_and_members_a
     # crypto work is bounded by the bucket: burst + rate x duration (+ the member's own handshake)
     limit = FAST.handshake_burst + FAST.handshake_rate_s * (seconds + 2) + 2
     assert started <= limit, (started, dict(fails))
-    assert len(lat) >= 20 and statistics.median(lat) < 0.05 and max(lat) < 2.0, (len(lat), lat)
+    assert len(lat) >= 10 and statistics.median(lat) < 0.05 and max(lat) < 2.0, (len(lat), lat)
     assert cpu < 0.95, cpu  # this process (both transports) stayed below one core during the flood
