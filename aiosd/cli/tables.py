@@ -16,8 +16,8 @@ from aiosd.errors import UsageError
 
 # Registry tables (aiosd.registry.service.TABLES; not imported: the CLI starts without the registry
 # stack; a unit test keeps the two equal).
-REGISTRY_TABLES = ("assets", "blocks", "clusters", "components", "images", "inference_servers", "metrics", "nodes",
-                   "policies", "specs", "tasks", "templates", "vdags")
+REGISTRY_TABLES = ("assets", "audit", "blocks", "clusters", "components", "images", "inference_servers", "metrics",
+                   "nodes", "policies", "specs", "tasks", "templates", "users", "vdags")
 CATALOG = ("blocks", "components")
 MEMBERS = "nodes"
 NAMES = tuple(sorted({*REGISTRY_TABLES, *CATALOG}))

@@ -103,7 +103,7 @@ def test_record_names_are_one_set() -> None:
                       ("node", "nodes"), ("policy", "policies"), ("spec", "specs"), ("vdag", "vdags")]:
         assert tables.canonical(raw) == want
     assert tables.canonical("widgets") is None
-    with pytest.raises(UsageError, match="unknown kind 'widgets'; use one of: assets, blocks"):
+    with pytest.raises(UsageError, match="unknown kind 'widgets'; use one of: assets, audit, blocks"):
         tables.resolve("widgets")
     assert tables.source("nodes") == "members" and tables.source("nodes", registry=True) == "registry"
     assert tables.source("blocks") == "network" and tables.source("blocks", local=True) == "catalog"
