@@ -235,6 +235,7 @@ class SandboxedPolicy:
         self._lock = asyncio.Lock()
         self.calls = 0
         self.restarts = -1  # the first start is not a restart
+        self._closed = False
 
     @property
     def busy(self) -> bool:
@@ -278,9 +279,9 @@ class SandboxedPolicy:
                 raise PolicyTimeout(self.uri, limit) from None
             except asyncio.CancelledError:
                 # The caller left mid-call: the answer would be read by the next call, so this
-                # worker cannot be reused. Kill it without awaiting (we are being cancelled).
+                # worker cannot be reused. The sandbox kills and reaps it (we are being cancelled).
                 self._worker = None
-                worker.kill_now()
+                self._sandbox._retire_soon(worker)
                 raise
             except (EOFError, ValueError, TypeError):
                 how = await worker.how_it_died()
@@ -307,6 +308,7 @@ class SandboxedPolicy:
             return self._worker
         if self._worker is not None:
             await self._drop_worker()
+        self._closed = False  # a held handle may start again; a close() during this load stops it
         worker = await self._sandbox._spawn(self.spec)  # the sandbox owns spawning
         self.restarts += 1
         s = self.spec
@@ -315,28 +317,31 @@ class SandboxedPolicy:
                                         "settings": dict(s.settings), "parameters": dict(s.parameters)},
                                        self._sandbox.cfg.load_timeout_s)
         except TimeoutError:
-            await worker.kill()
-            await asyncio.to_thread(shutil.rmtree, worker.err_path.parent, True)
+            await self._sandbox._retire(worker)
             raise PolicyLoadError(self.uri, f"import and constructor took over {self._sandbox.cfg.load_timeout_s:g} s")
         except (EOFError, ValueError, TypeError):
             how = await worker.how_it_died()
-            await worker.kill()
-            await asyncio.to_thread(shutil.rmtree, worker.err_path.parent, True)
+            await self._sandbox._retire(worker)
             raise PolicyLoadError(self.uri, f"the worker died while loading ({how})") from None
+        except BaseException:  # cancelled mid-load (a close, an eviction, a caller gone)
+            self._sandbox._retire_soon(worker)
+            raise
         if answer.get("ok") is not True:
-            await worker.kill()
-            await asyncio.to_thread(shutil.rmtree, worker.err_path.parent, True)
+            await self._sandbox._retire(worker)
             self._unwrap({**answer, "stage": "load"})
+        if self._closed:  # evicted or forgotten while it loaded
+            await self._sandbox._retire(worker)
+            raise PolicyError(f"policy {self.uri}: its instance was stopped while it loaded")
         self._worker = worker
         return worker
 
     async def _drop_worker(self) -> None:
         w, self._worker = self._worker, None
         if w is not None:
-            await w.kill()
-            await asyncio.to_thread(shutil.rmtree, w.err_path.parent, True)
+            await self._sandbox._retire(w)
 
     async def close(self) -> None:
+        self._closed = True
         await self._drop_worker()
 
 
@@ -350,6 +355,10 @@ class Sandbox:
         self._seq = 0
         self._closed = False
         self._prepared = False
+        # Every worker process started and not yet reaped, whoever holds it: close() reaps them all,
+        # so no path (a cancelled load, an eviction racing a load) leaves a child behind.
+        self._workers: set[_Worker] = set()
+        self._reaping: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
         if self.cfg.run_as_uid is None:
@@ -369,6 +378,11 @@ class Sandbox:
         instances, self._instances = list(self._instances.values()), collections.OrderedDict()
         for inst in instances:
             await inst.close()
+        for task in list(self._reaping):
+            with contextlib.suppress(Exception):
+                await task
+        for w in list(self._workers):
+            await self._retire(w)
         if self._prepared:
             await asyncio.to_thread(shutil.rmtree, self.cfg.root / "scratch", True)
 
@@ -400,7 +414,27 @@ class Sandbox:
         self._seq += 1
         scratch = self.cfg.root / "scratch" / f"w{self._seq}"
         await asyncio.to_thread(self._make_scratch, scratch)
-        return await _Worker.spawn(self.cfg, spec, self._worker_py, scratch)
+        worker = await _Worker.spawn(self.cfg, spec, self._worker_py, scratch)
+        self._workers.add(worker)
+        if self._closed:  # closed while this one was starting
+            await self._retire(worker)
+            raise PolicyError("the policy sandbox is closed")
+        return worker
+
+    async def _retire(self, worker: _Worker) -> None:
+        """Kill `worker`, reap it and remove its scratch directory."""
+        try:
+            await worker.kill()
+        finally:
+            self._workers.discard(worker)
+        await asyncio.to_thread(shutil.rmtree, worker.err_path.parent, True)
+
+    def _retire_soon(self, worker: _Worker) -> None:
+        """Kill `worker` now and reap it in a task close() waits for (the caller is being cancelled)."""
+        worker.kill_now()
+        task = asyncio.get_running_loop().create_task(self._retire(worker))
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
 
     def _make_scratch(self, scratch: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -166,12 +166,17 @@ class PoliciesService:
                 self._stack.push_async_callback(book.close)
         await self._migrate(books)
         await self._stack.enter_async_context(self.sandbox)
+        self._stack.push_async_callback(self._await_forgetting)  # runs before the sandbox closes
         log.info("policies ready", extra={"published": len(self.policies), "templates": len(self.template_book),
                                           "replicated": bool(self._legacy)})
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+    async def _await_forgetting(self) -> None:
+        if self._forgetting:
+            await asyncio.gather(*self._forgetting, return_exceptions=True)
 
     def _on_policy_changed(self, uri: str, rec: PolicyRecord | None) -> None:
         """A policy re-pushed or deleted (here or on any node): its warm workers that run another
