@@ -18,7 +18,7 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-# Tests marked `long` (chaos version skew, pinned findings, the browser test) stay out of the default
+# Tests marked `long` (chaos version skew, pinned findings) stay out of the default
 # run; a later `-m` wins: ./scripts/test.sh -m long runs them.
 PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider -m "not long")
 if [ $# -gt 0 ]; then

@@ -60,7 +60,6 @@ def wait_for(fn: Any, timeout_s: float = 20) -> Any:
         time.sleep(0.2)
 
 
-@pytest.mark.long  # failed after the merge of the hardening branch (selenium error); run with -m long
 def test_dashboard_in_chromium(tmp_path: Path, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
