@@ -219,7 +219,7 @@ class VdagFlow:
         trace = []
         for raw in res.receipts:
             body = msgpack.unpackb(msgpack.unpackb(raw, raw=False)[0], raw=False)
-            trace.append({k: body[k] for k in ("label", "block", "node", "instance")})
+            trace.append({k: body[k] for k in ("label", "block", "node", "instance", "ts")})
         self.traces.setdefault(uri, deque(maxlen=TRACES)).append(trace)
         out: dict[str, Any] = {"vdag": uri, "session_id": session, "seq_no": seq, "outputs": outputs,
                                "trace": trace, "latency_ms": round(took * 1000, 3)}
