@@ -51,6 +51,8 @@ MAX_HELD = 4096  # fan-in branches waiting here for their siblings (receipts onl
 MAX_PENDING = 10_000  # tasks an entry node waits on at once
 PROTOCOL_S = 5.0  # a head block's input protocol is re-read this often
 TRACES = 20  # recent task traces kept per vDAG for describe
+RECORD_WAIT_S = 3.0  # a hop for a vDAG whose record has not reached this node yet waits this long for it
+RECORD_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +310,12 @@ class VdagFlow:
     async def run_hop(self, hop: Hop) -> HopAck:
         """Run one stage here; the answer is the ack the previous hop waits for."""
         got = await self.svc.compiled(hop.vdag)
+        # A hop can outrun the vDAG's record right after an apply (it replicates to this node a moment
+        # later): wait for it a bounded while before refusing the hop.
+        wait_until = time.monotonic() + min(RECORD_WAIT_S, max(0.0, hop.deadline - time.time()))
+        while (got is None or hop.label not in got[0].stages) and time.monotonic() < wait_until:
+            await asyncio.sleep(RECORD_POLL_S)
+            got = await self.svc.compiled(hop.vdag, fresh=True)
         stage = got[0].stages.get(hop.label) if got is not None else None
         if got is None or stage is None:
             return HopAck(status=404, node=self.me, message=f"vDAG {hop.vdag} has no stage {hop.label!r} here")
