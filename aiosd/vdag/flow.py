@@ -327,7 +327,7 @@ class VdagFlow:
         try:
             packet = msgpack.unpackb(raw, raw=False)
             if not isinstance(packet, dict):
-                raise ValueError("not a packet map")
+                raise TypeError("not a packet map")
             in_digest = payload_digest(packet)  # hashed once: the link check and this stage's receipt
             if hop.receipts:
                 prev = open_receipt(hop.receipts[-1], self.ca, len(hop.receipts) - 1, now=time.time(),
@@ -335,8 +335,8 @@ class VdagFlow:
                 check_link(prev, packet, len(hop.receipts) - 1, digest=in_digest)
         except ReceiptError as e:
             return HopAck(status=422, node=self.me, message=f"stage {hop.label!r}: receipt refused: {e}")
-        except (ValueError, msgpack.UnpackException):
-            return HopAck(status=422, node=self.me, message=f"stage {hop.label!r}: the packet is not msgpack")
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return HopAck(status=422, node=self.me, message=f"stage {hop.label!r}: the packet is not a msgpack map")
         bal = self.svc.blocks.runtime.balancer
         if bal is None:
             return HopAck(status=503, node=self.me, message="the runtime is not running")
