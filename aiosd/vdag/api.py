@@ -95,7 +95,8 @@ def vdag_routes(svc: VdagService) -> list[Route]:
         return json_ok({"valid": True, "checked_at": time.time(), "receipts": [r.to_json() for r in got]})
 
     return [Route("POST", "/v1/infer/vdag/{uri}", h_infer, "one task through a vDAG (?receipts=1: the signed "
-                  "stage receipts too)", tag="vdag"),
+                  "stage receipts too; Accept: application/msgpack: the output packets as msgpack, files as bytes)",
+                  tag="vdag"),
             Route("GET", "/v1/vdags", h_list, "the vDAGs of the network", tag="vdag"),
             Route("GET", "/v1/vdags/{uri}", h_get, "one vDAG: stages, the nodes serving each, health, metrics",
                   tag="vdag"),
