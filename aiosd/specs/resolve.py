@@ -10,7 +10,7 @@ or rejected when `strict=True`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from aiosd.specs.block import KNOWN_POLICY_SLOTS
@@ -165,14 +165,7 @@ def _check_slots(slots: dict[str, PolicySlot], slot_paths: dict[str, str], catal
             continue
         problems += info.check_config(slot.parameters, slot.settings, spath)
         if info.uri != slot.uri:
-            slots[name] = PolicySlot(
-                name=name,
-                uri=info.uri,
-                requested_uri=slot.requested_uri,
-                parameters=slot.parameters,
-                settings=slot.settings,
-                source=slot.source,
-            )
+            slots[name] = replace(slot, uri=info.uri)
     return problems
 
 
