@@ -58,4 +58,4 @@ step "what runs"
 aiosd ps
 echo
 echo "Next: aiosd get blocks; aiosd mgmt echo-1 scale --data '{\"instances\": 2}'; aiosd delete block echo-1"
-echo "The daemon runs in the background; stop it with: pkill -TERM -f 'aiosd run'"
+echo "The daemon runs in the background; stop it with: aiosd stop (block instances outlive it and are adopted by the next start)"
