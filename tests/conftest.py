@@ -43,6 +43,7 @@ SLOW_CALLBACK_S = float(os.environ.get("AIOSD_TEST_SLOW_CALLBACK_S", "1.0"))
 LEFTOVER_GRACE_S = 3.0
 # AIOSD_TEST_STRICT_LEFTOVERS=1 makes a leftover a test failure (see docs/performance.md "Test guards").
 STRICT_LEFTOVERS = os.environ.get("AIOSD_TEST_STRICT_LEFTOVERS") == "1"
+LEFTOVER_LOG = os.environ.get("AIOSD_TEST_LEFTOVER_LOG")
 
 
 def _socket_fds() -> set[str]:
@@ -99,6 +100,9 @@ def _leaves_nothing_behind(request: pytest.FixtureRequest) -> Iterator[None]:
         # Report mode (the default until the tests that still leave policy workers, waitpid threads and
         # sockets behind are fixed): say so on stderr; the processes were killed above.
         sys.stderr.write(f"\nLEFTOVER {request.node.nodeid}: {text}\n")
+        if LEFTOVER_LOG:  # a file that collects them across the run (pytest captures stderr)
+            with open(LEFTOVER_LOG, "a", encoding="utf-8") as f:
+                f.write(f"{request.node.nodeid}: {text}\n")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
