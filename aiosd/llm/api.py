@@ -42,13 +42,15 @@ def llm_routes(svc: LlmService) -> list[Route]:
             model, data = oai.chat_task(body) if chat else oai.completion_task(body)
             stream = bool(body.get("stream", False))
             usage = oai.include_usage(body) if stream else False
-            out = await svc.run(await svc.resolve(model), data)
+            out = await svc.complete(model, data)
         except OpenAIError as e:
             return _error(e)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         now = int(time.time())
         if not stream:
             doc = oai.chat_response(rid, model, out, now) if chat else oai.completion_response(rid, model, out, now)
+            if "replays" in out:  # a split model: how often the entry replayed the history (failover)
+                doc["aiosd"] = {"replays": out["replays"], "failover_pause_s": out.get("failover_pause_s", 0.0)}
             return web.json_response(doc)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
@@ -67,6 +69,9 @@ def llm_routes(svc: LlmService) -> list[Route]:
         models = await svc.models()
         data = [{"id": bid, "object": "model", "created": svc.created, "owned_by": "aiosd",
                  "component": component_name(res.component_uri)} for bid, res in models.items()]
+        data += [{"id": uri.split(":", 1)[0], "object": "model", "created": svc.created, "owned_by": "aiosd",
+                  "vdag": uri, "stages": len(info.get("layers") or [])}
+                 for uri, info in (await svc.split_models()).items()]
         return web.json_response({"object": "list", "data": data})
 
     return [

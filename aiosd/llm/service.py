@@ -21,6 +21,7 @@ from aiosd.context import NodeContext, ServiceKey
 from aiosd.llm.oai import OpenAIError, block_error
 from aiosd.registry.service import REGISTRY_KEY, RegistryService
 from aiosd.specs.resolve import ResolvedBlock
+from aiosd.vdag.service import VDAG_KEY
 from federation.replication.errors import ReplicationError
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ class LlmService:
     name = "llm"
 
     def __init__(self, blocks: BlockService, registry: RegistryService | None = None, node_id: str = "",
-                 url: str = "") -> None:
+                 url: str = "", splits: Any = None) -> None:
         self.blocks = blocks
+        self.splits = splits  # split_service.SplitModels: vDAG-split models (None without the vdag role)
         self.registry = registry
         self.node_id = node_id
         self.url = url
@@ -113,9 +115,20 @@ class LlmService:
         for bid, res in models.items():
             if component_name(res.component_uri) == model or str(res.init_data.get("model_name", "")) == model:
                 return bid
-        known = ", ".join(sorted(models)) or "none"
+        known = ", ".join(sorted(models) + sorted(await self.split_models())) or "none"
         raise OpenAIError(404, f"The model {model!r} does not exist (LLM blocks here: {known})", "model",
                           "model_not_found")
+
+    async def split_models(self) -> dict[str, dict[str, Any]]:
+        """Split models (vDAG uri → settings); empty without the vdag role."""
+        return await self.splits.models() if self.splits is not None else {}
+
+    async def complete(self, model: str, data: dict[str, Any]) -> dict[str, Any]:
+        """One OpenAI request on `model`: a split model's vDAG, else an LLM block. Raises OpenAIError."""
+        found = await self.splits.find(model) if self.splits is not None else None
+        if found is not None:
+            return dict(await self.splits.run(found[0], found[1], data))
+        return await self.run(await self.resolve(model), data)
 
     async def run(self, block_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """One task on the block; its output. Raises OpenAIError (block errors mapped)."""
@@ -148,7 +161,13 @@ LLM_KEY: ServiceKey[LlmService] = ServiceKey("llm")
 def llm_service(ctx: NodeContext) -> LlmService:
     port = ctx.settings.api.tcp_port
     url = f"http://127.0.0.1:{port}/v1" if port else f"unix:{ctx.settings.socket_path}"
-    return LlmService(ctx.get(BLOCKS_KEY), ctx.find(REGISTRY_KEY), ctx.identity.node_id, url)
+    vdag = ctx.find(VDAG_KEY)
+    splits = None
+    if vdag is not None:
+        from aiosd.llm.split_service import SplitModels
+
+        splits = SplitModels(vdag)
+    return LlmService(ctx.get(BLOCKS_KEY), ctx.find(REGISTRY_KEY), ctx.identity.node_id, url, splits)
 
 
 __all__ = ["LLM_KEY", "LlmService", "component_name", "is_llm", "llm_service"]

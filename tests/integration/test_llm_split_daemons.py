@@ -1,0 +1,110 @@
+"""A model split over the vDAG on real daemons: 2 nodes (process driver), `aiosd llm split --stages 2
+--apply` of the tiny model from examples/llm, the official `openai` client against the entry node with
+`model` = the vDAG's name: greedy text (streamed and not) equals the unsplit engine's; then a stage's
+instance is killed -9 mid-generation and the text still equals the undisturbed run (history replay).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+openai = pytest.importorskip("openai")
+
+from tests.daemons import Daemon
+from tests.integration.test_controller_daemons import api, placements, start_cluster
+from tests.integration.test_llm_openai_daemons import build_model, free_port
+from tests.waiting import wait_sync
+
+pytestmark = pytest.mark.timeout(300)
+PROMPT = "The lighthouse keeper climbed"
+NAME = "tiny-split"
+
+
+def reference(model: Path, n: int) -> str:
+    from sdk.llm.engine import LLMEngine
+    from sdk.llm.params import SamplingParams
+
+    e = LLMEngine(str(model), max_batch=1, max_context=128)
+    try:
+        return e.submit(e.encode(PROMPT), SamplingParams(max_tokens=n, temperature=0)).result(60).text
+    finally:
+        e.close()
+
+
+def stage_pids(d: Daemon, block: str) -> list[int]:
+    pids = []
+    for f in d.data_dir.rglob("instances/*/state.json"):
+        try:
+            st = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if st.get("block_id") == block:
+            try:
+                os.kill(int(st["pid"]), 0)
+            except OSError:
+                continue
+            pids.append(int(st["pid"]))
+    return pids
+
+
+def healthy(nodes: list[Daemon], block: str) -> bool:
+    return any(r["block_id"] == block and r["state"] == "healthy"
+               for d in nodes for r in api(d, "GET", "/v1/ps", timeout_s=3.0)["instances"])
+
+
+def test_split_model_serves_openai_and_survives_a_killed_stage(tmp_path: Path, daemons: list[Daemon]) -> None:
+    model = build_model(tmp_path)
+    port = free_port()
+    nodes = start_cluster(tmp_path, daemons, 2, per_node_env=[
+        {"AIOSD_API_TCP_PORT": str(port), "HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "1"}])
+    entry = nodes[0]
+    r = entry.cli("llm", "split", str(model), "--stages", "2", "--name", NAME, "--max-context", "128",
+                  "--threads", "1", "--cpus", "0.1", "--apply", "--json", timeout_s=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["stages"] == [[0, 2], [2, 4]] and out["vdag"] == f"{NAME}:1.0-stable"
+    blocks = out["blocks"]
+    for b in blocks:
+        wait_sync(lambda b=b: len(placements(entry, b)) == 1, timeout_s=30, interval_s=0.2)  # type: ignore[misc]
+        wait_sync(lambda b=b: healthy(nodes, b), timeout_s=90, interval_s=0.5)  # type: ignore[misc]
+    want = reference(model, 40)
+    token = (entry.data_dir / "api.token").read_text().strip()
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0, timeout=90) as client:
+        assert NAME in [m.id for m in client.models.list().data]
+        got = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=40, temperature=0)
+        assert got.choices[0].text == want and got.usage.completion_tokens >= 1
+        t0 = time.monotonic()  # warm now (the entry loaded the tokenizer on the first request)
+        streamed = "".join(c.choices[0].text for c in client.completions.create(
+            model=NAME, prompt=PROMPT, max_tokens=40, temperature=0, stream=True) if c.choices)
+        took = time.monotonic() - t0
+        assert streamed == want
+        chat = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "hi"}],
+                                              max_tokens=4, temperature=0)
+        assert chat.choices[0].message.role == "assistant"
+        with pytest.raises(openai.BadRequestError) as long_:
+            client.completions.create(model=NAME, prompt="word " * 300, max_tokens=2)
+        assert long_.value.body["code"] == "context_length_exceeded"
+
+        # kill -9 the tail's instance a third of the way in: its replacement rebuilds the cache by replay
+        victim = next(pid for d in nodes for pid in stage_pids(d, blocks[1]))
+        killer = threading.Timer(max(0.05, took / 3), os.kill, (victim, signal.SIGKILL))
+        killer.start()
+        try:
+            again = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=40, temperature=0)
+        finally:
+            killer.cancel()
+        extra: dict[str, Any] = again.model_extra or {}
+        assert again.choices[0].text == want, extra
+        assert extra.get("aiosd", {}).get("replays", 0) >= 1, (extra, took, victim)
+        assert extra["aiosd"]["failover_pause_s"] < 30
+        print(f"split: 40 tokens in {took:.2f}s; after kill -9 of {blocks[1]}: {extra['aiosd']}")
