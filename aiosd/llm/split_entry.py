@@ -43,7 +43,7 @@ class SplitRun:
     pending: list[int] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     replays: int = 0
-    stalled_s: float = 0.0  # the longest pause a failover caused
+    stalled_s: float = 0.0  # the longest step that needed a replay (the failed try included)
 
 
 def _file(ids: list[int]) -> dict[str, Any]:
@@ -59,6 +59,7 @@ class SplitEntry:
         self.replay_window_s = replay_window_s
         self.retry_every_s = retry_every_s
         self.replays_total = 0
+        self._bg: set[asyncio.Task[None]] = set()
 
     def _sample(self, p: SamplingParams) -> dict[str, Any]:
         return {"temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k, "seed": p.seed or 0}
@@ -75,14 +76,14 @@ class SplitEntry:
 
     async def step(self, uri: str, run: SplitRun) -> int:
         """Feed the pending tokens, return the next token; replays the history when a stage lost it."""
+        t0 = time.monotonic()
         try:
             return await self._send(uri, run, len(run.fed), run.pending)
         except VdagError as e:
             if any(r in str(e) for r in REFUSED):
                 raise _refused(e) from None
             first = e
-        t0 = time.monotonic()
-        deadline = t0 + self.replay_window_s
+        deadline = time.monotonic() + self.replay_window_s
         attempts = 0
         while True:  # bounded: by the window and the attempt count
             attempts += 1
@@ -137,7 +138,9 @@ class SplitEntry:
                 if len(run.fed) + 1 >= context:
                     break
         finally:
-            asyncio.get_running_loop().create_task(self._drop(uri, run.session))
+            task = asyncio.get_running_loop().create_task(self._drop(uri, run.session))
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
         if not stop_hit:
             tail = text.flush()
             if tail:

@@ -1,7 +1,8 @@
 """A model split over the vDAG on real daemons: 2 nodes (process driver), `aiosd llm split --stages 2
 --apply` of the tiny model from examples/llm, the official `openai` client against the entry node with
 `model` = the vDAG's name: greedy text (streamed and not) equals the unsplit engine's; then a stage's
-instance is killed -9 mid-generation and the text still equals the undisturbed run (history replay).
+instance is killed -9 mid-generation and the text still equals the undisturbed run (history replay on the
+stage's other replica).
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def stage_pids(d: Daemon, block: str) -> list[int]:
     return pids
 
 
-def healthy(nodes: list[Daemon], block: str) -> bool:
-    return any(r["block_id"] == block and r["state"] == "healthy"
+def healthy(nodes: list[Daemon], block: str) -> int:
+    return sum(r["block_id"] == block and r["state"] == "healthy"
                for d in nodes for r in api(d, "GET", "/v1/ps", timeout_s=3.0)["instances"])
 
 
@@ -69,14 +70,14 @@ def test_split_model_serves_openai_and_survives_a_killed_stage(tmp_path: Path, d
         {"AIOSD_API_TCP_PORT": str(port), "HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "1"}])
     entry = nodes[0]
     r = entry.cli("llm", "split", str(model), "--stages", "2", "--name", NAME, "--max-context", "128",
-                  "--threads", "1", "--cpus", "0.1", "--apply", "--json", timeout_s=120)
+                  "--threads", "1", "--cpus", "0.1", "--replicas", "2", "--apply", "--json", timeout_s=120)
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout)
     assert out["stages"] == [[0, 2], [2, 4]] and out["vdag"] == f"{NAME}:1.0-stable"
     blocks = out["blocks"]
     for b in blocks:
-        wait_sync(lambda b=b: len(placements(entry, b)) == 1, timeout_s=30, interval_s=0.2)  # type: ignore[misc]
-        wait_sync(lambda b=b: healthy(nodes, b), timeout_s=90, interval_s=0.5)  # type: ignore[misc]
+        wait_sync(lambda b=b: len(placements(entry, b)) == 2, timeout_s=30, interval_s=0.2)  # type: ignore[misc]
+        wait_sync(lambda b=b: healthy(nodes, b) == 2, timeout_s=90, interval_s=0.5)  # type: ignore[misc]
     want = reference(model, 40)
     token = (entry.data_dir / "api.token").read_text().strip()
     with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0, timeout=90) as client:
@@ -95,8 +96,9 @@ def test_split_model_serves_openai_and_survives_a_killed_stage(tmp_path: Path, d
             client.completions.create(model=NAME, prompt="word " * 300, max_tokens=2)
         assert long_.value.body["code"] == "context_length_exceeded"
 
-        # kill -9 the tail's instance a third of the way in: its replacement rebuilds the cache by replay
-        victim = next(pid for d in nodes for pid in stage_pids(d, blocks[1]))
+        # kill -9 the tail's instance next to the entry (the one serving: routes prefer local instances) a
+        # third of the way in: the other replica takes over and rebuilds the cache by replaying the history
+        victim = stage_pids(entry, blocks[1])[0]
         killer = threading.Timer(max(0.05, took / 3), os.kill, (victim, signal.SIGKILL))
         killer.start()
         try:
