@@ -31,8 +31,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aiosd.llm.split import split_documents  # noqa: E402
-from bench.llm_openai import docs as unsplit_docs  # noqa: E402
+from aiosd.llm.split import split_documents
+from bench.llm_openai import docs as unsplit_docs
 
 BID = "llm-tiny-1"
 SPLIT = "tiny-split"
