@@ -66,16 +66,16 @@ class LlmService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def record(self, models: dict[str, ResolvedBlock]) -> dict[str, Any]:
-        """This node's `inference_servers` record (AIOS: node, URL, models, tags)."""
+    def record(self, models: dict[str, ResolvedBlock], splits: list[str] | None = None) -> dict[str, Any]:
+        """This node's `inference_servers` record (AIOS: node, URL, models, tags); `splits`: split-model names."""
         tags = sorted({t for res in models.values() for t in res.tags})
-        return {"node": self.node_id, "url": self.url, "api": "openai", "models": sorted(models),
+        return {"node": self.node_id, "url": self.url, "api": "openai", "models": sorted([*models, *(splits or [])]),
                 "components": sorted({component_name(r.component_uri) for r in models.values()}), "tags": tags}
 
     async def publish_once(self) -> bool:
         """Write this node's record when it changed; False when the registry refused it."""
         assert self.registry is not None
-        rec = self.record(await self.models())
+        rec = self.record(await self.models(), [uri.split(":", 1)[0] for uri in await self.split_models()])
         if rec == self.published:
             return True
         try:

@@ -110,3 +110,11 @@ def test_split_model_serves_openai_and_survives_a_killed_stage(tmp_path: Path, d
         assert extra.get("aiosd", {}).get("replays", 0) >= 1, (extra, took, victim)
         assert extra["aiosd"]["failover_pause_s"] < 30
         print(f"split: 40 tokens in {took:.2f}s; after kill -9 of {blocks[1]}: {extra['aiosd']}")
+
+    # the entry node's inference_servers record lists the split model
+    def served() -> bool:
+        rows = entry.json("get", "inference_servers")
+        recs = rows.get("items", []) if isinstance(rows, dict) else rows
+        return any(NAME in rec.get("value", rec).get("models", []) for rec in recs if isinstance(rec, dict))
+
+    wait_sync(served, timeout_s=20, interval_s=0.5)

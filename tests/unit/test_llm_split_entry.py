@@ -151,3 +151,21 @@ def test_split_documents_chain_the_ranges() -> None:
             split_documents(comp, "tiny", "/m", bad)
     with pytest.raises(SplitError, match="name"):
         split_documents(comp, "bad name!", "/m", ranges)
+
+
+def test_cli_llm_split_prints_the_documents(tmp_path: pathlib.Path) -> None:
+    from tests.daemons import cli
+
+    cfg = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512, "tie_word_embeddings": False}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    r = cli("llm", "split", str(tmp_path), "--stages", "3", "--name", "m", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["stages"] == [[0, 2], [2, 3], [3, 4]] and out["blocks"] == ["m-s0", "m-s1", "m-s2"]
+    assert out["vdag"] == "m:1.0-stable" and len(out["documents"]) == 5
+    planned = json.loads(cli("llm", "split", str(tmp_path), "--stages", "2", "--nodes", "a=1:100,b=1:100",
+                             "--json", check=True).stdout)
+    assert planned["stages"][0][0] == 0 and planned["stages"][-1][1] == 4 and len(planned["stages"]) == 2
+    bad = cli("llm", "split", str(tmp_path), "--stages", "9")
+    assert bad.returncode == 2 and "--stages" in bad.stderr
