@@ -72,7 +72,8 @@ def split_documents(component: Mapping[str, Any], name: str, model_path: str, ra
                       {"values": {"name": "loadBalancer", "policyRuleURI": "policy.loadBalancer.session-sticky:v1",
                                   "parameters": {"cache_sessions": True}, "settings": {"session_cache_size": 1000}}}]}
         docs.append({"header": {"templateUri": "Parser/V1", "parameters": {}}, "body": {"spec": {"values": values}}})
-        nodes.append({"nodeLabel": f"s{i}", "manualBlockId": bid})
+        nodes.append({"nodeLabel": f"s{i}", "manualBlockId": bid,
+                      "modelParameters": {"sessionAffinity": True}})  # a session's steps reach its caches
         if i:
             conns.append({"nodeLabel": f"s{i}", "inputs": [{"nodeLabel": f"s{i - 1}"}]})
     llm = {"model_path": model_path, "layers": [list(r) for r in ranges], "max_context": max_context,

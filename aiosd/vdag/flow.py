@@ -381,7 +381,7 @@ class VdagFlow:
         for _ in range(2):
             t = choose_target(self.svc.targets(stage.block_id), me=self.me, fan_in=fan_in,
                               session_id=task.session_id, seq_no=task.seq_no, rng=self.rng,
-                              exclude=frozenset(tried))
+                              exclude=frozenset(tried), sticky=bool(stage.model_parameters.get("sessionAffinity")))
             if t is None:
                 break
             hop = Hop(vdag=task.vdag, label=label, from_label=src.label if src else "", session_id=task.session_id,

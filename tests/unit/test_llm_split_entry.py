@@ -169,3 +169,25 @@ def test_cli_llm_split_prints_the_documents(tmp_path: pathlib.Path) -> None:
     assert planned["stages"][0][0] == 0 and planned["stages"][-1][1] == 4 and len(planned["stages"]) == 2
     bad = cli("llm", "split", str(tmp_path), "--stages", "9")
     assert bad.returncode == 2 and "--stages" in bad.stderr
+
+
+def test_session_affinity_routes_a_session_to_one_node() -> None:
+    import random
+
+    from aiosd.vdag.routing import Target, choose_target
+
+    ts = [Target(f"n{i}", f"i{i}", "") for i in range(4)]
+    rng = random.Random(3)
+    for sid in ("a", "b", "c"):
+        picks = {choose_target(ts, me="n9", fan_in=False, session_id=sid, seq_no=seq, rng=rng, sticky=True)
+                 for seq in range(20)}
+        assert len(picks) == 1  # every step of the session: the same node (its caches)
+    spread = {choose_target(ts, me="n9", fan_in=False, session_id="a", seq_no=s, rng=rng) for s in range(40)}
+    assert len(spread) > 1  # without affinity: random
+    here = choose_target(ts, me="n2", fan_in=False, session_id="a", seq_no=1, rng=rng, sticky=True)
+    assert here == Target("n2", "", "")
+    first = choose_target(ts, me="n9", fan_in=False, session_id="a", seq_no=1, rng=rng, sticky=True)
+    assert first is not None
+    other = choose_target(ts, me="n9", fan_in=False, session_id="a", seq_no=1, rng=rng, sticky=True,
+                          exclude=frozenset({first.node}))
+    assert other is not None and other.node != first.node
