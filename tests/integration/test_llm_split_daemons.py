@@ -118,3 +118,46 @@ def test_split_model_serves_openai_and_survives_a_killed_stage(tmp_path: Path, d
         return any(NAME in rec.get("value", rec).get("models", []) for rec in recs if isinstance(rec, dict))
 
     wait_sync(served, timeout_s=20, interval_s=0.5)
+
+
+@pytest.mark.long
+def test_kill9_of_a_stage_node_mid_generation(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """3 nodes, 2 stages with 2 replicas each: the node serving a stage for the entry (not the entry itself)
+    is killed -9 mid-generation; the text equals the undisturbed run's and the stall stays bounded."""
+    model = build_model(tmp_path)
+    port = free_port()
+    nodes = start_cluster(tmp_path, daemons, 3, per_node_env=[
+        {"AIOSD_API_TCP_PORT": str(port), "HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "1"}])
+    entry = nodes[0]
+    r = entry.cli("llm", "split", str(model), "--stages", "2", "--name", NAME, "--max-context", "128",
+                  "--threads", "1", "--cpus", "0.1", "--replicas", "2", "--apply", "--json", timeout_s=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    blocks = json.loads(r.stdout)["blocks"]
+    for b in blocks:
+        wait_sync(lambda b=b: len(placements(entry, b)) == 2, timeout_s=30, interval_s=0.2)  # type: ignore[misc]
+        wait_sync(lambda b=b: healthy(nodes, b) == 2, timeout_s=120, interval_s=0.5)  # type: ignore[misc]
+    want = reference(model, 40)
+    token = (entry.data_dir / "api.token").read_text().strip()
+    ids = {str(api(d, "GET", "/v1/status")["node_id"]): d for d in nodes}
+    me = str(api(entry, "GET", "/v1/status")["node_id"])
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0, timeout=90) as client:
+        client.completions.create(model=NAME, prompt=PROMPT, max_tokens=4, temperature=0)  # warm up
+        t0 = time.monotonic()
+        assert client.completions.create(model=NAME, prompt=PROMPT, max_tokens=40, temperature=0).choices[0].text \
+            == want
+        took = time.monotonic() - t0
+        trace = api(entry, "GET", f"/v1/vdags/{NAME}:1.0-stable")["trace"][-1]
+        served = [h["node"] for h in trace if h["node"] != me]
+        if not served:
+            pytest.skip(f"every stage was served at the entry node: {trace}")
+        victim = ids[served[0]]
+        killer = threading.Timer(max(0.05, took / 3), victim.kill9)
+        killer.start()
+        try:
+            again = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=40, temperature=0)
+        finally:
+            killer.cancel()
+        extra: dict[str, Any] = again.model_extra or {}
+        assert again.choices[0].text == want, extra
+        assert extra["aiosd"]["replays"] >= 1 and extra["aiosd"]["failover_pause_s"] < 10, extra
+        print(f"kill -9 of node {served[0]} mid-generation: {extra['aiosd']}")
