@@ -55,6 +55,8 @@ async def _stream_split(request: web.Request, svc: LlmService, split: tuple[str,
 
     try:
         out = await svc.splits.run(split[0], split[1], data, on_text)
+    except ConnectionResetError:  # the client went away: the generation stopped at its next token
+        return resp
     except OpenAIError as e:
         if not resp.prepared:
             raise

@@ -7,6 +7,7 @@ stage's other replica).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,6 +21,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 openai = pytest.importorskip("openai")
+
+import aiohttp
 
 from tests.daemons import Daemon
 from tests.integration.test_controller_daemons import api, placements, start_cluster
@@ -63,6 +66,16 @@ def healthy(nodes: list[Daemon], block: str) -> int:
                for d in nodes for r in api(d, "GET", "/v1/ps", timeout_s=3.0)["instances"])
 
 
+async def _disconnect_mid_stream(port: int, token: str) -> None:
+    body = {"model": NAME, "prompt": PROMPT, "max_tokens": 100, "temperature": 0, "stream": True}
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s, \
+            s.post(f"http://127.0.0.1:{port}/v1/completions", json=body) as r:
+        assert r.status == 200
+        async for line in r.content:
+            if line.startswith(b"data: {"):
+                break  # the first token came: hang up
+
+
 def test_split_model_serves_openai_and_survives_a_killed_stage(tmp_path: Path, daemons: list[Daemon]) -> None:
     model = build_model(tmp_path)
     port = free_port()
@@ -89,6 +102,12 @@ def test_split_model_serves_openai_and_survives_a_killed_stage(tmp_path: Path, d
             model=NAME, prompt=PROMPT, max_tokens=40, temperature=0, stream=True) if c.choices]
         took = time.monotonic() - t0
         assert "".join(chunks) == want and len([c for c in chunks if c]) > 5  # token by token
+        # a client that goes away mid-stream stops the generation (no more vDAG tasks for it)
+        asyncio.run(_disconnect_mid_stream(port, token))
+        before = api(entry, "GET", "/v1/metrics")["vdags"][f"{NAME}:1.0-stable"]["requests"]
+        time.sleep(1.0)
+        after = api(entry, "GET", "/v1/metrics")["vdags"][f"{NAME}:1.0-stable"]["requests"]
+        assert after - before <= 2, (before, after)  # the drop of its caches, at most
         chat = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "hi"}],
                                               max_tokens=4, temperature=0)
         assert chat.choices[0].message.role == "assistant"
