@@ -102,7 +102,8 @@ def cmd_llm_split(args: argparse.Namespace, env: Env) -> int:
     try:
         docs = split_documents(component, name, str(model_dir), ranges, dtype=args.dtype, device=args.device,
                                max_context=args.max_context, replicas=args.replicas,
-                               max_sessions=args.max_sessions, threads=args.threads, cpus=args.cpus)
+                               max_sessions=args.max_sessions, threads=args.threads, cpus=args.cpus,
+                               wait_s=args.step_timeout)
     except SplitError as e:
         raise UsageError(str(e)) from None
     summary = {"vdag": vdag_uri(name), "model": name, "stages": [list(r) for r in ranges],
@@ -160,6 +161,8 @@ def register_llm(sub: Sub) -> argparse.ArgumentParser:
     q.add_argument("--max-sessions", type=int, default=8, help="KV caches each stage keeps (default 8)")
     q.add_argument("--threads", type=int, help="torch threads per stage")
     q.add_argument("--cpus", type=float, default=0.5, help="CPUs each stage reserves (default 0.5)")
+    q.add_argument("--step-timeout", type=float, default=10.0,
+                   help="seconds the entry waits for one token before it replays the history elsewhere (default 10)")
     q.add_argument("--apply", action="store_true", help="apply the documents cluster-wide")
     return p
 

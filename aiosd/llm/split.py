@@ -48,12 +48,12 @@ def check_ranges(ranges: Sequence[tuple[int, int]], layers: int) -> None:
 def split_documents(component: Mapping[str, Any], name: str, model_path: str, ranges: Sequence[tuple[int, int]],
                     *, dtype: str = "float32", device: str = "cpu", max_context: int = 2048, replicas: int = 1,
                     max_sessions: int = 8, threads: int | None = None, cpus: float = 0.5,
-                    wait_s: float = 30.0) -> list[dict[str, Any]]:
+                    wait_s: float = 10.0) -> list[dict[str, Any]]:
     """[component, stage blocks..., vDAG] documents. Raises SplitError naming the bad field."""
     if not name or len(name) > 60 or not all(c.isalnum() or c in "-_" for c in name):
         raise SplitError("name: 1..60 letters, digits, '-' or '_'")
-    if replicas < 1 or max_sessions < 1 or max_context < 2:
-        raise SplitError("replicas, max_sessions >= 1 and max_context >= 2")
+    if replicas < 1 or max_sessions < 1 or max_context < 2 or not 0 < wait_s <= 3600:
+        raise SplitError("replicas, max_sessions >= 1, max_context >= 2 and 0 < step timeout <= 3600")
     check_ranges(ranges, ranges[-1][1] if ranges else 0)
     settings: dict[str, Any] = {"dtype": dtype, "device": device, "max_sessions": max_sessions,
                                 "max_context": max_context}

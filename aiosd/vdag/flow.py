@@ -318,7 +318,8 @@ class VdagFlow:
         if bal is None:
             return HopAck(status=503, node=self.me, message="the runtime is not running")
         try:
-            reply = await bal.submit(stage.block_id, raw, hop.session_id, prefer=hop.instance or None)
+            reply = await bal.submit(stage.block_id, raw, hop.session_id, prefer=hop.instance or None,
+                                     sticky=bool(stage.model_parameters.get("sessionAffinity")))
         except TaskFailed as e:
             return HopAck(status=422, node=self.me, message=f"block {stage.block_id} failed the task: {e}"[:4000])
         except (NoHealthyInstance, InstanceBusy) as e:

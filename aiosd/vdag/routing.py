@@ -7,7 +7,8 @@
   is a hash of the task over the sorted targets, the same at every sender. Otherwise this node's own
   instances first (no network hop), else a random node running it; with session affinity (the stage's
   `modelParameters.sessionAffinity`, e.g. a split LLM's stages holding a KV cache per session) a hash of
-  the session over the sorted nodes, so every task of a session reaches the same node.
+  the session over the sorted nodes, so every task of a session reaches the same node (and there the
+  balancer keeps it on one instance: flow.py submits it sticky).
 """
 
 from __future__ import annotations
