@@ -54,7 +54,7 @@ async def _stream_split(request: web.Request, svc: LlmService, split: tuple[str,
         await resp.write(oai.stream_text(chat, rid, model, now, piece))
 
     try:
-        out = await svc.splits.run(split[0], split[1], data, on_text)
+        out = await svc.split_runner().run(split[0], split[1], data, on_text)
     except ConnectionResetError:  # the client went away: the generation stopped at its next token
         return resp
     except OpenAIError as e:
@@ -80,7 +80,7 @@ def llm_routes(svc: LlmService) -> list[Route]:
             usage = oai.include_usage(body) if stream else False
             rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
             now = int(time.time())
-            split = await svc.splits.find(model) if stream and svc.splits is not None else None
+            split = await svc.find_split(model) if stream else None
             if split is not None:
                 return await _stream_split(request, svc, split, chat, rid, model, data, now, usage)
             out = await svc.complete(model, data)

@@ -19,9 +19,11 @@ from aiosd.blocks.api import run_task
 from aiosd.blocks.service import BLOCKS_KEY, BlockService
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.llm.oai import OpenAIError, block_error
+from aiosd.llm.split import split_info
 from aiosd.registry.service import REGISTRY_KEY, RegistryService
 from aiosd.specs.resolve import ResolvedBlock
-from aiosd.vdag.service import VDAG_KEY
+from aiosd.vdag.service import TABLE as VDAG_TABLE
+from aiosd.vdag.service import VDAG_KEY, VdagService
 from federation.replication.errors import ReplicationError
 
 log = logging.getLogger(__name__)
@@ -44,9 +46,10 @@ class LlmService:
     name = "llm"
 
     def __init__(self, blocks: BlockService, registry: RegistryService | None = None, node_id: str = "",
-                 url: str = "", splits: Any = None) -> None:
+                 url: str = "", vdag: VdagService | None = None) -> None:
         self.blocks = blocks
-        self.splits = splits  # split_service.SplitModels: vDAG-split models (None without the vdag role)
+        self.vdag = vdag  # split models are vDAGs (None without the vdag role)
+        self._splits: Any = None  # split_service.SplitModels, made on first use (it imports torch)
         self.registry = registry
         self.node_id = node_id
         self.url = url
@@ -120,14 +123,37 @@ class LlmService:
                           "model_not_found")
 
     async def split_models(self) -> dict[str, dict[str, Any]]:
-        """Split models (vDAG uri → settings); empty without the vdag role."""
-        return await self.splits.models() if self.splits is not None else {}
+        """Split models: vDAG uri → its `llm` settings; empty without the vdag role."""
+        if self.vdag is None:
+            return {}
+        out = {}
+        for e in await self.vdag.registry.scan(VDAG_TABLE):
+            info = split_info(e.value) if isinstance(e.value, dict) else None
+            if info is not None:
+                out[str(e.key)] = info
+        return out
+
+    async def find_split(self, model: str) -> tuple[str, dict[str, Any]] | None:
+        """(uri, settings) of the split model named `model` (its vDAG name or uri), else None."""
+        for uri, info in (await self.split_models()).items():
+            if model in (uri, uri.split(":", 1)[0]):
+                return uri, info
+        return None
+
+    def split_runner(self) -> Any:
+        """The split models' entry (split_service.SplitModels); imported on first use: it needs torch."""
+        if self._splits is None:
+            from aiosd.llm.split_service import SplitModels
+
+            assert self.vdag is not None
+            self._splits = SplitModels(self.vdag)
+        return self._splits
 
     async def complete(self, model: str, data: dict[str, Any]) -> dict[str, Any]:
         """One OpenAI request on `model`: a split model's vDAG, else an LLM block. Raises OpenAIError."""
-        found = await self.splits.find(model) if self.splits is not None else None
+        found = await self.find_split(model)
         if found is not None:
-            return dict(await self.splits.run(found[0], found[1], data))
+            return dict(await self.split_runner().run(found[0], found[1], data))
         return await self.run(await self.resolve(model), data)
 
     async def run(self, block_id: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -161,13 +187,7 @@ LLM_KEY: ServiceKey[LlmService] = ServiceKey("llm")
 def llm_service(ctx: NodeContext) -> LlmService:
     port = ctx.settings.api.tcp_port
     url = f"http://127.0.0.1:{port}/v1" if port else f"unix:{ctx.settings.socket_path}"
-    vdag = ctx.find(VDAG_KEY)
-    splits = None
-    if vdag is not None:
-        from aiosd.llm.split_service import SplitModels
-
-        splits = SplitModels(vdag)
-    return LlmService(ctx.get(BLOCKS_KEY), ctx.find(REGISTRY_KEY), ctx.identity.node_id, url, splits)
+    return LlmService(ctx.get(BLOCKS_KEY), ctx.find(REGISTRY_KEY), ctx.identity.node_id, url, ctx.find(VDAG_KEY))
 
 
 __all__ = ["LLM_KEY", "LlmService", "component_name", "is_llm", "llm_service"]

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from aiosd.llm.oai import OpenAIError
-from aiosd.llm.split import split_info
 from aiosd.llm.split_entry import SplitEntry
-from aiosd.vdag.service import TABLE, VdagService
+from aiosd.vdag.service import VdagService
 from sdk.llm.errors import InvalidRequest, ModelLoadError
 
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "ignore_eos")
@@ -26,7 +25,7 @@ MAX_TOKENIZERS = 8
 
 
 class SplitModels:
-    """The split models of the network and their generations at this entry node."""
+    """Generations of split models at this entry node (service.LlmService finds the models)."""
 
     def __init__(self, vdag: VdagService) -> None:
         self.vdag = vdag
@@ -34,22 +33,6 @@ class SplitModels:
                                                                                    None, False))
         self._tokenizers: dict[str, tuple[Any, frozenset[int]]] = {}
         self._lock = asyncio.Lock()
-
-    async def models(self) -> dict[str, dict[str, Any]]:
-        """vDAG uri → its `llm` settings, for every split-model vDAG of the network."""
-        out = {}
-        for e in await self.vdag.registry.scan(TABLE):
-            info = split_info(e.value) if isinstance(e.value, dict) else None
-            if info is not None:
-                out[str(e.key)] = info
-        return out
-
-    async def find(self, model: str) -> tuple[str, dict[str, Any]] | None:
-        """(uri, settings) of the split model named `model` (its vDAG name or uri), else None."""
-        for uri, info in (await self.models()).items():
-            if model in (uri, uri.split(":", 1)[0]):
-                return uri, info
-        return None
 
     async def _tokenizer(self, path: str) -> tuple[Any, frozenset[int]]:
         async with self._lock:
