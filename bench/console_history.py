@@ -57,6 +57,9 @@ def main() -> None:
                     return sum(len(msgpack.unpackb(raw)) for k, raw in snap.scan(HISTORY, "10s/"))
 
             base = median_ms(scan_fine)
+            t = time.perf_counter()
+            HistoryLog(store, lambda: None).query(q6h)  # a fresh log: loads the fine tier from LMDB
+            first = (time.perf_counter() - t) * 1000
             fine = median_ms(lambda: h.query(q6h))
             coarse = median_ms(lambda: h.query(q7d))
             cols = h.query(q6h)["series"]
@@ -66,6 +69,7 @@ def main() -> None:
             print(f"baseline scan of the 10 s tier: {base:.1f} ms")
             print(f"6 h query, 10 s step ({pts} points): {fine:.1f} ms  ratio to scan {fine / base:.2f}  "
                   f"target <= 50 ms: {'met' if fine <= 50 else 'MISSED'}")
+            print(f"first 6 h query of a fresh log (loads the 10 s tier into memory): {first:.1f} ms")
             print(f"7 d query, 1 h step: {coarse:.1f} ms  ratio to scan {coarse / base:.2f}")
         finally:
             store.close()

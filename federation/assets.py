@@ -12,9 +12,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from federation.sansio import NodeId
+from federation.strict import Wire
 
 DIGEST_PATTERN = r"^[0-9a-f]{64}$"
 DIGEST_BYTES = 32
@@ -24,10 +25,9 @@ DIGEST_BYTES = 32
 MAX_READ_BYTES = 16 << 20
 
 
-class ChunkGet(BaseModel):
+class ChunkGet(Wire):
     """Ask a holder for `length` bytes of blob `sha256` at `offset` (answered as raw bytes)."""
 
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
     kind: Literal["asset.chunk.get"] = "asset.chunk.get"
     v: Literal[1] = 1
     sha256: str = Field(pattern=DIGEST_PATTERN)

@@ -13,7 +13,7 @@ from collections.abc import Container, Iterable, Iterator
 from typing import Annotated, Any, Literal, Self
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from federation.errors import AuthError, AuthReason, IdentityError
 from federation.identity import (
@@ -25,8 +25,7 @@ from federation.identity import (
     verify_signature,
     write_file_atomic,
 )
-
-WIRE_CONFIG = ConfigDict(frozen=True, strict=True, extra="forbid")
+from federation.strict import Wire
 
 Role = Literal["admin", "member"]
 """admin: may create tokens, admit joiners, revoke; member: an ordinary node. Append-only."""
@@ -44,10 +43,8 @@ MAX_CERT_BYTES = 2048
 _Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 
 
-class NodeCert(BaseModel):
+class NodeCert(Wire):
     """A node certificate; immutable; `ca_signature` covers every other field."""
-
-    model_config = WIRE_CONFIG
 
     kind: Literal["aiosd.cert"] = "aiosd.cert"
     v: Literal[1] = 1
@@ -251,10 +248,8 @@ class CertCache:
         return len(self._d)
 
 
-class Revocation(BaseModel):
+class Revocation(Wire):
     """One revoked subject (a node id, a cert serial or a token id), as the registries store it."""
-
-    model_config = WIRE_CONFIG
 
     kind: Literal["aiosd.revocation"] = "aiosd.revocation"
     v: Literal[1] = 1

@@ -16,12 +16,11 @@ from typing import Annotated, Any, Literal
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
 import nacl.signing
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from federation.certs import (
     MAX_CERT_BYTES,
     MSGPACK_ERRORS,
-    WIRE_CONFIG,
     NodeCert,
     Role,
     first_error,
@@ -36,6 +35,7 @@ from federation.identity import (
     node_id_of,
     verify_signature,
 )
+from federation.strict import Wire
 
 TOKEN_PREFIX = "aiosd1."
 # A token is ~200 chars with a few seeds; 4 KiB leaves room for 50 seed addresses and refuses
@@ -55,10 +55,8 @@ _Fingerprint = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 _Hex = Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[0-9a-f]+$")]
 
 
-class JoinToken(BaseModel):
+class JoinToken(Wire):
     """What `aiosd token create` prints and `aiosd join` parses (holds the secret: never log it)."""
-
-    model_config = WIRE_CONFIG
 
     kind: Literal["aiosd.token"] = "aiosd.token"
     v: Literal[1] = 1
@@ -86,10 +84,8 @@ class JoinToken(BaseModel):
         return TOKEN_PREFIX + base64.urlsafe_b64encode(pack(body)).rstrip(b"=").decode("ascii")
 
 
-class TokenRecord(BaseModel):
+class TokenRecord(Wire):
     """The admin-side record of a token (replicated); holds no secret, only its verify key."""
-
-    model_config = WIRE_CONFIG
 
     kind: Literal["aiosd.token_record"] = "aiosd.token_record"
     v: Literal[1] = 1
@@ -106,10 +102,8 @@ class TokenRecord(BaseModel):
     used_by: tuple[str, ...] = Field(default=(), max_length=64)  # last node ids admitted (audit)
 
 
-class JoinRequest(BaseModel):
+class JoinRequest(Wire):
     """What the joiner sends to a seed: proof that it holds the token secret, bound to its key."""
-
-    model_config = WIRE_CONFIG
 
     kind: Literal["aiosd.join.request"] = "aiosd.join.request"
     v: Literal[1] = 1
@@ -121,10 +115,8 @@ class JoinRequest(BaseModel):
     proof: bytes = Field(min_length=SIGNATURE_BYTES, max_length=SIGNATURE_BYTES)
 
 
-class JoinAnswer(BaseModel):
+class JoinAnswer(Wire):
     """The seed's answer to an admitted join: the CA key (pinned by the token) and the new cert."""
-
-    model_config = WIRE_CONFIG
 
     kind: Literal["aiosd.join.answer"] = "aiosd.join.answer"
     v: Literal[1] = 1

@@ -41,14 +41,19 @@ def _problem(e: AssetError) -> ApiProblem:
     return ApiProblem(e.status, e.code, str(e))
 
 
-def asset_routes(svc: AssetsService) -> list[Route]:
-    async def h_list(_: web.Request) -> web.StreamResponse:
+class AssetHandlers:
+    """The assets' and images' HTTP handlers over one `AssetsService`."""
+
+    def __init__(self, svc: AssetsService) -> None:
+        self.svc = svc
+
+    async def list_assets(self, _: web.Request) -> web.StreamResponse:
         try:
-            return json_ok({"items": await svc.list()})
+            return json_ok({"items": await self.svc.list()})
         except AssetError as e:
             raise _problem(e) from None
 
-    async def h_push(request: web.Request) -> web.StreamResponse:
+    async def push(self, request: web.Request) -> web.StreamResponse:
         uri = request.query.get("uri", "")
         type_ = request.query.get("type", "file")
         raw_chunk = request.query.get("chunk_bytes")
@@ -58,14 +63,14 @@ def asset_routes(svc: AssetsService) -> list[Route]:
             raise ApiProblem(400, "bad_request", "chunk_bytes must be an integer", "chunk_bytes") from None
         if chunk is not None and not 4096 <= chunk <= 16 << 20:
             raise ApiProblem(422, "invalid", "chunk_bytes must be within 4096..16777216", "chunk_bytes")
-        writer = svc.writer(chunk)
+        writer = self.svc.writer(chunk)
         try:
             while True:
                 piece = await request.content.read(_PIECE_BYTES)
                 if not piece:
                     break
                 await asyncio.to_thread(writer.write, piece)
-            record = await svc.publish(uri, writer, type_=type_, name=request.query.get("name", ""))
+            record = await self.svc.publish(uri, writer, type_=type_, name=request.query.get("name", ""))
         except AssetError as e:
             writer.abort()
             raise _problem(e) from None
@@ -74,88 +79,93 @@ def asset_routes(svc: AssetsService) -> list[Route]:
             raise
         return json_ok(record)
 
-    async def h_info(request: web.Request) -> web.StreamResponse:
+    async def info(self, request: web.Request) -> web.StreamResponse:
         try:
-            rec = await svc.lookup(request.query.get("uri", ""))
-            rec["holders"] = await svc.holders(str(rec["sha256"]), rec)
+            rec = await self.svc.lookup(request.query.get("uri", ""))
+            rec["holders"] = await self.svc.holders(str(rec["sha256"]), rec)
         except AssetError as e:
             raise _problem(e) from None
-        rec["local"] = await asyncio.to_thread(svc.blobs.has, str(rec["sha256"]))
+        rec["local"] = await asyncio.to_thread(self.svc.blobs.has, str(rec["sha256"]))
         return json_ok(rec)
 
-    async def h_fetch(request: web.Request) -> web.StreamResponse:
+    async def fetch(self, request: web.Request) -> web.StreamResponse:
         body = await read_model(request, FetchRequest)
         try:
-            job = await svc.start_fetch(body.uri)
+            job = await self.svc.start_fetch(body.uri)
         except AssetError as e:
             raise _problem(e) from None
         return json_ok(job.to_json(), status=200 if job.state == "done" else 202)
 
-    async def h_fetches(_: web.Request) -> web.StreamResponse:
-        return json_ok({"items": [j.to_json() for j in svc.jobs.values()]})
+    async def fetches(self, _: web.Request) -> web.StreamResponse:
+        return json_ok({"items": [j.to_json() for j in self.svc.jobs.values()]})
 
-    async def h_fetch_status(request: web.Request) -> web.StreamResponse:
-        job = svc.jobs.get(request.match_info["sha256"])
+    async def fetch_status(self, request: web.Request) -> web.StreamResponse:
+        job = self.svc.jobs.get(request.match_info["sha256"])
         if job is None:
             raise ApiProblem(404, "not_found", "no fetch of that blob on this node", "sha256")
         return json_ok(job.to_json())
 
-    async def h_blob(request: web.Request) -> web.StreamResponse:
+    async def blob(self, request: web.Request) -> web.StreamResponse:
         try:
-            path = svc.blobs.path(check_digest(request.match_info["sha256"]))
+            path = self.svc.blobs.path(check_digest(request.match_info["sha256"]))
         except ValueError as e:
             raise ApiProblem(400, "bad_request", str(e), "sha256") from None
         if not await asyncio.to_thread(path.is_file):
             raise ApiProblem(404, "not_found", "this node does not hold that blob (fetch it first)", "sha256")
         return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
-    async def h_faults(request: web.Request) -> web.StreamResponse:
-        if svc.faults is None:
+    async def faults(self, request: web.Request) -> web.StreamResponse:
+        if self.svc.faults is None:
             raise ApiProblem(404, "not_found", "fault injection is off (AIOSD_TEST_FAULTS=1 enables it)")
         body = await read_model(request, FaultsRequest)
-        svc.faults.corrupt_next, svc.faults.delay_s = body.corrupt_next, body.delay_s
+        self.svc.faults.corrupt_next, self.svc.faults.delay_s = body.corrupt_next, body.delay_s
         return json_ok({"corrupt_next": body.corrupt_next, "delay_s": body.delay_s,
-                        "corrupted": svc.faults.corrupted, "served_chunks": svc.served_chunks})
+                        "corrupted": self.svc.faults.corrupted, "served_chunks": self.svc.served_chunks})
 
-    async def h_images(_: web.Request) -> web.StreamResponse:
-        return json_ok({"items": await image_dist.list_images(svc)})
+    async def images(self, _: web.Request) -> web.StreamResponse:
+        return json_ok({"items": await image_dist.list_images(self.svc)})
 
-    async def h_image_push(request: web.Request) -> web.StreamResponse:
+    async def image_push(self, request: web.Request) -> web.StreamResponse:
         body = await read_model(request, ImageRequest)
         try:
-            return json_ok(await image_dist.push_image(svc, body.name))
+            return json_ok(await image_dist.push_image(self.svc, body.name))
         except AssetError as e:
             raise _problem(e) from None
 
-    async def h_image_pull(request: web.Request) -> web.StreamResponse:
+    async def image_pull(self, request: web.Request) -> web.StreamResponse:
         body = await read_model(request, ImageRequest)
         try:
-            return json_ok(await image_dist.pull_image(svc, body.name))
+            return json_ok(await image_dist.pull_image(self.svc, body.name))
         except AssetError as e:
             raise _problem(e) from None
 
-    out = [
-        Route("GET", "/v1/assets", h_list, "assets in the registry, with holders and whether this node has each",
-              tag="assets"),
-        Route("POST", "/v1/assets", h_push, "publish the (streamed, octet-stream) body as asset ?uri=&type=&name="
-              "&chunk_bytes=", tag="assets"),
-        Route("GET", "/v1/assets/info", h_info, "one asset (?uri=) with its holders", tag="assets"),
-        Route("POST", "/v1/assets/fetch", h_fetch, "start or join fetching an asset from its holders "
-              "(202 running, 200 done)", request=FetchRequest, tag="assets"),
-        Route("GET", "/v1/assets/fetches", h_fetches, "fetches on this node and their progress", tag="assets"),
-        Route("GET", "/v1/assets/fetches/{sha256}", h_fetch_status, "progress of one fetch", tag="assets"),
-        Route("GET", "/v1/blobs/{sha256}", h_blob, "download a blob this node holds (octet-stream)",
-              tag="assets"),
-        Route("GET", "/v1/images", h_images, "images published to the network", tag="images"),
-        Route("POST", "/v1/images/push", h_image_push, "podman save a local image into an asset and publish it",
-              request=ImageRequest, tag="images"),
-        Route("POST", "/v1/images/pull", h_image_pull, "fetch a published image from peers and podman load it",
-              request=ImageRequest, tag="images"),
-    ]
-    if svc.faults is not None:
-        out.append(Route("POST", "/v1/assets/_faults", h_faults, "test only: corrupt or delay chunk answers",
-                         request=FaultsRequest, tag="assets"))
-    return out
+    def routes(self) -> list[Route]:
+        out = [
+            Route("GET", "/v1/assets", self.list_assets, "assets in the registry, with holders and whether this node has each",
+                  tag="assets"),
+            Route("POST", "/v1/assets", self.push, "publish the (streamed, octet-stream) body as asset ?uri=&type=&name="
+                  "&chunk_bytes=", tag="assets"),
+            Route("GET", "/v1/assets/info", self.info, "one asset (?uri=) with its holders", tag="assets"),
+            Route("POST", "/v1/assets/fetch", self.fetch, "start or join fetching an asset from its holders "
+                  "(202 running, 200 done)", request=FetchRequest, tag="assets"),
+            Route("GET", "/v1/assets/fetches", self.fetches, "fetches on this node and their progress", tag="assets"),
+            Route("GET", "/v1/assets/fetches/{sha256}", self.fetch_status, "progress of one fetch", tag="assets"),
+            Route("GET", "/v1/blobs/{sha256}", self.blob, "download a blob this node holds (octet-stream)",
+                  tag="assets"),
+            Route("GET", "/v1/images", self.images, "images published to the network", tag="images"),
+            Route("POST", "/v1/images/push", self.image_push, "podman save a local image into an asset and publish it",
+                  request=ImageRequest, tag="images"),
+            Route("POST", "/v1/images/pull", self.image_pull, "fetch a published image from peers and podman load it",
+                  request=ImageRequest, tag="images"),
+        ]
+        if self.svc.faults is not None:
+            out.append(Route("POST", "/v1/assets/_faults", self.faults, "test only: corrupt or delay chunk answers",
+                             request=FaultsRequest, tag="assets"))
+        return out
 
 
-__all__ = ["FaultsRequest", "FetchRequest", "ImageRequest", "asset_routes"]
+def asset_routes(svc: AssetsService) -> list[Route]:
+    return AssetHandlers(svc).routes()
+
+
+__all__ = ["AssetHandlers", "FaultsRequest", "FetchRequest", "ImageRequest", "asset_routes"]

@@ -60,14 +60,35 @@ def _float_query(request: web.Request, name: str, default: float, hi: float) -> 
     return v
 
 
-def spec_routes(svc: BlockService) -> list[Route]:
-    async def h_apply(request: web.Request) -> web.Response:
+def _mgmt_body(body: Any) -> tuple[str, str, dict[str, Any]]:
+    """(service, mgmtCommand, mgmtData) of a mgmt request body, each checked."""
+    if not isinstance(body, dict):
+        raise ApiProblem(422, "invalid", "must be an object {service, mgmtCommand, mgmtData}", "body")
+    service = body.get("service", "instances")
+    cmd = body.get("mgmtCommand")
+    data = body.get("mgmtData", {})
+    if not isinstance(service, str):
+        raise ApiProblem(422, "invalid", "must be a string", "service")
+    if not isinstance(cmd, str) or not cmd:
+        raise ApiProblem(422, "invalid", "is required: a non-empty string", "mgmtCommand")
+    if not isinstance(data, dict):
+        raise ApiProblem(422, "invalid", "must be an object", "mgmtData")
+    return service, cmd, data
+
+
+class SpecHandlers:
+    """The block service's HTTP handlers (apply, records, infer, mgmt) over one `BlockService`."""
+
+    def __init__(self, svc: BlockService) -> None:
+        self.svc = svc
+
+    async def apply(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise ApiProblem(413, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes")
         text = await request.read()
         spec_uri = request.query.get("specUri")
         if spec_uri:  # a spec from the spec store (aiosd spec push), applied like a body
-            stored = svc.policy_svc.specs.get(spec_uri) if svc.policy_svc is not None else None
+            stored = self.svc.policy_svc.specs.get(spec_uri) if self.svc.policy_svc is not None else None
             if stored is None:
                 raise ApiProblem(404, "not_found", f"no spec {spec_uri[:200]!r} in the spec store; "
                                  "push it with `aiosd spec push`", "specUri")
@@ -78,7 +99,7 @@ def spec_routes(svc: BlockService) -> list[Route]:
         cluster = request.query.get("cluster", "") in ("1", "true", "yes")
         wait_s = _float_query(request, "wait", 0.0, MAX_WAIT_S)
         try:
-            out = await svc.apply(text, dry_run=dry, overrides=request.query.get("policy_overrides") or None,
+            out = await self.svc.apply(text, dry_run=dry, overrides=request.query.get("policy_overrides") or None,
                                   cluster=cluster)
         except SpecError as e:
             raise spec_problem(e) from None
@@ -92,15 +113,15 @@ def spec_routes(svc: BlockService) -> list[Route]:
             raise ApiProblem(422, "policy", str(e), "policyRulesSpec") from None
         task = out.get("task")
         if task is not None and wait_s > 0:
-            out["task"] = (await svc.tasks.wait(task["id"], wait_s)).model_dump(mode="json")
+            out["task"] = (await self.svc.tasks.wait(task["id"], wait_s)).model_dump(mode="json")
         return json_ok(out)
 
-    async def h_list(request: web.Request) -> web.Response:
+    async def list_records(self, request: web.Request) -> web.Response:
         kind = _kind(request)
-        rows = await svc.registry.list(kind)
+        rows = await self.svc.registry.list(kind)
         if kind is RecordKind.BLOCK:
             counts: dict[str, list[int]] = {}
-            for s in svc.runtime.sup.status():
+            for s in self.svc.runtime.sup.status():
                 c = counts.setdefault(s.block_id, [0, 0])
                 c[0] += 1
                 c[1] += s.state is InstanceState.HEALTHY
@@ -112,14 +133,14 @@ def spec_routes(svc: BlockService) -> list[Route]:
                 r.pop("document", None)
         return json_ok({"kind": kind.value, "items": rows})
 
-    async def h_get(request: web.Request) -> web.Response:
+    async def get_record(self, request: web.Request) -> web.Response:
         kind, key = _kind(request), request.match_info["id"]
-        rec = await svc.registry.get(kind, key)
+        rec = await self.svc.registry.get(kind, key)
         if rec is None:
             raise ApiProblem(404, "not_found", f"no {kind.value[:-1]} {key!r}", "id")
         if kind is RecordKind.BLOCK:
-            rows = [s.to_json() for s in svc.runtime.sup.status() if s.block_id == key]
-            st = svc.loop_state(key)
+            rows = [s.to_json() for s in self.svc.runtime.sup.status() if s.block_id == key]
+            st = self.svc.loop_state(key)
             rec["status"] = {
                 "instances": rows,
                 "healthy": sum(1 for r in rows if r["state"] == InstanceState.HEALTHY.value),
@@ -127,10 +148,10 @@ def spec_routes(svc: BlockService) -> list[Route]:
             }
         return json_ok(rec)
 
-    async def h_delete(request: web.Request) -> web.Response:
+    async def delete_record(self, request: web.Request) -> web.Response:
         kind, key = _kind(request), request.match_info["id"]
         try:
-            return json_ok(await svc.delete(kind, key))
+            return json_ok(await self.svc.delete(kind, key))
         except KeyError:
             raise ApiProblem(404, "not_found", f"no {kind.value[:-1]} {key!r}", "id") from None
         except SpecError as e:
@@ -140,78 +161,74 @@ def spec_routes(svc: BlockService) -> list[Route]:
         except PolicyVetoed as e:
             raise ApiProblem(403, "vetoed", str(e)) from None
 
-    async def h_infer(request: web.Request) -> web.Response:
+    async def infer(self, request: web.Request) -> web.Response:
         bid = request.match_info["id"]
         t0 = time.perf_counter()
         warnings: list[str] = []
-        instance_id, packets = await run_task(svc, bid, await _read_packet(request),
+        instance_id, packets = await run_task(self.svc, bid, await _read_packet(request),
                                               json_body=request.content_type != MSGPACK, warnings=warnings)
         return _infer_answer(request, bid, instance_id, packets, t0, warnings)
 
-    async def h_mgmt(request: web.Request) -> web.Response:
+    async def mgmt(self, request: web.Request) -> web.Response:
         bid = request.match_info["id"]
-        res = await svc.lookup(bid)
+        res = await self.svc.lookup(bid)
         if res is None:
             raise ApiProblem(404, "not_found", f"no block {bid!r}", "id")
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise ApiProblem(422, "invalid", "must be an object {service, mgmtCommand, mgmtData}", "body")
-        service = body.get("service", "instances")
-        cmd = body.get("mgmtCommand")
-        data = body.get("mgmtData", {})
-        if not isinstance(service, str):
-            raise ApiProblem(422, "invalid", "must be a string", "service")
-        if not isinstance(cmd, str) or not cmd:
-            raise ApiProblem(422, "invalid", "is required: a non-empty string", "mgmtCommand")
-        if not isinstance(data, dict):
-            raise ApiProblem(422, "invalid", "must be an object", "mgmtData")
+        service, cmd, data = _mgmt_body(await read_json(request))
         if cmd in SCALE_COMMANDS:
-            n = data.get("instances")
-            if not isinstance(n, int) or isinstance(n, bool):
-                raise ApiProblem(422, "invalid", "must be an integer (the instance count)", "mgmtData.instances")
-            try:
-                return json_ok(await svc.scale(bid, n))
-            except SpecError as e:
-                raise spec_problem(e) from None
-            except ClusterRefused as e:
-                raise ApiProblem(e.status, e.code, str(e)) from None
-            except PolicyVetoed as e:
-                raise ApiProblem(403, "vetoed", str(e)) from None
-            except BlockError as e:
-                raise ApiProblem(409, "runtime_refused", str(e)) from None
-        if svc.resolved(bid) is None:  # a cluster block with no instance here
-            raise _not_here(svc, bid)
+            return await self._scale(bid, data)
+        if self.svc.resolved(bid) is None:  # a cluster block with no instance here
+            raise _not_here(self.svc, bid)
         try:
-            checked = await svc.precheck("block_mgmt", {"block_id": bid, "service": service, "mgmtCommand": cmd,
-                                                        "mgmtData": data}, ("mgmtData",))
+            checked = await self.svc.precheck("block_mgmt", {"block_id": bid, "service": service, "mgmtCommand": cmd,
+                                                             "mgmtData": data}, ("mgmtData",))
         except PolicyVetoed as e:
             raise ApiProblem(403, "vetoed", str(e)) from None
         data = checked["mgmtData"]
         if not isinstance(data, dict):
             raise ApiProblem(403, "vetoed", "the block_mgmt pre-check rewrote mgmtData into a non-object")
         if service in ("autoscaler", "health"):
-            st = svc.loop_state(bid)
-            handle = (st.autoscaler if service == "autoscaler" else st.health) if st else None
-            if handle is None:
-                raise ApiProblem(404, "not_found", f"block {bid!r} has no {service} policy", "service")
-            try:
-                result = handle.management(cmd, data)
-                if inspect.isawaitable(result):  # a published policy, in the sandbox
-                    result = await result
-                return json_ok({"block_id": bid, "service": service, "result": result})
-            except PolicyError as e:
-                raise ApiProblem(422, "policy", str(e), "mgmtCommand") from None
+            return await self._policy_mgmt(bid, service, cmd, data)
         if cmd in PARAMETER_COMMANDS:
-            return json_ok(await _set_parameters(svc, bid, data))
-        answers = await _each_instance(svc, bid, "/mgmt", {"mgmt_action": cmd, "mgmt_data": data})
+            return json_ok(await _set_parameters(self.svc, bid, data))
+        answers = await _each_instance(self.svc, bid, "/mgmt", {"mgmt_action": cmd, "mgmt_data": data})
         return json_ok({"block_id": bid, "mgmtCommand": cmd, "instances": answers})
 
-    async def h_dry_run(request: web.Request) -> web.Response:
+    async def _scale(self, bid: str, data: dict[str, Any]) -> web.Response:
+        n = data.get("instances")
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise ApiProblem(422, "invalid", "must be an integer (the instance count)", "mgmtData.instances")
+        try:
+            return json_ok(await self.svc.scale(bid, n))
+        except SpecError as e:
+            raise spec_problem(e) from None
+        except ClusterRefused as e:
+            raise ApiProblem(e.status, e.code, str(e)) from None
+        except PolicyVetoed as e:
+            raise ApiProblem(403, "vetoed", str(e)) from None
+        except BlockError as e:
+            raise ApiProblem(409, "runtime_refused", str(e)) from None
+
+    async def _policy_mgmt(self, bid: str, service: str, cmd: str, data: dict[str, Any]) -> web.Response:
+        """A management command to the block's autoscaler or health policy."""
+        st = self.svc.loop_state(bid)
+        handle = (st.autoscaler if service == "autoscaler" else st.health) if st else None
+        if handle is None:
+            raise ApiProblem(404, "not_found", f"block {bid!r} has no {service} policy", "service")
+        try:
+            result = handle.management(cmd, data)
+            if inspect.isawaitable(result):  # a published policy, in the sandbox
+                result = await result
+            return json_ok({"block_id": bid, "service": service, "result": result})
+        except PolicyError as e:
+            raise ApiProblem(422, "policy", str(e), "mgmtCommand") from None
+
+    async def dry_run(self, request: web.Request) -> web.Response:
         text = await request.read()
         if not text.strip():
             raise ApiProblem(400, "bad_request", "the request needs a body: component and/or block documents")
         try:
-            out = await svc.apply(text, dry_run=True, overrides=request.query.get("policy_overrides") or None)
+            out = await self.svc.apply(text, dry_run=True, overrides=request.query.get("policy_overrides") or None)
         except SpecError as e:
             raise spec_problem(e) from None
         except PolicyError as e:
@@ -219,21 +236,26 @@ def spec_routes(svc: BlockService) -> list[Route]:
         blocks = [d for d in out["documents"] if d["kind"] == "block"]
         return json_ok({"blocks": [{"id": d["id"], "placement": d["placement"]} for d in blocks]})
 
-    routes = [Route("POST", "/v1/apply", h_apply, "apply AIOS documents (?dry_run=1, ?wait=S, "
-                    "?policy_overrides=aios-examples, ?cluster=1: placed by the cluster's controller, ?specUri=URI: a stored spec "
-                    "instead of a body)", tag="specs"),
-              Route("POST", "/v1/allocate/dry-run", h_dry_run, "placement a block would get, changing nothing",
-                    tag="specs"),
-              Route("POST", "/v1/infer/block/{id}", h_infer, "one task to a block (JSON or msgpack packet)",
-                    tag="specs"),
-              Route("POST", "/v1/mgmt/block/{id}", h_mgmt, "management command {service, mgmtCommand, mgmtData}",
-                    tag="specs")]
-    for kind in RecordKind:
-        routes += [Route("GET", f"/v1/{kind.value}", h_list, f"list {kind.value}", tag="specs"),
-                   Route("GET", f"/v1/{kind.value}/{{id}}", h_get, f"one of the {kind.value}", tag="specs"),
-                   Route("DELETE", f"/v1/{kind.value}/{{id}}", h_delete, f"delete one of the {kind.value}",
-                         tag="specs")]
-    return routes
+    def routes(self) -> list[Route]:
+        routes = [Route("POST", "/v1/apply", self.apply, "apply AIOS documents (?dry_run=1, ?wait=S, "
+                        "?policy_overrides=aios-examples, ?cluster=1: placed by the cluster's controller, ?specUri=URI: a stored spec "
+                        "instead of a body)", tag="specs"),
+                  Route("POST", "/v1/allocate/dry-run", self.dry_run, "placement a block would get, changing nothing",
+                        tag="specs"),
+                  Route("POST", "/v1/infer/block/{id}", self.infer, "one task to a block (JSON or msgpack packet)",
+                        tag="specs"),
+                  Route("POST", "/v1/mgmt/block/{id}", self.mgmt, "management command {service, mgmtCommand, mgmtData}",
+                        tag="specs")]
+        for kind in RecordKind:
+            routes += [Route("GET", f"/v1/{kind.value}", self.list_records, f"list {kind.value}", tag="specs"),
+                       Route("GET", f"/v1/{kind.value}/{{id}}", self.get_record, f"one of the {kind.value}", tag="specs"),
+                       Route("DELETE", f"/v1/{kind.value}/{{id}}", self.delete_record, f"delete one of the {kind.value}",
+                             tag="specs")]
+        return routes
+
+
+def spec_routes(svc: BlockService) -> list[Route]:
+    return SpecHandlers(svc).routes()
 
 
 async def run_task(svc: BlockService, bid: str, packet: dict[str, Any], *, json_body: bool = True,
@@ -458,4 +480,4 @@ async def _each_instance(svc: BlockService, bid: str, path: str, body: Any) -> d
     return {iid: r for (iid, _), r in zip(targets, results, strict=True)}
 
 
-__all__ = ["spec_problem", "spec_routes"]
+__all__ = ["SpecHandlers", "spec_problem", "spec_routes"]

@@ -64,29 +64,34 @@ def _answer(a: ForwardAnswer) -> web.Response:
     return json_ok(a.result)
 
 
-def controller_routes(svc: ControllerService) -> list[Route]:
-    async def get_controller(_: web.Request) -> web.Response:
-        d = svc.driver
+class ControllerHandlers:
+    """The controller's HTTP handlers over one `ControllerService`."""
+
+    def __init__(self, svc: ControllerService) -> None:
+        self.svc = svc
+
+    async def get_controller(self, _: web.Request) -> web.Response:
+        d = self.svc.driver
         if d is None:
             raise ApiProblem(503, "not_running", "the controller is not running")
         st = d.status
         return json_ok(ControllerStatus(
-            node_id=svc.node_id, cluster=svc.cluster, role=st.role.value, leader=st.leader, term=st.term,
+            node_id=self.svc.node_id, cluster=self.svc.cluster, role=st.role.value, leader=st.leader, term=st.term,
             commit_index=st.commit_index, last_applied=st.last_applied, last_index=st.last_index,
-            voters=sorted(st.voters), learners=sorted(st.learners), quorum=d.quorum, fenced=svc.state.fenced,
+            voters=sorted(st.voters), learners=sorted(st.learners), quorum=d.quorum, fenced=self.svc.state.fenced,
         ))
 
-    async def get_placements(_: web.Request) -> web.Response:
-        view = svc.state.view()
+    async def get_placements(self, _: web.Request) -> web.Response:
+        view = self.svc.state.view()
         return json_ok({"applied_index": view.applied_index, "term": view.max_term, "blocks": {
             b: {"allocator": view.allocators[b].model_dump() if b in view.allocators else None,
                 "instances": [{"instance_id": i.instance_id, "node_id": i.node_id, "gpus": list(i.gpus),
                                "term": i.term} for i in sorted(insts.values(), key=lambda i: i.instance_id)]}
             for b, insts in sorted(view.blocks.items())}})
 
-    async def post_placement(request: web.Request) -> web.Response:
+    async def post_placement(self, request: web.Request) -> web.Response:
         body = await read_model(request, PlacementBody)
-        view = svc.state.view()
+        view = self.svc.state.view()
         if body.spec is None and not body.reserve_only and body.block_id not in view.specs \
                 and body.block_id not in view.blocks:
             raise ApiProblem(404, "unknown_block", f"no block {body.block_id!r} is known to the cluster: apply it "
@@ -98,42 +103,42 @@ def controller_routes(svc: ControllerService) -> list[Route]:
             except (OverflowError, ValueError, TypeError) as e:
                 raise ApiProblem(422, "invalid", f"spec cannot be stored in the cluster's log: {e}", "spec") from None
         place = PlaceRequest(block_id=body.block_id, count=body.count, allocator=body.allocator, spec=body.spec)
-        return _answer(await svc.submit(ForwardRequest(op="place", place=place)))
+        return _answer(await self.svc.submit(ForwardRequest(op="place", place=place)))
 
-    async def delete_placement(request: web.Request) -> web.Response:
+    async def delete_placement(self, request: web.Request) -> web.Response:
         block_id = request.match_info["block_id"]
         if not 1 <= len(block_id) <= 128:
             raise ApiProblem(422, "invalid", "block_id: 1..128 characters", "block_id")
-        return _answer(await svc.submit(ForwardRequest(op="remove", block_id=block_id)))
+        return _answer(await self.svc.submit(ForwardRequest(op="remove", block_id=block_id)))
 
-    async def dry_run(request: web.Request) -> web.Response:
+    async def dry_run(self, request: web.Request) -> web.Response:
         body = await read_model(request, DryRunRequest)
-        return _answer(await svc.submit(ForwardRequest(op="dry_run", dry_run=body)))
+        return _answer(await self.svc.submit(ForwardRequest(op="dry_run", dry_run=body)))
 
-    async def get_local(_: web.Request) -> web.Response:
-        return json_ok({"node_id": svc.node_id, "term": svc.state.view().max_term, "instances": [
+    async def get_local(self, _: web.Request) -> web.Response:
+        return json_ok({"node_id": self.svc.node_id, "term": self.svc.state.view().max_term, "instances": [
             {"instance_id": i.instance_id, "block_id": i.block_id, "gpus": list(i.gpus), "term": i.term}
-            for i in sorted(svc.local_desired.values(), key=lambda i: i.instance_id)]})
+            for i in sorted(self.svc.local_desired.values(), key=lambda i: i.instance_id)]})
 
-    async def get_tasks(_: web.Request) -> web.Response:
+    async def get_tasks(self, _: web.Request) -> web.Response:
         return json_ok({"tasks": [{"task_id": t.task_id, "kind": t.kind, "state": t.state, "detail": t.detail,
-                                   "term": t.term, "index": t.index} for t in svc.state.view().tasks]})
+                                   "term": t.term, "index": t.index} for t in self.svc.state.view().tasks]})
 
-    async def clusters() -> dict[str, dict[str, Any]]:
+    async def clusters(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        members = svc.membership.swim.members() if svc.membership is not None else []
+        members = self.svc.membership.swim.members() if self.svc.membership is not None else []
         for m in members:
             name = m.meta.get("cluster", "")
             c = out.setdefault(name, {"name": name, "nodes": [], "alive": 0})
             c["nodes"].append({"node_id": m.node, "addr": m.addr, "state": m.state.value})
             c["alive"] += m.state is MemberState.ALIVE
-        out.setdefault(svc.cluster, {"name": svc.cluster, "nodes": [], "alive": 1})
+        out.setdefault(self.svc.cluster, {"name": self.svc.cluster, "nodes": [], "alive": 1})
         for name, c in out.items():
-            st: StatusAnswer | None = svc.status_answer() if name == svc.cluster else None
+            st: StatusAnswer | None = self.svc.status_answer() if name == self.svc.cluster else None
             if st is None:
                 for m in members:
                     if m.meta.get("cluster") == name and m.state is MemberState.ALIVE:
-                        st = await svc.ask_status(m.node, m.addr)
+                        st = await self.svc.ask_status(m.node, m.addr)
                         if st is not None:
                             break
             c.update(leader=st.leader if st else None, term=st.term if st else None,
@@ -141,47 +146,52 @@ def controller_routes(svc: ControllerService) -> list[Route]:
                      blocks=st.blocks if st else None, instances=st.instances if st else None)
         return out
 
-    async def list_clusters(_: web.Request) -> web.Response:
-        found = await clusters()
+    async def list_clusters(self, _: web.Request) -> web.Response:
+        found = await self.clusters()
         return json_ok({"clusters": [{k: v for k, v in c.items() if k != "nodes"} | {"nodes": len(c["nodes"])}
                                      for _, c in sorted(found.items())]})
 
-    async def describe_cluster(request: web.Request) -> web.Response:
+    async def describe_cluster(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        found = await clusters()
+        found = await self.clusters()
         if name not in found:
             raise ApiProblem(404, "not_found", f"no cluster named {name!r}; known: {', '.join(sorted(found))}")
         return json_ok(found[name])
 
-    async def set_faults(request: web.Request) -> web.Response:
-        if os.environ.get(FAULTS_ENV) != "1" or svc.membership is None:
+    async def set_faults(self, request: web.Request) -> web.Response:
+        if os.environ.get(FAULTS_ENV) != "1" or self.svc.membership is None:
             raise ApiProblem(404, "not_found", "fault injection is off (test daemons only)")
         body = await read_model(request, Faults)
-        faults = svc.membership.transport.faults
+        faults = self.svc.membership.transport.faults
         if body.clear:
             faults.clear()
         faults.block(*body.block)
         return json_ok({"blocked": sorted(faults.blocked)})
 
-    return [
-        Route("GET", "/v1/controller", get_controller, "this node's view of its cluster's controller",
-              response=ControllerStatus, tag="controller"),
-        Route("GET", "/v1/controller/placements", get_placements, "committed placements (block -> instances)",
-              tag="controller"),
-        Route("POST", "/v1/controller/placements", post_placement, "place or scale a block (forwarded to the leader)",
-              request=PlacementBody, tag="controller"),
-        Route("DELETE", "/v1/controller/placements/{block_id}", delete_placement, "remove a block's placement",
-              tag="controller"),
-        Route("GET", "/v1/controller/local", get_local, "instances the committed state assigns to this node",
-              tag="controller"),
-        Route("GET", "/v1/controller/tasks", get_tasks, "controller tasks (reassignments)", tag="controller"),
-        Route("POST", "/v1/allocate/dry-run", dry_run, "candidates and scores across the cluster's live nodes",
-              request=DryRunRequest, tag="controller"),
-        Route("GET", "/v1/clusters", list_clusters, "clusters of the network and who leads them", tag="controller"),
-        Route("GET", "/v1/clusters/{name}", describe_cluster, "one cluster: nodes, leader, voters", tag="controller"),
-        Route("POST", "/v1/test/faults", set_faults, "test hook: drop p2p traffic with chosen nodes",
-              request=Faults, tag="controller"),
-    ]
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/v1/controller", self.get_controller, "this node's view of its cluster's controller",
+                  response=ControllerStatus, tag="controller"),
+            Route("GET", "/v1/controller/placements", self.get_placements, "committed placements (block -> instances)",
+                  tag="controller"),
+            Route("POST", "/v1/controller/placements", self.post_placement, "place or scale a block (forwarded to the leader)",
+                  request=PlacementBody, tag="controller"),
+            Route("DELETE", "/v1/controller/placements/{block_id}", self.delete_placement, "remove a block's placement",
+                  tag="controller"),
+            Route("GET", "/v1/controller/local", self.get_local, "instances the committed state assigns to this node",
+                  tag="controller"),
+            Route("GET", "/v1/controller/tasks", self.get_tasks, "controller tasks (reassignments)", tag="controller"),
+            Route("POST", "/v1/allocate/dry-run", self.dry_run, "candidates and scores across the cluster's live nodes",
+                  request=DryRunRequest, tag="controller"),
+            Route("GET", "/v1/clusters", self.list_clusters, "clusters of the network and who leads them", tag="controller"),
+            Route("GET", "/v1/clusters/{name}", self.describe_cluster, "one cluster: nodes, leader, voters", tag="controller"),
+            Route("POST", "/v1/test/faults", self.set_faults, "test hook: drop p2p traffic with chosen nodes",
+                  request=Faults, tag="controller"),
+        ]
 
 
-__all__ = ["FAULTS_ENV", "ControllerStatus", "Faults", "PlacementBody", "controller_routes"]
+def controller_routes(svc: ControllerService) -> list[Route]:
+    return ControllerHandlers(svc).routes()
+
+
+__all__ = ["FAULTS_ENV", "ControllerHandlers", "ControllerStatus", "Faults", "PlacementBody", "controller_routes"]

@@ -1,14 +1,25 @@
 """This node's resources for the controller: vCPUs, memory and GPUs (through aiosd.instances.gpu_source:
-real NVML, or the fake inventory tests name). NVML calls block, so they run in a thread.
+real NVML, or the fake inventory tests name). NVML calls block, so they run in a thread. `PeerInventories` asks the other nodes of the cluster
+for theirs (`ctl.inventory`), reusing each answer for a short while.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Sequence
 
-from aiosd.controller.wire import GpuReport
+from aiosd.controller.wire import GpuReport, Inventory, InventoryRequest
 from aiosd.instances.gpu_source import FAKE_GPUS_ENV, load_fake_nvml, node_nvml
+from federation.errors import FederationError
+from federation.membership import Member
+from federation.sansio import NodeId
+from federation.transport import Transport
 from runtime.gpus import GpuInventory, Nvml
+
+# A peer's inventory is reused this long; placement then needs no round trip per request.
+INVENTORY_TTL_S = 2.0
+INVENTORY_TIMEOUT_S = 1.0
 
 
 class LocalInventory:
@@ -46,4 +57,32 @@ class LocalInventory:
                      for m in self._gpus.metrics())
 
 
-__all__ = ["FAKE_GPUS_ENV", "LocalInventory", "load_fake_nvml"]
+class PeerInventories:
+    """Inventories of peers, asked over `ctl.inventory` and reused for INVENTORY_TTL_S."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[float, Inventory]] = {}
+
+    async def collect(self, transport: Transport, peers: Sequence[Member], now: float) -> list[Inventory]:
+        """The inventories of `peers` (monotonic `now`); those that do not answer in time are left out."""
+        self._cache = {k: v for k, v in self._cache.items() if now - v[0] < INVENTORY_TTL_S}
+
+        async def one(node: str, addr: str) -> Inventory | None:
+            hit = self._cache.get(node)
+            if hit is not None:
+                return hit[1]
+            try:
+                ans = await transport.request(addr, "ctl.inventory", InventoryRequest(), INVENTORY_TIMEOUT_S,
+                                              to=NodeId(node))
+            except FederationError:
+                return None
+            if isinstance(ans.body, Inventory) and ans.body.node_id == node:
+                self._cache[node] = (now, ans.body)
+                return ans.body
+            return None
+
+        got = await asyncio.gather(*(one(m.node, m.addr) for m in peers))
+        return [i for i in got if i is not None]
+
+
+__all__ = ["FAKE_GPUS_ENV", "LocalInventory", "PeerInventories", "load_fake_nvml"]

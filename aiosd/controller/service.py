@@ -8,7 +8,7 @@ Cold start: a CA holder seeds its own cluster's empty group with itself as voter
 without a CA holder, the one node a CA holder grants (first asker, recorded durably there) seeds
 it. Every other node starts empty and is added by the leader (learner, then voter). A group that
 holds state never re-seeds, so a restart or new addresses elect from the log alone. API routes
-live in controller_api.py.
+live in api.py, what crosses cluster borders in directory.py.
 """
 
 from __future__ import annotations
@@ -26,30 +26,26 @@ from pydantic import BaseModel
 
 from aiosd.config import RaftSettings
 from aiosd.context import NodeContext, ServiceKey
-from aiosd.controller.errors import PlacementError
-from aiosd.controller.inventory import LocalInventory
+from aiosd.controller.directory import FORWARD_TIMEOUT_S, ClusterDirectory
+from aiosd.controller.inventory import LocalInventory, PeerInventories
 from aiosd.controller.leave import Departures, leave_voters, removed
-from aiosd.controller.records import CLUSTERS, NodeRecords
+from aiosd.controller.records import NodeRecords
 from aiosd.controller.role import ControllerRole, no_quorum
+from aiosd.controller.seeding import SEED_RETRY_S, ask_seed, grant_seed
 from aiosd.controller.state import ClusterState, ClusterView, Instance
 from aiosd.controller.wire import (
     CONTROLLER_MODELS,
     MAX_REPORTED_INSTANCES,
-    DryRunRequest,
     ForwardAnswer,
     ForwardRequest,
     GpuHold,
     Inventory,
-    InventoryRequest,
     SeedAnswer,
-    SeedRequest,
     StatusAnswer,
-    StatusRequest,
 )
 from aiosd.errors import AiosdError, ConfigError
 from aiosd.instances.service import RUNTIME_KEY
 from aiosd.membership.service import MEMBERSHIP_KEY, MembershipService
-from aiosd.metrics.service import METRICS_KEY, cluster_aggregates, nest
 from aiosd.policies import PolicyRunner, builtin_registry
 from aiosd.policies.runner import AsyncPolicyRunner
 from aiosd.policies.service import POLICIES_KEY
@@ -69,25 +65,16 @@ from federation.envelope import Verified
 from federation.errors import AuthError, AuthReason, FederationError, PeerUnreachable
 from federation.membership import MemberState
 from federation.sansio import NodeId
-from storage import Table
 
 log = logging.getLogger(__name__)
 # How often the member list is pushed to Raft even without a membership event (level-triggered).
 MEMBERS_INTERVAL_S = 1.0
-# A peer's inventory is reused this long; placement then needs no round trip per request.
-INVENTORY_TTL_S = 2.0
-INVENTORY_TIMEOUT_S = 1.0
-FORWARD_TIMEOUT_S = 8.0
 LEADER_POLL_S = 0.05  # how often a gateway with no known leader looks again (up to one election timeout)
-FORWARD_TRIES = 3  # nodes of another cluster asked in turn before its gateway counts as unreachable
 # Raft messages are small; a heartbeat that cannot leave within this is as good as lost.
 RAFT_SEND_TIMEOUT_S = 1.0
 # After start, a member membership has not heard of yet is presumed alive this long: longer than
 # a SWIM join round on a LAN, so a cold-started cluster does not shed voters or instances.
 SETTLE_S = 10.0
-# CA holders only: cluster name -> the node granted to seed its Raft group (first asker wins, forever).
-SEEDS: Table[Any] = Table.msgpack("ctl.seeds")
-SEED_RETRY_S = 1.0  # how often an unseeded node asks a CA holder while its group is empty
 _ROLE_EVENTS = 64  # role changes queued for the supervisor (only the newest matters)
 
 
@@ -128,12 +115,13 @@ class ControllerService:
         self._roles: asyncio.Queue[RoleChanged] = asyncio.Queue(_ROLE_EVENTS)
         self._applied = asyncio.Event()
         self._members_changed = asyncio.Event()
-        self._inv_cache: dict[str, tuple[float, Inventory]] = {}
+        self.peer_inventories = PeerInventories()
         self._stack = contextlib.AsyncExitStack()
         self._started = time.monotonic()
         self._local_subs: list[Callable[[dict[str, Instance]], None]] = []
         self.records: NodeRecords | None = None
         self.departures = Departures()
+        self.directory = ClusterDirectory(ctx, self.cluster, self.membership, self.runner, self.submit)
 
     # ----- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -192,42 +180,21 @@ class ControllerService:
     async def _seed_loop(self) -> None:
         """An empty group in a cluster without a CA holder: ask a CA holder whether this node seeds it."""
         while self._storage.last_index() == 0 and (self.driver is None or self.driver.status.leader is None):
-            for m in self.members.swim.members():
-                if m.state is not MemberState.ALIVE or m.meta.get("ca") != "1" or m.node == self.node_id:
-                    continue
-                try:
-                    ans = await self.members.transport.request(m.addr, "ctl.seed", SeedRequest(), 2.0, to=m.node)
-                except FederationError:
-                    continue
-                if not isinstance(ans.body, SeedAnswer):
-                    continue
-                if ans.body.granted and ans.body.seed == self.node_id:
-                    await self._stop_driver()  # the core reads its config once: restart it on the seeded log
-                    if self._storage.last_index() == 0:
-                        await asyncio.to_thread(bootstrap, self._storage, [self.node_id])
-                        log.info("cluster seeded", extra={"cluster": self.cluster})
-                    await self._start_driver()
+            granted = await ask_seed(self.members, self.node_id)
+            if granted:
+                await self._stop_driver()  # the core reads its config once: restart it on the seeded log
+                if self._storage.last_index() == 0:
+                    await asyncio.to_thread(bootstrap, self._storage, [self.node_id])
+                    log.info("cluster seeded", extra={"cluster": self.cluster})
+                await self._start_driver()
+            if granted is not None:
                 return  # granted or seeded by someone else (whose leader will add us)
             await asyncio.sleep(SEED_RETRY_S)  # a daemon loop, bounded by the group leaving "empty"
 
     async def _on_seed(self, v: Verified) -> SeedAnswer:
         if self.ctx.identity.ca is None:
             raise AuthError(AuthReason.FORBIDDEN, "not a CA holder")
-        cluster = v.cert.cluster
-        if cluster == self.cluster:
-            return SeedAnswer(granted=False, seed=self.node_id)  # our own cluster: we seeded it
-
-        def grant(txn: Any) -> str:
-            current = txn.get(SEEDS, cluster)
-            if current is None:
-                txn.put(SEEDS, cluster, v.sender)
-                return str(v.sender)
-            return str(current)
-
-        seed = await asyncio.to_thread(self.ctx.store.update, grant)
-        if seed == v.sender:
-            log.info("cluster seed granted", extra={"cluster": cluster, "peer": v.sender})
-        return SeedAnswer(granted=seed == v.sender, seed=seed)
+        return await grant_seed(self.ctx.store, self.node_id, self.cluster, v.cert.cluster, v.sender)
 
     async def _stop_tasks(self) -> None:
         for t in self._tasks:
@@ -363,26 +330,9 @@ class ControllerService:
 
     async def inventories(self) -> list[Inventory]:
         """Inventories of this cluster's ALIVE nodes (those that do not answer in time are left out)."""
-        now = time.monotonic()
         peers = [m for m in self._members(MemberState.ALIVE) if m.node != self.node_id]
-        self._inv_cache = {k: v for k, v in self._inv_cache.items() if now - v[0] < INVENTORY_TTL_S}
-
-        async def one(node: str, addr: str) -> Inventory | None:
-            hit = self._inv_cache.get(node)
-            if hit is not None:
-                return hit[1]
-            try:
-                ans = await self.members.transport.request(addr, "ctl.inventory", InventoryRequest(),
-                                                              INVENTORY_TIMEOUT_S, to=NodeId(node))
-            except FederationError:
-                return None
-            if isinstance(ans.body, Inventory) and ans.body.node_id == node:
-                self._inv_cache[node] = (now, ans.body)
-                return ans.body
-            return None
-
-        got = await asyncio.gather(*(one(m.node, m.addr) for m in peers))
-        return [await self.inventory(), *(i for i in got if i is not None)]
+        return [await self.inventory(), *await self.peer_inventories.collect(self.members.transport, peers,
+                                                                             time.monotonic())]
 
     def view(self) -> ClusterView:
         """A consistent copy of the committed state."""
@@ -446,82 +396,24 @@ class ControllerService:
         return self.departures.gone(states, self.membership.revoked, time.monotonic())
 
     async def _submit_elsewhere(self, req: ForwardRequest) -> ForwardAnswer:
-        peers = [m for m in self._members_of(req.cluster) if m.state is MemberState.ALIVE]
-        if not peers:
-            return ForwardAnswer(status=404, code="no_cluster",
-                                 message=f"no alive node of cluster {req.cluster!r} is known to this node")
-        last = ""
-        for m in random.sample(peers, min(len(peers), FORWARD_TRIES)):
-            try:
-                ans = await self.members.transport.request(m.addr, "ctl.forward", req, FORWARD_TIMEOUT_S, to=m.node)
-            except FederationError as e:
-                last = f"{m.node}: {e}"
-                continue
-            if isinstance(ans.body, ForwardAnswer):
-                return ans.body
-        return no_quorum(f"no node of cluster {req.cluster} answered ({last})")
+        return await self.directory.submit_elsewhere(req)
 
+    # ----- other clusters (directory.py) -----------------------------------------------------
     def cluster_nodes(self, cluster: str) -> set[str]:
         """Node ids membership knows in `cluster` (alive or not: the forwarder filters)."""
-        return {m.node for m in self._members_of(cluster)}
-
-    def _members_of(self, cluster: str) -> list[Any]:
-        if self.membership is None:
-            return []
-        return [m for m in self.members.swim.members() if m.meta.get("cluster") == cluster]
+        return self.directory.cluster_nodes(cluster)
 
     async def cluster_records(self) -> list[dict[str, Any]]:
-        """One AIOS-shaped cluster record per cluster membership knows (what clusterAllocator
-        filters see): id, status, node counts, and `cluster_metrics.cluster` (the metric aggregates)."""
-        members = self.members.swim.members() if self.membership is not None else []
-        names = sorted({str(m.meta.get("cluster", "")) for m in members} | {self.cluster})
-        metrics = self.ctx.find(METRICS_KEY)
-        aggregates: dict[str, dict[str, float]] = {}
-        if metrics is not None:
-            aggregates = cluster_aggregates(await metrics.summaries())
-        reg = self.ctx.find(REGISTRY_KEY)
-        published = {e.key: e.value for e in await reg.scan(CLUSTERS) if ":" not in e.key} if reg is not None else {}
-        names = sorted(set(names) | set(published))
-        out = []
-        for name in names:
-            ms = self._members_of(name) if name != self.cluster or members else []
-            alive = sum(m.state is MemberState.ALIVE for m in ms) if ms else 1
-            agg = aggregates.get(name, {})
-            pub = published.get(name, {})  # its leader's record: tags, metadata, nodeData (records.py)
-            out.append({**pub, "id": name, "status": "live" if alive else "down",
-                        "nodes": {**pub.get("nodes", {}), "count": max(len(ms), 1 if name == self.cluster else 0),
-                                  "alive": alive},
-                        "vcpus": {"count": agg.get("vcpu.count", 0)},
-                        "clusterMetadata": {"name": name, **pub.get("clusterMetadata", {})},
-                        "cluster_metrics": {"cluster": nest(dict(agg))}})
-        return out
+        """One AIOS-shaped cluster record per cluster membership knows (ClusterDirectory.cluster_records)."""
+        return await self.directory.cluster_records()
 
     async def choose_cluster(self, uri: str, parameters: dict[str, Any], settings: dict[str, Any], block_id: str,
                              count: int, allocator: Any) -> str:
-        """Run a block's clusterAllocator: filter the cluster records, dry-run the block's resourceAllocator
-        in each candidate cluster, let the policy pick. Raises: PlacementError naming why none fits,
-        PolicyError."""
-        handle = self.runner.load(uri, parameters=parameters, settings=settings, rule_id=f"{block_id}/clusterAllocator")
-        records = await self.cluster_records()
-        known = {r["id"] for r in records}
-        picked = handle.eval({"action": "selection", "filter_result": records, "block_id": block_id})
-        candidates = [c["id"] for c in picked.get("clusters", []) if isinstance(c, dict) and c.get("id") in known]
-        if not candidates:
-            raise PlacementError(f"no cluster satisfies the clusterAllocator filter of block {block_id} "
-                                 f"(known clusters: {', '.join(sorted(known))})")
-        scored, why = [], []
-        for cid in candidates:
-            ans = await self.submit(ForwardRequest(op="dry_run", cluster=cid, dry_run=DryRunRequest(
-                block_id=block_id, count=max(count, 1), allocator=allocator)))
-            score = float(ans.result.get("score", 0.0)) if ans.status < 400 else 0.0
-            scored.append({"cluster_id": cid, "score_data": {"score": score}})
-            why.append(f"{cid}: score {score:.2f}" + (f" ({ans.result.get('unmet') or ans.message})"
-                                                      if score <= 0 else ""))
-        best = handle.eval({"action": "post_dry_run", "clusters": scored}).get("cluster_id")
-        if best not in candidates:
-            raise PlacementError(f"no candidate cluster can take block {block_id}: {'; '.join(why)}")
-        log.info("cluster chosen", extra={"block": block_id, "cluster": best, "scores": "; ".join(why)})
-        return str(best)
+        """Run a block's clusterAllocator (ClusterDirectory.choose_cluster). Raises: PlacementError, PolicyError."""
+        return await self.directory.choose_cluster(uri, parameters, settings, block_id, count, allocator)
+
+    async def ask_status(self, node: str, addr: str) -> StatusAnswer | None:
+        return await self.directory.ask_status(node, addr)
 
     def status_answer(self) -> StatusAnswer:
         st = self.driver.status if self.driver is not None else None
@@ -532,13 +424,6 @@ class ControllerService:
             voters=tuple(sorted(st.voters)) if st else (), learners=tuple(sorted(st.learners)) if st else (),
             blocks=len(view.blocks), instances=sum(len(b) for b in view.blocks.values()),
         )
-
-    async def ask_status(self, node: str, addr: str) -> StatusAnswer | None:
-        try:
-            ans = await self.members.transport.request(addr, "ctl.status", StatusRequest(), 1.0, to=NodeId(node))
-        except FederationError:
-            return None
-        return ans.body if isinstance(ans.body, StatusAnswer) else None
 
     # ----- loops ------------------------------------------------------------------------------
     def _on_notice(self, n: Notice) -> None:

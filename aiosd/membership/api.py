@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiosd.api.routes import ApiProblem, Route, json_ok, read_model
-from aiosd.membership.service import MembershipService
+from aiosd.membership.service import TOKENS, MembershipService
 from aiosd.membership.wire import JoinHello, JoinHelloAnswer
 from federation.errors import AuthError, FederationError
 from federation.tokens import MAX_TOKEN_TTL_S, TokenRecord, create_token, revoke_token
@@ -120,59 +120,62 @@ def _info(r: TokenRecord, now: float) -> TokenInfo:
                      used_by=list(r.used_by))
 
 
-def membership_routes(svc: MembershipService) -> list[Route]:
-    from aiosd.membership.service import TOKENS
+class MembershipHandlers:
+    """The membership HTTP handlers (nodes, join tokens, doctor, sessions) over one `MembershipService`."""
 
-    def require_ca() -> Any:
-        ca = svc.ctx.identity.ca
+    def __init__(self, svc: MembershipService) -> None:
+        self.svc = svc
+
+    def require_ca(self) -> Any:
+        ca = self.svc.ctx.identity.ca
         if ca is None:
             raise ApiProblem(409, "not_ca", "this node does not hold the network CA; run this on the first "
                              "node (the one `aiosd init` created)")
         return ca
 
-    async def nodes(_: web.Request) -> web.Response:
-        me = svc.ctx.identity.node_id
+    async def nodes(self, _: web.Request) -> web.Response:
+        me = self.svc.ctx.identity.node_id
         out = [NodeView(node_id=m.node, addr=m.addr, state=m.state.value, incarnation=m.incarnation,
                         cluster=m.meta.get("cluster", ""), roles=[r for r in m.meta.get("roles", "").split(",") if r],
-                        ca=m.meta.get("ca") == "1", revoked=m.node in svc.revoked, self_=m.node == me)
-               for m in svc.swim.members()]
+                        ca=m.meta.get("ca") == "1", revoked=m.node in self.svc.revoked, self_=m.node == me)
+               for m in self.svc.swim.members()]
         return web.Response(text=NodesResponse(node_id=me, nodes=out).model_dump_json(by_alias=True),
                             content_type="application/json")
 
-    async def remove_node(request: web.Request) -> web.Response:
+    async def remove_node(self, request: web.Request) -> web.Response:
         node_id = request.match_info["id"]
-        if node_id == svc.ctx.identity.node_id:
+        if node_id == self.svc.ctx.identity.node_id:
             raise ApiProblem(409, "self", "a node cannot remove itself; run `aiosd node remove` on another admin")
-        known = svc.swim.member(node_id)  # type: ignore[arg-type]  # a str from the URL
-        if known is None and node_id not in svc.revoked:
+        known = self.svc.swim.member(node_id)  # type: ignore[arg-type]  # a str from the URL
+        if known is None and node_id not in self.svc.revoked:
             raise ApiProblem(404, "unknown_node", f"no node {node_id} in this network's member list", "id")
         try:
-            sr = await svc.revoke(node_id, "node", "removed by admin")
+            sr = await self.svc.revoke(node_id, "node", "removed by admin")
         except AuthError:
             raise ApiProblem(403, "not_admin", "this node's certificate has no admin role; "
                              "run it on an admin node") from None
-        reached = sum(1 for n, _ in svc.alive() if n not in (node_id, svc.ctx.identity.node_id))
+        reached = sum(1 for n, _ in self.svc.alive() if n not in (node_id, self.svc.ctx.identity.node_id))
         return json_ok(Removed(node_id=node_id, revoked_at=sr.revocation.revoked_at, reached=reached))
 
-    async def token_create(request: web.Request) -> web.Response:
+    async def token_create(self, request: web.Request) -> web.Response:
         body = await read_model(request, TokenCreate)
-        ca = require_ca()
-        cluster = body.cluster or svc.ctx.identity.cert.cluster
-        seeds = [svc.addr]
-        token, record = create_token(svc.ctx.identity.network.network_id, ca.fingerprint, seeds, cluster,
+        ca = self.require_ca()
+        cluster = body.cluster or self.svc.ctx.identity.cert.cluster
+        seeds = [self.svc.addr]
+        token, record = create_token(self.svc.ctx.identity.network.network_id, ca.fingerprint, seeds, cluster,
                                      body.ttl_s, body.uses, time.time())
-        await asyncio.to_thread(svc.ctx.store.put, TOKENS, record.token_id, record)
+        await asyncio.to_thread(self.svc.ctx.store.put, TOKENS, record.token_id, record)
         return json_ok(TokenCreated(token=token, token_id=record.token_id, cluster=cluster, expires=record.expires,
                                     uses=record.uses_total, seeds=seeds), status=201)
 
-    async def token_list(_: web.Request) -> web.Response:
-        require_ca()
+    async def token_list(self, _: web.Request) -> web.Response:
+        self.require_ca()
         now = time.time()
-        rows = await asyncio.to_thread(svc.ctx.store.scan, TOKENS)
+        rows = await asyncio.to_thread(self.svc.ctx.store.scan, TOKENS)
         return json_ok(TokenList(tokens=sorted((_info(r, now) for _, r in rows), key=lambda t: t.created_at)))
 
-    async def token_revoke(request: web.Request) -> web.Response:
-        require_ca()
+    async def token_revoke(self, request: web.Request) -> web.Response:
+        self.require_ca()
         tid = request.match_info["id"]
 
         def rev(txn: Any) -> TokenRecord | None:
@@ -182,32 +185,37 @@ def membership_routes(svc: MembershipService) -> list[Route]:
                 txn.put(TOKENS, tid, r)
             return r  # type: ignore[no-any-return]  # Table-typed get
 
-        r = await asyncio.to_thread(svc.ctx.store.update, rev)
+        r = await asyncio.to_thread(self.svc.ctx.store.update, rev)
         if r is None:
             raise ApiProblem(404, "unknown_token", f"no token {tid} on this node (see `aiosd token list`)", "id")
         return json_ok(_info(r, time.time()))
 
-    async def doctor(_: web.Request) -> web.Response:
-        return web.json_response(await diagnose(svc))
+    async def doctor(self, _: web.Request) -> web.Response:
+        return web.json_response(await diagnose(self.svc))
 
-    async def sessions(_: web.Request) -> web.Response:
-        return json_ok(sessions_view(svc))
+    async def sessions(self, _: web.Request) -> web.Response:
+        return json_ok(sessions_view(self.svc))
 
-    return [
-        Route("GET", "/v1/nodes", nodes, "every member of the network and its state", response=NodesResponse,
-              tag="membership"),
-        Route("DELETE", "/v1/nodes/{id}", remove_node, "revoke a node's certificate network-wide",
-              response=Removed, tag="membership"),
-        Route("POST", "/v1/tokens", token_create, "create a join token", request=TokenCreate,
-              response=TokenCreated, tag="membership", status=201),
-        Route("GET", "/v1/tokens", token_list, "list join tokens (no secrets)", response=TokenList,
-              tag="membership"),
-        Route("DELETE", "/v1/tokens/{id}", token_revoke, "revoke a join token", response=TokenInfo,
-              tag="membership"),
-        Route("GET", "/v1/doctor", doctor, "why nodes might not see each other", tag="membership"),
-        Route("GET", "/v1/sessions", sessions, "encrypted p2p sessions per peer, handshake failures by reason",
-              response=SessionsView, tag="membership"),
-    ]
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/v1/nodes", self.nodes, "every member of the network and its state", response=NodesResponse,
+                  tag="membership"),
+            Route("DELETE", "/v1/nodes/{id}", self.remove_node, "revoke a node's certificate network-wide",
+                  response=Removed, tag="membership"),
+            Route("POST", "/v1/tokens", self.token_create, "create a join token", request=TokenCreate,
+                  response=TokenCreated, tag="membership", status=201),
+            Route("GET", "/v1/tokens", self.token_list, "list join tokens (no secrets)", response=TokenList,
+                  tag="membership"),
+            Route("DELETE", "/v1/tokens/{id}", self.token_revoke, "revoke a join token", response=TokenInfo,
+                  tag="membership"),
+            Route("GET", "/v1/doctor", self.doctor, "why nodes might not see each other", tag="membership"),
+            Route("GET", "/v1/sessions", self.sessions, "encrypted p2p sessions per peer, handshake failures by reason",
+                  response=SessionsView, tag="membership"),
+        ]
+
+
+def membership_routes(svc: MembershipService) -> list[Route]:
+    return MembershipHandlers(svc).routes()
 
 
 async def _hello(addr: str) -> dict[str, Any]:
@@ -281,5 +289,5 @@ async def diagnose(svc: MembershipService) -> dict[str, Any]:
     }
 
 
-__all__ = ["NodesResponse", "SessionsView", "TokenCreate", "TokenCreated", "TokenList", "diagnose",
+__all__ = ["MembershipHandlers", "NodesResponse", "SessionsView", "TokenCreate", "TokenCreated", "TokenList", "diagnose",
            "membership_routes", "sessions_view"]

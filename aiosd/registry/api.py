@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiosd.api.routes import ApiProblem, Route, json_ok, read_json, read_query
-from aiosd.registry.service import RegistryService
+from aiosd.registry.service import TABLES, RegistryService
 from aiosd.specs.filters import FilterError, compile_filter
 from federation.replication import InvalidWrite, WriteRefused
 
@@ -28,30 +28,35 @@ class WatchQuery(BaseModel):
     table: str = Field("", max_length=1000, description="comma-separated tables to watch (default: all)")
 
 
-def registry_routes(reg: RegistryService) -> list[Route]:
-    from aiosd.registry.service import TABLES, UnknownTable
+def _table_of(request: web.Request) -> str:
+    t = request.match_info["table"]
+    if t not in TABLES:
+        raise ApiProblem(404, "unknown_table", f"no registry table {t!r}; tables: {', '.join(TABLES)}",
+                         "table")
+    return t
 
-    def table_of(request: web.Request) -> str:
-        t = request.match_info["table"]
-        if t not in TABLES:
-            raise ApiProblem(404, "unknown_table", f"no registry table {t!r}; tables: {', '.join(TABLES)}",
-                             "table")
-        return t
 
-    async def limit_of(request: web.Request) -> int | None:
-        return (await read_query(request, ListQuery)).limit
+async def _limit_of(request: web.Request) -> int | None:
+    return (await read_query(request, ListQuery)).limit
 
-    async def h_tables(_: web.Request) -> web.StreamResponse:
-        counts = await reg.digests()
+
+class RegistryHandlers:
+    """The registry's HTTP handlers over one `RegistryService`."""
+
+    def __init__(self, reg: RegistryService) -> None:
+        self.reg = reg
+
+    async def tables(self, _: web.Request) -> web.StreamResponse:
+        counts = await self.reg.digests()
         return json_ok({"tables": [{"table": t, "count": counts.get(t, {}).get("count", 0)} for t in TABLES]})
 
-    async def h_list(request: web.Request) -> web.StreamResponse:
-        t = table_of(request)
-        items = await reg.scan(t, limit=await limit_of(request))
+    async def list_table(self, request: web.Request) -> web.StreamResponse:
+        t = _table_of(request)
+        items = await self.reg.scan(t, limit=await _limit_of(request))
         return json_ok({"table": t, "items": [e.to_json() for e in items]})
 
-    async def h_query(request: web.Request) -> web.StreamResponse:
-        t = table_of(request)
+    async def query(self, request: web.Request) -> web.StreamResponse:
+        t = _table_of(request)
         doc = await read_json(request)
         if isinstance(doc, dict) and set(doc) == {"filter"}:
             doc = doc["filter"]
@@ -60,23 +65,23 @@ def registry_routes(reg: RegistryService) -> list[Route]:
         except FilterError as e:
             p = e.problems[0]
             raise ApiProblem(400, "bad_filter", str(e), p.path or "filter") from None
-        items = await reg.scan(t, pred, await limit_of(request))
+        items = await self.reg.scan(t, pred, await _limit_of(request))
         return json_ok({"table": t, "items": [e.to_json() for e in items]})
 
-    async def h_get(request: web.Request) -> web.StreamResponse:
-        t = table_of(request)
-        e = await reg.get(t, request.match_info["key"])
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        t = _table_of(request)
+        e = await self.reg.get(t, request.match_info["key"])
         if e is None:
             raise ApiProblem(404, "not_found", f"no record {t}/{request.match_info['key']}", "key")
         return json_ok(e.to_json())
 
-    async def h_put(request: web.Request) -> web.StreamResponse:
-        t = table_of(request)
+    async def put(self, request: web.Request) -> web.StreamResponse:
+        t = _table_of(request)
         value = await read_json(request)
         if not isinstance(value, dict):
             raise ApiProblem(422, "invalid", "the body must be a JSON object", "body")
         try:
-            e = await reg.put(t, request.match_info["key"], value)
+            e = await self.reg.put(t, request.match_info["key"], value)
         except InvalidWrite as err:
             raise ApiProblem(422, "invalid", str(err), _field(str(err))) from None
         except WriteRefused as err:
@@ -85,8 +90,8 @@ def registry_routes(reg: RegistryService) -> list[Route]:
             raise ApiProblem(422, "invalid", f"value: {err}", "body") from None
         return json_ok(e.to_json())
 
-    async def h_put_many(request: web.Request) -> web.StreamResponse:
-        t = table_of(request)
+    async def put_many(self, request: web.Request) -> web.StreamResponse:
+        t = _table_of(request)
         body = await read_json(request)
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, dict) or not items:
@@ -95,33 +100,33 @@ def registry_routes(reg: RegistryService) -> list[Route]:
             if not isinstance(v, dict):
                 raise ApiProblem(422, "invalid", "must be a JSON object", f"items.{k}")
         try:
-            n = await reg.put_many(t, items)
+            n = await self.reg.put_many(t, items)
         except InvalidWrite as err:
             raise ApiProblem(422, "invalid", str(err), "items") from None
         except WriteRefused as err:
             raise ApiProblem(403, "forbidden", str(err), "table") from None
         return json_ok({"written": n})
 
-    async def h_delete(request: web.Request) -> web.StreamResponse:
-        t = table_of(request)
+    async def delete(self, request: web.Request) -> web.StreamResponse:
+        t = _table_of(request)
         try:
-            found = await reg.delete(t, request.match_info["key"])
+            found = await self.reg.delete(t, request.match_info["key"])
         except WriteRefused as err:
             raise ApiProblem(403, "forbidden", str(err), "table") from None
         if not found:
             raise ApiProblem(404, "not_found", f"no record {t}/{request.match_info['key']}", "key")
         return json_ok({"deleted": True})
 
-    async def h_digests(_: web.Request) -> web.StreamResponse:
-        return json_ok({"tables": await reg.digests(), "stats": reg.stats()})
+    async def digests(self, _: web.Request) -> web.StreamResponse:
+        return json_ok({"tables": await self.reg.digests(), "stats": self.reg.stats()})
 
-    async def h_watch(request: web.Request) -> web.StreamResponse:
+    async def watch(self, request: web.Request) -> web.StreamResponse:
         names = [n for n in (await read_query(request, WatchQuery)).table.split(",") if n]
         for n in names:
             if n not in TABLES:
                 raise ApiProblem(404, "unknown_table", f"no registry table {n!r}", "table")
         try:
-            cm = reg.watch(frozenset(names) or None)
+            cm = self.reg.watch(frozenset(names) or None)
             events = await cm.__aenter__()
         except OverflowError as e:
             raise ApiProblem(503, "busy", str(e)) from None
@@ -146,23 +151,27 @@ def registry_routes(reg: RegistryService) -> list[Route]:
             await cm.__aexit__(None, None, None)
         return resp
 
-    _ = UnknownTable
-    return [
-        Route("GET", "/v1/registry", h_tables, "registry tables and record counts", tag="registry"),
-        Route("GET", "/v1/registry/_digests", h_digests, "per-table digests and replication counters",
-              tag="registry"),
-        Route("GET", "/v1/registry/{table}", h_list, "live records of a table (?limit=)", tag="registry",
-              query=ListQuery),
-        Route("POST", "/v1/registry/{table}", h_put_many,
-              "write many records with one signature (body: {items: {key: object}})", tag="registry"),
-        Route("POST", "/v1/registry/{table}/query", h_query, "records matching an AIOS filter document", query=ListQuery,
-              tag="registry"),
-        Route("GET", "/v1/registry/{table}/{key}", h_get, "one record", tag="registry"),
-        Route("PUT", "/v1/registry/{table}/{key}", h_put, "write a record (body: JSON object)", tag="registry"),
-        Route("DELETE", "/v1/registry/{table}/{key}", h_delete, "delete a record", tag="registry"),
-        Route("GET", "/v1/watch", h_watch, "server-sent events of registry changes (?table=a,b)",
-              tag="registry", query=WatchQuery),
-    ]
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/v1/registry", self.tables, "registry tables and record counts", tag="registry"),
+            Route("GET", "/v1/registry/_digests", self.digests, "per-table digests and replication counters",
+                  tag="registry"),
+            Route("GET", "/v1/registry/{table}", self.list_table, "live records of a table (?limit=)", tag="registry",
+                  query=ListQuery),
+            Route("POST", "/v1/registry/{table}", self.put_many,
+                  "write many records with one signature (body: {items: {key: object}})", tag="registry"),
+            Route("POST", "/v1/registry/{table}/query", self.query, "records matching an AIOS filter document", query=ListQuery,
+                  tag="registry"),
+            Route("GET", "/v1/registry/{table}/{key}", self.get, "one record", tag="registry"),
+            Route("PUT", "/v1/registry/{table}/{key}", self.put, "write a record (body: JSON object)", tag="registry"),
+            Route("DELETE", "/v1/registry/{table}/{key}", self.delete, "delete a record", tag="registry"),
+            Route("GET", "/v1/watch", self.watch, "server-sent events of registry changes (?table=a,b)",
+                  tag="registry", query=WatchQuery),
+        ]
+
+
+def registry_routes(reg: RegistryService) -> list[Route]:
+    return RegistryHandlers(reg).routes()
 
 
 def _field(message: str) -> str:
@@ -170,4 +179,4 @@ def _field(message: str) -> str:
     return head.rsplit(".", 1)[-1] if head.startswith("items.") else "body"
 
 
-__all__ = ["registry_routes"]
+__all__ = ["RegistryHandlers", "registry_routes"]

@@ -10,7 +10,7 @@ or rejected when `strict=True`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from aiosd.specs.block import KNOWN_POLICY_SLOTS
@@ -105,6 +105,70 @@ class ResolvedBlock:
         }
 
 
+def _policy_slots(block: ParsedBlock, component: ParsedComponent, warnings: list[Problem]
+                  ) -> tuple[dict[str, PolicySlot], dict[str, str], dict[str, Any]]:
+    """The block's policy slots (the component's, overridden by the block's policyRulesSpec), the
+    path each came from, and the component's hints; a slot name the system does not read is a warning."""
+    spec, comp = block.spec, component.spec
+    base = VALUES_PATH
+    comp_slots, hints = component_policies(comp)
+    slots: dict[str, PolicySlot] = {}
+    slot_paths: dict[str, str] = {}
+    for name, rule in comp_slots.items():
+        slots[name] = PolicySlot(
+            name=name,
+            uri=rule.policy_rule_uri,
+            requested_uri=rule.policy_rule_uri,
+            parameters=rule.parameters,
+            settings=rule.settings,
+            source="component",
+        )
+        slot_paths[name] = f"component {comp.uri}: policies.{name}"
+    for i, entry in enumerate(spec.policy_rules_spec):
+        v = entry.values
+        slots[v.name] = PolicySlot(
+            name=v.name,
+            uri=v.policy_rule_uri,
+            requested_uri=v.policy_rule_uri,
+            parameters=v.parameters,
+            settings=v.settings,
+            source="block",
+        )
+        slot_paths[v.name] = f"{join_path(join_path(base, 'policyRulesSpec'), i)}.values"
+        if v.name not in KNOWN_POLICY_SLOTS:  # kept (custom slots are allowed), but a typo is likely
+            warnings.append(
+                Problem(
+                    f"{slot_paths[v.name]}.name",
+                    f"{v.name!r} is not a slot the system reads (known: "
+                    f"{', '.join(sorted(KNOWN_POLICY_SLOTS))})",
+                )
+            )
+    return slots, slot_paths, hints
+
+
+def _check_slots(slots: dict[str, PolicySlot], slot_paths: dict[str, str], catalog: PolicyCatalog) -> list[Problem]:
+    """Check each slot's policy against the catalog (its URI known, its configuration accepted); a slot
+    whose URI the catalog resolves to another (an override) is rewritten in `slots`."""
+    problems: list[Problem] = []
+    for name, slot in list(slots.items()):
+        spath = slot_paths[name]
+        info = catalog.find(slot.uri)
+        if info is None:
+            known = list(catalog.known_uris())
+            listed = ", ".join(known[:MAX_LISTED_URIS]) + (" ..." if len(known) > MAX_LISTED_URIS else "")
+            problems.append(
+                Problem(
+                    join_path(spath, "policyRuleURI"),
+                    f"policy {slot.uri!r} is not registered; registered: {listed or 'none'}",
+                )
+            )
+            continue
+        problems += info.check_config(slot.parameters, slot.settings, spath)
+        if info.uri != slot.uri:
+            slots[name] = replace(slot, uri=info.uri)
+    return problems
+
+
 def resolve_block(
     block: ParsedBlock,
     component: ParsedComponent,
@@ -139,62 +203,9 @@ def resolve_block(
         problems += check_value(proto, merged, path)
         extra = unknown_keys(proto, given, path)
         (problems if strict else warnings).extend(extra)
-    comp_slots, hints = component_policies(comp)
-    slots: dict[str, PolicySlot] = {}
-    slot_paths: dict[str, str] = {}
-    for name, rule in comp_slots.items():
-        slots[name] = PolicySlot(
-            name=name,
-            uri=rule.policy_rule_uri,
-            requested_uri=rule.policy_rule_uri,
-            parameters=rule.parameters,
-            settings=rule.settings,
-            source="component",
-        )
-        slot_paths[name] = f"component {comp.uri}: policies.{name}"
-    for i, entry in enumerate(spec.policy_rules_spec):
-        v = entry.values
-        slots[v.name] = PolicySlot(
-            name=v.name,
-            uri=v.policy_rule_uri,
-            requested_uri=v.policy_rule_uri,
-            parameters=v.parameters,
-            settings=v.settings,
-            source="block",
-        )
-        slot_paths[v.name] = f"{join_path(join_path(base, 'policyRulesSpec'), i)}.values"
-        if v.name not in KNOWN_POLICY_SLOTS:  # kept (custom slots are allowed), but a typo is likely
-            warnings.append(
-                Problem(
-                    f"{slot_paths[v.name]}.name",
-                    f"{v.name!r} is not a slot the system reads (known: "
-                    f"{', '.join(sorted(KNOWN_POLICY_SLOTS))})",
-                )
-            )
+    slots, slot_paths, hints = _policy_slots(block, component, warnings)
     if catalog is not None:
-        for name, slot in list(slots.items()):
-            spath = slot_paths[name]
-            info = catalog.find(slot.uri)
-            if info is None:
-                known = list(catalog.known_uris())
-                listed = ", ".join(known[:MAX_LISTED_URIS]) + (" ..." if len(known) > MAX_LISTED_URIS else "")
-                problems.append(
-                    Problem(
-                        join_path(spath, "policyRuleURI"),
-                        f"policy {slot.uri!r} is not registered; registered: {listed or 'none'}",
-                    )
-                )
-                continue
-            problems += info.check_config(slot.parameters, slot.settings, spath)
-            if info.uri != slot.uri:
-                slots[name] = PolicySlot(
-                    name=name,
-                    uri=info.uri,
-                    requested_uri=slot.requested_uri,
-                    parameters=slot.parameters,
-                    settings=slot.settings,
-                    source=slot.source,
-                )
+        problems += _check_slots(slots, slot_paths, catalog)
     if problems:
         raise SpecError(problems)
     return ResolvedBlock(

@@ -8,10 +8,11 @@ import json
 import time
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
 from aiohttp import web
 
 from aiosd.api.routes import ApiProblem, Route, json_ok, read_json
-from aiosd.blocks.api import _read_packet
+from aiosd.blocks.api import MSGPACK, _read_packet
 from aiosd.vdag.errors import VdagError
 from aiosd.vdag.receipts import ReceiptError, verify_chain
 from aiosd.vdag.service import TABLE, VdagService
@@ -50,10 +51,14 @@ def vdag_routes(svc: VdagService) -> list[Route]:
             raise ApiProblem(422, "invalid", f"at most {MAX_SESSION} characters, without '::'", "session_id")
         seq = packet["seq_no"] if request.query.get("seq") != "auto" and packet["seq_no"] else None
         want = request.query.get("receipts", "") in ("1", "true", "yes")
-        try:
-            out = await svc.flow.infer(uri, data, packet["files"], session, seq, want)
+        as_msgpack = request.headers.get("Accept") == MSGPACK or request.query.get("format") == "msgpack"
+        try:  # the caller's JSON text goes on as is (a 1 MiB text is not encoded again)
+            out = await svc.flow.infer(uri, data, packet["files"], session, seq, want,
+                                       data_text=packet["data"] or None, raw=as_msgpack)
         except VdagError as e:
             raise _problem(e) from None
+        if as_msgpack:  # output packets as the instances gave them: files stay bytes
+            return web.Response(body=msgpack.packb(out, use_bin_type=True), content_type=MSGPACK)
         return json_ok(out)
 
     async def h_list(request: web.Request) -> web.Response:
@@ -90,7 +95,8 @@ def vdag_routes(svc: VdagService) -> list[Route]:
         return json_ok({"valid": True, "checked_at": time.time(), "receipts": [r.to_json() for r in got]})
 
     return [Route("POST", "/v1/infer/vdag/{uri}", h_infer, "one task through a vDAG (?receipts=1: the signed "
-                  "stage receipts too)", tag="vdag"),
+                  "stage receipts too; Accept: application/msgpack: the output packets as msgpack, files as bytes)",
+                  tag="vdag"),
             Route("GET", "/v1/vdags", h_list, "the vDAGs of the network", tag="vdag"),
             Route("GET", "/v1/vdags/{uri}", h_get, "one vDAG: stages, the nodes serving each, health, metrics",
                   tag="vdag"),

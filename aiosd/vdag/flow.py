@@ -35,6 +35,7 @@ from aiosd.vdag.receipts import Receipt, ReceiptError, check_link, open_receipt,
 from aiosd.vdag.routing import choose_target, next_labels
 from aiosd.vdag.stage_policies import run_postprocessing
 from aiosd.vdag.wire import VDAG_MODELS, Hop, HopAck, Result, ResultAck
+from federation.certs import NodeCert
 from federation.envelope import Verified
 from federation.errors import AuthError, AuthReason, FederationError
 from federation.sansio import NodeId
@@ -50,6 +51,8 @@ MAX_HELD = 4096  # fan-in branches waiting here for their siblings (receipts onl
 MAX_PENDING = 10_000  # tasks an entry node waits on at once
 PROTOCOL_S = 5.0  # a head block's input protocol is re-read this often
 TRACES = 20  # recent task traces kept per vDAG for describe
+RECORD_WAIT_S = 3.0  # a hop for a vDAG whose record has not reached this node yet waits this long for it
+RECORD_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +81,8 @@ class VdagFlow:
         self.addr = ""
         self.payloads = Payloads(self.me, None, "")
         self.quota_handles: dict[str, Any] = {}
-        self.known_certs: set[bytes] = set()  # peer certificates whose CA signature a receipt check verified
+        # peer certificates (bytes → decoded) whose CA signature a receipt check verified
+        self.known_certs: dict[bytes, NodeCert] = {}
         self.protocols: dict[str, tuple[float, Protocol | None]] = {}
 
     async def start(self) -> None:
@@ -156,7 +160,10 @@ class VdagFlow:
 
     # ----- entry -----------------------------------------------------------------------------------
     async def infer(self, uri: str, data: Any, files: list[dict[str, Any]], session: str, seq_no: int | None,
-                    want_receipts: bool) -> dict[str, Any]:
+                    want_receipts: bool, *, data_text: str | None = None, raw: bool = False) -> dict[str, Any]:
+        """One task through vDAG `uri`. `data_text`: `data` as the caller's JSON text (sent as is,
+        not encoded again); `raw`: the answer carries the output packets as they are (data as JSON
+        text, files as bytes) and the receipts as bytes, for a msgpack answer."""
         got = await self.svc.compiled(uri)
         if got is None:
             raise VdagError(404, "not_found", f"no vDAG {uri!r}", "uri")
@@ -175,7 +182,8 @@ class VdagFlow:
         t0 = time.perf_counter()
         task = TaskRef(uri, sid, seq, self.me, self.addr, time.time() + wait_s)
         stamp = json.dumps({"is_graph": True, "vdag": uri, "reply_to": self.me})
-        packet = msgpack.packb({"session_id": sid, "seq_no": seq, "data": json.dumps(data), "files": files,
+        text = data_text if data_text is not None else json.dumps(data)
+        packet = msgpack.packb({"session_id": sid, "seq_no": seq, "data": text, "files": files,
                                 "frame_ptr": "", "output_ptr": stamp, "ts": time.time()}, use_bin_type=True)
         self.payloads.wrap(packet)  # refused here (413) when over the largest payload
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -205,12 +213,13 @@ class VdagFlow:
         st["ok"] += 1
         took = time.perf_counter() - t0
         st["lat"].append(took)
-        return self._answer(uri, session, seq, res, want_receipts, took)
+        return self._answer(uri, session, seq, res, want_receipts, took, raw)
 
     def _answer(self, uri: str, session: str, seq: int, res: Result, want_receipts: bool,
-                took: float) -> dict[str, Any]:
+                took: float, raw_packets: bool = False) -> dict[str, Any]:
+        packets = msgpack.unpackb(res.packets, raw=False) if res.packets else []
         outputs = []
-        for p in msgpack.unpackb(res.packets, raw=False) if res.packets else []:
+        for p in [] if raw_packets else packets:
             raw = p.get("data") if isinstance(p, dict) else None
             try:
                 outputs.append(json.loads(raw) if raw else None)
@@ -219,12 +228,17 @@ class VdagFlow:
         trace = []
         for raw in res.receipts:
             body = msgpack.unpackb(msgpack.unpackb(raw, raw=False)[0], raw=False)
-            trace.append({k: body[k] for k in ("label", "block", "node", "instance")})
+            trace.append({k: body[k] for k in ("label", "block", "node", "instance", "ts")})
         self.traces.setdefault(uri, deque(maxlen=TRACES)).append(trace)
-        out: dict[str, Any] = {"vdag": uri, "session_id": session, "seq_no": seq, "outputs": outputs,
+        out: dict[str, Any] = {"vdag": uri, "session_id": session, "seq_no": seq,
                                "trace": trace, "latency_ms": round(took * 1000, 3)}
+        if raw_packets:
+            out["packets"] = packets
+        else:
+            out["outputs"] = outputs
         if want_receipts:
-            out["receipts"] = [base64.b64encode(r).decode() for r in res.receipts]
+            out["receipts"] = list(res.receipts) if raw_packets else [base64.b64encode(r).decode()
+                                                                       for r in res.receipts]
         return out
 
     async def _check_quota(self, uri: str, ctl: dict[str, Any], sid: str, session: str) -> None:
@@ -296,6 +310,12 @@ class VdagFlow:
     async def run_hop(self, hop: Hop) -> HopAck:
         """Run one stage here; the answer is the ack the previous hop waits for."""
         got = await self.svc.compiled(hop.vdag)
+        # A hop can outrun the vDAG's record right after an apply (it replicates to this node a moment
+        # later): wait for it a bounded while before refusing the hop.
+        wait_until = time.monotonic() + min(RECORD_WAIT_S, max(0.0, hop.deadline - time.time()))
+        while (got is None or hop.label not in got[0].stages) and time.monotonic() < wait_until:
+            await asyncio.sleep(RECORD_POLL_S)
+            got = await self.svc.compiled(hop.vdag, fresh=True)
         stage = got[0].stages.get(hop.label) if got is not None else None
         if got is None or stage is None:
             return HopAck(status=404, node=self.me, message=f"vDAG {hop.vdag} has no stage {hop.label!r} here")
@@ -306,14 +326,17 @@ class VdagFlow:
             return HopAck(status=422, node=self.me, message=f"stage {hop.label!r}: {e}")
         try:
             packet = msgpack.unpackb(raw, raw=False)
+            if not isinstance(packet, dict):
+                raise TypeError("not a packet map")
+            in_digest = payload_digest(packet)  # hashed once: the link check and this stage's receipt
             if hop.receipts:
                 prev = open_receipt(hop.receipts[-1], self.ca, len(hop.receipts) - 1, now=time.time(),
                                     known_certs=self.known_certs)
-                check_link(prev, packet, len(hop.receipts) - 1)
+                check_link(prev, packet, len(hop.receipts) - 1, digest=in_digest)
         except ReceiptError as e:
             return HopAck(status=422, node=self.me, message=f"stage {hop.label!r}: receipt refused: {e}")
-        except (ValueError, msgpack.UnpackException):
-            return HopAck(status=422, node=self.me, message=f"stage {hop.label!r}: the packet is not msgpack")
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return HopAck(status=422, node=self.me, message=f"stage {hop.label!r}: the packet is not a msgpack map")
         bal = self.svc.blocks.runtime.balancer
         if bal is None:
             return HopAck(status=503, node=self.me, message="the runtime is not running")
@@ -330,11 +353,11 @@ class VdagFlow:
         log.debug("vdag hop", extra={"vdag": hop.vdag, "stage": hop.label, "from": hop.from_label or "(entry)",
                                      "node": self.me, "instance": reply.instance_id, "session": hop.session_id})
         task = TaskRef(hop.vdag, hop.session_id, hop.seq_no, hop.entry, hop.entry_addr, hop.deadline)
-        self._spawn(self._after(task, c, stage, hop, packet, reply.instance_id, reply.packets))
+        self._spawn(self._after(task, c, stage, hop, packet, in_digest, reply.instance_id, reply.packets))
         return HopAck(status=200, node=self.me)
 
     async def _after(self, task: TaskRef, c: CompiledVdag, stage: Stage, hop: Hop, packet: dict[str, Any],
-                     instance: str, outputs: list[Any]) -> None:
+                     in_digest: str, instance: str, outputs: list[Any]) -> None:
         hkey = (task.session_id, task.seq_no, stage.label)
         if not outputs:  # a fan-in instance holds this branch until its siblings arrive
             self.held[hkey] = list(hop.receipts)
@@ -350,7 +373,7 @@ class VdagFlow:
                 await self._result(task, _error(task, 502, "policy_failed", str(e), stage, self.me))
                 return
             r = Receipt(task.vdag, stage.label, stage.block_id, instance, self.me, task.session_id, task.seq_no,
-                        payload_digest(packet), payload_digest(out), time.time())
+                        in_digest, payload_digest(out), time.time())
             receipts = (*chain, sign_receipt(self.key, self.cert_b, r))
             nxt = next_labels(stage, str(out.get("output_ptr", "")))
             out["output_ptr"] = stamp  # a policy's routing choice applies to this stage only

@@ -11,7 +11,7 @@ time passed in.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,17 +73,19 @@ def sign_receipt(key: NodeKey, cert_bytes: bytes, r: Receipt) -> bytes:
 
 
 def open_receipt(raw: bytes, ca_public: bytes, index: int = 0, now: float | None = None,
-                 known_certs: set[bytes] | None = None) -> Receipt:
+                 known_certs: MutableMapping[bytes, NodeCert] | None = None) -> Receipt:
     """Decode and check one receipt (certificate against the CA at `now`, or at the receipt's own
-    time when None, and the signature). `known_certs`: certificates whose CA signature was already
-    checked (their time and revocation are still checked); this adds the ones it checks.
+    time when None, and the signature). `known_certs`: certificate bytes → the decoded certificate,
+    for those whose CA signature was already checked (neither decoded nor CA-checked again; their
+    time and revocation are still checked); this adds the ones it checks.
     Raises ReceiptError."""
     if len(raw) > MAX_RECEIPT_BYTES:
         raise ReceiptError(index, f"larger than {MAX_RECEIPT_BYTES} bytes")
     try:
         body, sig, cert_b = msgpack.unpackb(raw, raw=False)
         fields = msgpack.unpackb(body, raw=False)
-        cert = NodeCert.from_bytes(cert_b)
+        known = known_certs.get(cert_b) if known_certs is not None and isinstance(cert_b, bytes) else None
+        cert = known if known is not None else NodeCert.from_bytes(cert_b)
         r = Receipt(*(fields[k] for k in _FIELDS))
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
         raise ReceiptError(index, f"malformed ({type(e).__name__})") from None
@@ -91,12 +93,12 @@ def open_receipt(raw: bytes, ca_public: bytes, index: int = 0, now: float | None
         raise ReceiptError(index, "malformed (version or field types)")
     at = r.ts if now is None else now
     try:
-        if known_certs is not None and cert_b in known_certs:
+        if known is not None:
             check_cert_state(cert, at, frozenset())
         else:
             verify_cert(cert, ca_public, at)
             if known_certs is not None and len(known_certs) < 4096:
-                known_certs.add(cert_b)
+                known_certs[cert_b] = cert
     except AuthError as e:
         raise ReceiptError(index, f"certificate refused: {e}") from None
     if cert.node_id != r.node:
@@ -106,9 +108,10 @@ def open_receipt(raw: bytes, ca_public: bytes, index: int = 0, now: float | None
     return r
 
 
-def check_link(prev: Receipt, received: Mapping[str, Any], index: int = 0) -> None:
-    """The packet a stage received is the output the previous stage signed. Raises ReceiptError."""
-    got = payload_digest(received)
+def check_link(prev: Receipt, received: Mapping[str, Any], index: int = 0, digest: str | None = None) -> None:
+    """The packet a stage received is the output the previous stage signed (`digest`: its
+    payload_digest when the caller has it already). Raises ReceiptError."""
+    got = payload_digest(received) if digest is None else digest
     if prev.output != got:
         raise ReceiptError(index, f"stage {prev.label!r} signed output {prev.output[:16]}..., "
                                   f"but the packet received digests to {got[:16]}...")

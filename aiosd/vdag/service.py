@@ -80,11 +80,12 @@ class VdagService:
         e = await self.registry.get(TABLE, uri)
         return dict(e.value) if e is not None else None
 
-    async def compiled(self, uri: str) -> tuple[CompiledVdag, dict[str, Any]] | None:
-        """The compiled vDAG and its record (cached CACHE_S; a delete is seen within that)."""
+    async def compiled(self, uri: str, fresh: bool = False) -> tuple[CompiledVdag, dict[str, Any]] | None:
+        """The compiled vDAG and its record (cached CACHE_S; a delete is seen within that; `fresh`:
+        read the record again)."""
         now = time.monotonic()
         hit = self._compiled.get(uri)
-        if hit is not None and now - hit[0] < CACHE_S:
+        if hit is not None and now - hit[0] < CACHE_S and not fresh:
             return hit[1], hit[2]
         rec = await self.record(uri)
         if rec is None:

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from federation.strict import Wire
 
 MAX_PACKET_BYTES = 900 << 10  # the envelope caps at 1 MiB; receipts and fields ride beside the packet
 MAX_RECEIPTS = 1100  # a 1,000-stage vDAG plus its fan-in branches
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
-
-
-class PayloadRef(_Wire):
+class PayloadRef(Wire):
     """A packet kept by `holder` (refs.py): fetched with `vdag.fetch`, checked against sha256/size."""
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -29,13 +27,13 @@ class PayloadRef(_Wire):
     holder_addr: str = Field(min_length=1, max_length=300)
 
 
-class FetchPayload(_Wire):
+class FetchPayload(Wire):
     kind: Literal["vdag.fetch"] = "vdag.fetch"
     v: Literal[1] = 1
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class Hop(_Wire):
+class Hop(Wire):
     kind: Literal["vdag.hop"] = "vdag.hop"
     v: Literal[1] = 1
     vdag: str = Field(min_length=1, max_length=300)
@@ -52,7 +50,7 @@ class Hop(_Wire):
     receipts: tuple[bytes, ...] = Field((), max_length=MAX_RECEIPTS)
 
 
-class HopAck(_Wire):
+class HopAck(Wire):
     kind: Literal["vdag.hop_ack"] = "vdag.hop_ack"
     v: Literal[1] = 1
     status: int = Field(ge=100, le=599)
@@ -60,7 +58,7 @@ class HopAck(_Wire):
     node: str = Field("", max_length=128)
 
 
-class Result(_Wire):
+class Result(Wire):
     kind: Literal["vdag.result"] = "vdag.result"
     v: Literal[1] = 1
     vdag: str = Field(min_length=1, max_length=300)
@@ -77,7 +75,7 @@ class Result(_Wire):
     receipts: tuple[bytes, ...] = Field((), max_length=MAX_RECEIPTS)
 
 
-class ResultAck(_Wire):
+class ResultAck(Wire):
     kind: Literal["vdag.result_ack"] = "vdag.result_ack"
     v: Literal[1] = 1
     taken: bool  # False: the entry had already answered this (session, seq), or stopped waiting

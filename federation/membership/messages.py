@@ -11,11 +11,12 @@ from typing import Annotated, Any, Final, Literal
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import Field, StringConstraints, TypeAdapter
 
 from federation.errors import AuthError, AuthReason
 from federation.membership.config import MAX_PIGGYBACK_WIRE
 from federation.sansio import NodeId
+from federation.strict import Wire
 
 PROTOCOL_VERSION: Final = 1
 # Limits of what a peer may send. Each is far above normal use and small enough to bound memory.
@@ -45,10 +46,6 @@ MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_META_KEY
 MetaValue = Annotated[str, StringConstraints(max_length=MAX_META_VALUE_CHARS)]
 Meta = Annotated[dict[MetaKey, MetaValue], Field(max_length=MAX_META_ENTRIES)]
 StateName = Literal["alive", "suspect", "dead", "left"]
-
-
-class Wire(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
 
 
 # ----- gossip updates (piggybacked) ------------------------------------------------------------

@@ -4,25 +4,24 @@ Each gossip round pushes recent deltas to `fanout` random peers; each anti-entro
 push-pull exchange with one random peer (table roots -> differing buckets -> entries of those
 buckets -> only the differing records, both ways). Every incoming record is checked (shape,
 authority, clock drift, origin signature) before merge; a rejected record is counted and never
-stored or forwarded. The core does no IO and reads no clock: `now` and an RNG come in.
+stored or forwarded. The core does no IO and reads no clock: `now` and an RNG come in. Its effects,
+counters and timer keys live in effects.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 
 from federation.replication import antientropy as ae
 from federation.replication import hlc as hlcmod
 from federation.replication.authority import Authority
 from federation.replication.config import ReplicationConfig
 from federation.replication.digest import TableDigest
+from federation.replication.effects import Changed, Effect, ReplicationStats, TimerKey, retransmit_limit
 from federation.replication.errors import InvalidWrite, RejectReason, WriteRefused
 from federation.replication.merge import supersedes
 from federation.replication.record import (
@@ -55,52 +54,6 @@ from federation.sansio import NodeId, Send, Wake
 log = logging.getLogger(__name__)
 
 _TABLE_RE = re.compile(TABLE_PATTERN)
-
-
-class TimerKey(StrEnum):
-    GOSSIP = "repl.gossip"
-    ANTI_ENTROPY = "repl.ae"
-    GC = "repl.gc"
-
-
-@dataclass(frozen=True, slots=True)
-class Changed:
-    """Notification: the record stored under (table, key) changed (a tombstone = deleted)."""
-
-    table: str
-    key: str
-    record: Record
-
-
-Effect = Send[ReplMessage] | Wake | Changed
-
-
-@dataclass(slots=True)
-class ReplicationStats:
-    """Counters (monotonic) for metrics and tests."""
-
-    written: int = 0
-    merged: int = 0
-    duplicates: int = 0
-    rejected: dict[RejectReason, int] = field(default_factory=dict)
-    deltas_dropped: int = 0
-    pushes_sent: int = 0
-    push_records_sent: int = 0
-    ae_rounds: int = 0
-    ae_rounds_answered: int = 0  # digests received: rounds a peer started with us
-    ae_records_sent: int = 0
-    ae_records_merged: int = 0
-    expired_tombstones: int = 0
-    tombstones_collected: int = 0
-    bad_messages: int = 0
-
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-
-def retransmit_limit(n_nodes: int, mult: int) -> int:
-    """How many times one delta is pushed: mult * ceil(log10(n + 1)) (memberlist util.go)."""
-    return mult * max(1, math.ceil(math.log10(n_nodes + 1)))
 
 
 class _Delta:

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from federation.sansio import NodeId
-
-WIRE_CONFIG = ConfigDict(frozen=True, strict=True, extra="forbid")
+from federation.strict import Wire
 
 # Table names are identifiers (they become LMDB sub-database names elsewhere).
 TABLE_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -54,32 +53,26 @@ Verifier = Callable[[NodeId, bytes, bytes], bool]
 An unknown origin (no certificate known) must answer False: that is a forged origin."""
 
 
-class Version(BaseModel):
+class Version(Wire):
     """(hybrid logical clock, origin): totally ordered, hlc first."""
-
-    model_config = WIRE_CONFIG
 
     hlc: int = Field(ge=0, lt=1 << 64)
     origin: NodeIdField
 
 
-class Proof(BaseModel):
+class Proof(Wire):
     """Inclusion of one record in a batch whose Merkle root the origin signed."""
-
-    model_config = WIRE_CONFIG
 
     index: int = Field(ge=0, lt=1 << MAX_PROOF_DEPTH)
     path: tuple[Hash32, ...] = Field(max_length=MAX_PROOF_DEPTH)
     sig: Annotated[bytes, Field(min_length=SIGNATURE_BYTES, max_length=SIGNATURE_BYTES)]
 
 
-class Record(BaseModel):
+class Record(Wire):
     """One replicated `(table, key) -> value` with its version, tombstone flag and signature.
 
     `value` is opaque bytes (callers msgpack-encode); a tombstone has an empty value.
     """
-
-    model_config = WIRE_CONFIG
 
     table: TableName
     key: RecordKey

@@ -9,17 +9,17 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from federation.replication.digest import ENTRY_BYTES, MAX_BUCKETS
 from federation.replication.errors import ReplicationError
 from federation.replication.record import (
-    WIRE_CONFIG,
     NodeIdField,
     Record,
     RecordKey,
     TableName,
 )
+from federation.strict import Wire
 
 # Hard caps on what one message may carry (the configured caps are lower). 4096 records of
 # up to a few KB keep one message within a few MB; 65,536 entries of ~60 B are ~4 MB.
@@ -36,45 +36,40 @@ class WireError(ReplicationError):
     """A replication message could not be decoded; the message names the field."""
 
 
-class Push(BaseModel):
+class Push(Wire):
     """Recent deltas, pushed to a few random peers each gossip round."""
 
-    model_config = WIRE_CONFIG
     kind: Literal["repl.push"] = "repl.push"
     v: Literal[1] = 1
     records: tuple[Record, ...] = Field(min_length=1, max_length=MAX_RECORDS_PER_MSG)
 
 
-class TableSum(BaseModel):
-    model_config = WIRE_CONFIG
+class TableSum(Wire):
     table: TableName
     count: int = Field(ge=0)
     root: Hash16
 
 
-class AeDigest(BaseModel):
+class AeDigest(Wire):
     """Anti-entropy step 1 (initiator -> peer): one summary per non-empty table."""
 
-    model_config = WIRE_CONFIG
     kind: Literal["repl.ae.digest"] = "repl.ae.digest"
     v: Literal[1] = 1
     tables: tuple[TableSum, ...] = Field(max_length=MAX_TABLES)
 
 
-class AeBuckets(BaseModel):
+class AeBuckets(Wire):
     """Step 2 (peer -> initiator): the bucket hashes of a table whose root differed."""
 
-    model_config = WIRE_CONFIG
     kind: Literal["repl.ae.buckets"] = "repl.ae.buckets"
     v: Literal[1] = 1
     table: TableName
     hashes: tuple[Hash16, ...] = Field(min_length=1, max_length=MAX_BUCKETS)
 
 
-class Entry(BaseModel):
+class Entry(Wire):
     """What a node holds under one key: version, tombstone flag and the record's digest entry."""
 
-    model_config = WIRE_CONFIG
     key: RecordKey
     hlc: int = Field(ge=0, lt=1 << 64)
     origin: NodeIdField
@@ -82,7 +77,7 @@ class Entry(BaseModel):
     h: Hash16
 
 
-class AeEntries(BaseModel):
+class AeEntries(Wire):
     """Step 3 (initiator -> peer): every entry of the listed buckets.
 
     A bucket too big for one message is listed alone and covered for keys in [start, end)
@@ -90,7 +85,6 @@ class AeEntries(BaseModel):
     every window is compared in time.
     """
 
-    model_config = WIRE_CONFIG
     kind: Literal["repl.ae.entries"] = "repl.ae.entries"
     v: Literal[1] = 1
     table: TableName
@@ -102,16 +96,14 @@ class AeEntries(BaseModel):
     entries: tuple[Entry, ...] = Field(max_length=MAX_ENTRIES_PER_MSG)
 
 
-class KeyRef(BaseModel):
-    model_config = WIRE_CONFIG
+class KeyRef(Wire):
     table: TableName
     key: RecordKey
 
 
-class AeRecords(BaseModel):
+class AeRecords(Wire):
     """Step 4/5: records the other side lacks or holds older, and keys we want back."""
 
-    model_config = WIRE_CONFIG
     kind: Literal["repl.ae.records"] = "repl.ae.records"
     v: Literal[1] = 1
     records: tuple[Record, ...] = Field(max_length=MAX_RECORDS_PER_MSG)

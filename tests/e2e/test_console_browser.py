@@ -27,6 +27,7 @@ DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 pytestmark = pytest.mark.skipif(CHROMIUM is None or not Path(DRIVER).exists(),
                                 reason="Debian's chromium and chromium-driver are not installed")
 XSS = "x<img src=x onerror=alert(1)>"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "echo"
 
 
 @pytest.fixture
@@ -60,7 +61,26 @@ def wait_for(fn: Any, timeout_s: float = 20) -> Any:
         time.sleep(0.2)
 
 
-@pytest.mark.long  # failed after the merge of the hardening branch (selenium error); run with -m long
+def preview_of(browser: Any, doc: str) -> None:
+    """Type `doc` into the preview form and press Preview (again if the page was rendered anew meanwhile)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def attempt() -> bool:
+        try:
+            area = browser.find_element(By.ID, "preview-doc")
+            area.clear()
+            area.send_keys(doc)
+            if area.get_attribute("value") != doc:
+                return False
+            browser.find_element(By.ID, "preview-btn").click()
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    wait_for(attempt)
+
+
 def test_dashboard_in_chromium(tmp_path: Path, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
@@ -87,7 +107,7 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: Any) -> None:
         assert "olga (operator)" in browser.find_element(By.ID, "who").text
         browser.save_screenshot(str(shots / "overview.png"))
         node_id = d.json("status")["node_id"]
-        for page in ("nodes", "blocks", "tasks", "policies", "assets", "audit"):
+        for page in ("nodes", "blocks", "vdags", "llm", "tasks", "policies", "assets", "audit", "preview"):
             browser.get(pages + "#" + page)
             wait_for(lambda p=page: browser.find_element(By.ID, "page-" + p))
             browser.save_screenshot(str(shots / f"{page}.png"))
@@ -119,6 +139,16 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: Any) -> None:
         assert e.value.code == 403
         e.value.close()
         assert len(call(port, "GET", "/v1/controller/placements", op)[1]["blocks"]["demo"]["instances"]) == 2
+        # Placement preview: the example's documents, dry-run, listed; a broken one is refused with the reason.
+        browser.get(pages + "#preview")
+        docs = [json.loads((EXAMPLE / n).read_text()) for n in ("component.json", "block.json")]
+        preview_of(browser, json.dumps(docs))
+        preview = wait_for(lambda: browser.find_element(By.ID, "preview-docs"))
+        assert "echo" in preview.text
+        assert "echo-1" not in set(call(port, "GET", "/v1/controller/placements", op)[1]["blocks"])
+        preview_of(browser, '{"kind": "nonsense"}')
+        assert "refused" in wait_for(lambda: browser.find_element(By.ID, "preview-error")).text
+        browser.save_screenshot(str(shots / "preview.png"))
         # A viewer sees the blocks but no scale button.
         login(viewer)
         browser.get(pages + "#blocks")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
 import pytest
 
 from aiosd.client import Client
@@ -125,6 +126,13 @@ def test_vdags_across_four_daemons(tmp_path: Path, daemons: list[Daemon]) -> Non
     big = "y" * ((1 << 20) - 64)
     got = infer(entry, LINEAR, {"text": big})["outputs"][0]
     assert got["text"] == big + "-a-b-c"
+    # the same size as a file, msgpack in and out: the bytes come back as they went, with the receipts
+    blob = bytes(range(256)) * 4096
+    ans = asyncio.run(_msgpack_infer(entry, LINEAR, {"session_id": "mp", "data": json.dumps({"text": "f"}),
+                                                     "files": [{"metadata": "m", "file_data": blob}]}))
+    (p,) = ans["packets"]
+    assert json.loads(p["data"])["text"] == "f-a-b-c" and p["files"][0]["file_data"] == blob, list(ans)
+    assert len(ans["receipts"]) == 3 and all(isinstance(r, bytes) for r in ans["receipts"])
 
     # --- receipts verify offline; an altered one does not -------------------------------------------
     saved = tmp_path / "receipts.json"
@@ -254,6 +262,15 @@ def test_kill9_of_a_middle_stage_node_while_tasks_flow(tmp_path: Path, daemons: 
 
 
 answers_kill_time: list[float] = []
+
+
+async def _msgpack_infer(d: Daemon, uri: str, packet: dict[str, Any]) -> Any:
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(d.socket))) as s, \
+            s.post(f"http://aiosd/v1/infer/vdag/{uri}?receipts=1", data=msgpack.packb(packet, use_bin_type=True),
+                   headers={"Content-Type": "application/msgpack", "Accept": "application/msgpack"}) as r:
+        body = await r.read()
+        assert r.status == 200, body[:300]
+        return msgpack.unpackb(body, raw=False)
 
 
 async def _text(d: Daemon, path: str) -> str:

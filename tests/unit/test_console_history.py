@@ -78,3 +78,25 @@ def test_the_driver_keeps_6h_fine_and_7d_coarse_and_serves_ranges(tmp_path: Path
         assert isinstance(series, dict) and len(series["mem"]) in (7, 8) and set(series["mem"]) == {1.0}
     finally:
         store.close()
+
+
+def test_the_fine_tier_in_memory_answers_what_lmdb_holds(tmp_path: Path) -> None:
+    # A log that has answered a query (its fine tier is in memory) keeps answering what a fresh log
+    # reading LMDB answers, across appends, a repeated bucket and the 6 h cut.
+    store = Store.open(tmp_path / "db")
+    try:
+        h = HistoryLog(store, lambda: None)
+        t0 = NOW - 7 * 3600
+        h.add(t0, {"cpu": 1.0})
+        h.query(parse_query({"from": str(t0 - 10), "to": str(t0 + 10)}, t0))  # loads the tier into memory
+        for i in range(1, 7 * 360):
+            h.add(t0 + i * 10, {"cpu": float(i % 7), "mem": float(i)})
+        last = t0 + (7 * 360 - 1) * 10
+        h.add(last + 3, {"cpu": 99.0, "mem": 0.5})  # same 10 s bucket: replaces the sample
+        q = parse_query({"from": str(last - 6 * 3600 + 20), "to": str(last + 10)}, last + 3)
+        live, fresh = h.query(q), HistoryLog(store, lambda: None).query(q)
+        assert live == fresh
+        series = live["series"]
+        assert isinstance(series, dict) and series["cpu"][-1] == 99.0 and len(series["cpu"]) == 2159
+    finally:
+        store.close()

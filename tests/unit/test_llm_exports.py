@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import aiosd.llm
+from tests.imports import assert_each_imports_alone
 
 LLM_DIR = pathlib.Path(__file__).resolve().parents[2] / "sdk" / "llm"
 MODULES = sorted(p.stem for p in LLM_DIR.glob("*.py") if p.stem != "__init__")
@@ -61,11 +62,4 @@ def test_every_llm_module_imports_alone() -> None:
     pytest.importorskip("torch")
     # one interpreter (torch imports in seconds on shared cores): each module is imported with every
     # sdk.llm module purged first, so none relies on another having been imported before it
-    code = (
-        "import importlib, sys\n"
-        f"for m in {MODULES!r}:\n"
-        "    for k in [k for k in sys.modules if k == 'sdk.llm' or k.startswith('sdk.llm.')]:\n"
-        "        del sys.modules[k]\n"
-        "    importlib.import_module('sdk.llm.' + m)\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    assert_each_imports_alone([f"sdk.llm.{m}" for m in MODULES])

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import ast
 import pathlib
-import subprocess
-import sys
 
 import federation.replication as pkg
+from tests.imports import assert_each_imports_alone
 
 PKG_DIR = pathlib.Path(pkg.__file__).parent
 MODULES = sorted(p.stem for p in PKG_DIR.glob("*.py") if p.stem != "__init__")
@@ -27,15 +26,7 @@ def test_public_surface_is_pinned() -> None:
 
 
 def test_every_module_imports_alone() -> None:
-    procs = {
-        m: subprocess.Popen(
-            [sys.executable, "-c", f"import federation.replication.{m}"], stderr=subprocess.PIPE
-        )
-        for m in MODULES
-    }
-    for m, p in procs.items():
-        _, err = p.communicate(timeout=60)
-        assert p.returncode == 0, (m, err.decode())
+    assert_each_imports_alone([f"federation.replication.{m}" for m in MODULES])
 
 
 def test_cores_do_no_io_and_import_downward_only() -> None:

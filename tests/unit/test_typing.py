@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.static_checks import mypy_result
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(900)
 def test_mypy_strict_over_packages_and_tests() -> None:
-    # The packages come from pyproject's [tool.mypy]; tests/ is added here (STYLE §8).
-    r = subprocess.run([sys.executable, "-m", "mypy", "aiosd", "federation", "storage", "runtime", "sdk", "tests"],
-                       cwd=ROOT, capture_output=True, text=True,
-                       timeout=600, check=False)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    rc, out = mypy_result(timeout_s=800)  # started in the background at collection (tests/static_checks.py)
+    assert rc == 0, out[-6000:]
 
 
 @pytest.mark.timeout(300)

@@ -6,7 +6,7 @@
 // /ui/?logout: forget the session's token before anything reads it.
 if (new URLSearchParams(location.search).has("logout")) sessionStorage.removeItem("aiosd.token");
 const state = { token: sessionStorage.getItem("aiosd.token") || "", role: "", name: "", page: "overview",
-                watch: null, timer: null };
+                watch: null, timer: null, gen: 0 };
 
 function el(tag, text, attrs) {
   const e = document.createElement(tag);
@@ -89,8 +89,71 @@ const pages = {
     main.appendChild(table(["block", "instances", "placement", ""], rows, "blocks"));
     const ps = await api("GET", "/v1/ps").catch(() => ({ instances: [] }));
     main.appendChild(el("h2", "Instances on this node"));
-    main.appendChild(table(["instance", "block", "state"], (ps.instances || []).map((i) =>
-      [i.instance_id || i.id, i.block_id || i.block, i.state]), "instances"));
+    const logs = el("pre", null, { id: "logs", class: "logs" });
+    main.appendChild(table(["instance", "block", "state", ""], (ps.instances || []).map((i) => {
+      const iid = i.instance_id || i.id;
+      const btn = el("button", "Logs", { type: "button", class: "logs-btn", "data-instance": iid });
+      btn.addEventListener("click", async () => {
+        try { logs.textContent = await text("/v1/logs/" + encodeURIComponent(iid) + "?tail=100"); }
+        catch (e) { status(e.message); }
+      });
+      return [iid, i.block_id || i.block, i.state, btn];
+    }), "instances"));
+    main.appendChild(logs);
+  },
+  async vdags(main) {
+    const v = await api("GET", "/v1/vdags");
+    main.appendChild(el("h2", "vDAGs"));
+    const items = v.items || [];
+    main.appendChild(table(["vDAG", "status", "stages", "reason"], items.map((x) =>
+      [x.uri, x.status, x.stages, x.reason]), "vdags"));
+    for (const x of items.slice(0, 20)) {
+      const d = await api("GET", "/v1/vdags/" + encodeURIComponent(x.uri)).catch(() => null);
+      if (!d) continue;
+      const m = d.metrics || {};
+      const lat = m.latency_ms || {};
+      main.appendChild(el("h3", x.uri + " — " + (d.health || "") + ", " + (m.requests || 0) + " requests, p50 " +
+        (lat.p50 || 0) + " ms, p99 " + (lat.p99 || 0) + " ms"));
+      main.appendChild(graph(d.stages || [], m.errors_by_stage || {}, hopTimes(d.trace || [])));
+    }
+  },
+  async llm(main) {
+    const models = await api("GET", "/v1/models").catch(() => ({ data: [] }));
+    main.appendChild(el("h2", "LLM endpoints"));
+    main.appendChild(table(["model", "component"], (models.data || []).map((x) => [x.id, x.component]), "models"));
+    const servers = await api("GET", "/v1/registry/inference_servers").catch(() => ({ items: [] }));
+    main.appendChild(el("h3", "Inference servers"));
+    main.appendChild(table(["node", "url", "models"], (servers.items || servers.records || []).map((r) => {
+      const x = r.value || r;
+      return [x.node || r.key, x.url, (x.models || []).join(", ")];
+    }), "inference-servers"));
+    const metrics = await api("GET", "/v1/metrics").catch(() => ({}));
+    const rows = [];
+    llmStats(metrics, "", rows);
+    main.appendChild(el("h3", "Per instance"));
+    main.appendChild(table(["instance", "tok/s", "TTFT p50 (ms)", "TPOT p50 (ms)", "sessions", "queue"], rows.map((r) =>
+      [r.where, num(r.m.llm_tokens_per_second), ms(r.m.llm_ttft_p50_seconds), ms(r.m.llm_tpot_p50_seconds),
+       r.m.llm_active_sessions, r.m.llm_queue_length]), "llm-stats"));
+  },
+  async preview(main) {
+    main.appendChild(el("h2", "Placement preview (apply --dry-run)"));
+    const area = el("textarea", null, { id: "preview-doc", rows: "12", cols: "90",
+                                        placeholder: "AIOS JSON document(s): a component, a block, a vDAG" });
+    const btn = el("button", "Preview", { type: "button", id: "preview-btn" });
+    const out = el("div", null, { id: "preview-out" });
+    btn.addEventListener("click", async () => {
+      out.replaceChildren();
+      try {
+        const r = await fetch("/v1/apply?dry_run=1", { method: "POST", body: area.value,
+          headers: { Authorization: "Bearer " + state.token, "Content-Type": "application/json" } });
+        const data = await r.json().catch(() => ({}));
+        if (!r.ok) throw new Error((data.error && data.error.message) || ("HTTP " + r.status));
+        out.appendChild(table(["kind", "id", "action"], (data.documents || []).map((d) => [d.kind, d.id, d.action]),
+          "preview-docs"));
+        out.appendChild(el("pre", JSON.stringify(data, null, 2), { class: "logs" }));
+      } catch (e) { out.appendChild(el("p", "refused: " + e.message, { class: "error", id: "preview-error" })); }
+    });
+    main.appendChild(area); main.appendChild(el("br")); main.appendChild(btn); main.appendChild(out);
   },
   async tasks(main) {
     const t = await api("GET", "/v1/tasks");
@@ -134,17 +197,118 @@ function chart(ts, values) {
   return svg;
 }
 
+async function text(path) {
+  const r = await fetch(path, { headers: { Authorization: "Bearer " + state.token } });
+  const body = await r.text();
+  if (!r.ok) throw new Error(body.slice(0, 300) || ("HTTP " + r.status));
+  return body;
+}
+
+const num = (x) => (typeof x === "number" ? x.toFixed(1) : "");
+const ms = (x) => (typeof x === "number" ? (x * 1000).toFixed(1) : "");
+
+function llmStats(obj, where, rows) {
+  // Finds every object with llm_* numbers in /v1/metrics, wherever the instance sits in it.
+  if (!obj || typeof obj !== "object" || rows.length > 200) return;
+  if (Object.keys(obj).some((k) => k.startsWith("llm_"))) { rows.push({ where: where || "this node", m: obj }); return; }
+  for (const [k, v] of Object.entries(obj)) llmStats(v, where ? where + "/" + k : k, rows);
+}
+
+function hopTimes(traces) {
+  // Per stage: mean time from the previous stage's receipt to this one's (receipt clocks).
+  const sums = {}, counts = {};
+  for (const tr of traces) {
+    for (let i = 1; i < tr.length; i++) {
+      if (typeof tr[i].ts !== "number" || typeof tr[i - 1].ts !== "number") continue;
+      sums[tr[i].label] = (sums[tr[i].label] || 0) + (tr[i].ts - tr[i - 1].ts);
+      counts[tr[i].label] = (counts[tr[i].label] || 0) + 1;
+    }
+  }
+  const out = {};
+  for (const k of Object.keys(sums)) out[k] = (sums[k] / counts[k]) * 1000;
+  return out;
+}
+
+function graph(stages, errors, hops) {
+  // Stages in columns by depth (longest path from a head), edges parent -> child.
+  const ns = "http://www.w3.org/2000/svg";
+  const byLabel = {};
+  stages.forEach((s) => { byLabel[s.label] = s; });
+  const depth = {};
+  const depthOf = (l, seen) => {
+    if (depth[l] !== undefined) return depth[l];
+    if (seen.has(l)) return 0;
+    seen.add(l);
+    const ps = (byLabel[l] && byLabel[l].parents) || [];
+    depth[l] = ps.length ? 1 + Math.max(...ps.map((p) => depthOf(p, seen))) : 0;
+    return depth[l];
+  };
+  stages.forEach((s) => depthOf(s.label, new Set()));
+  const cols = {};
+  stages.forEach((s) => { (cols[depth[s.label]] = cols[depth[s.label]] || []).push(s.label); });
+  const W = 190, H = 70, pos = {};
+  Object.entries(cols).forEach(([d, labels]) => labels.forEach((l, i) => { pos[l] = [10 + Number(d) * W, 10 + i * H]; }));
+  const ncols = Object.keys(cols).length, nrows = Math.max(1, ...Object.values(cols).map((c) => c.length));
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "graph"); svg.setAttribute("width", String(ncols * W + 20));
+  svg.setAttribute("height", String(nrows * H + 20));
+  const add = (tag, attrs, txt) => {
+    const e = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    if (txt !== undefined) e.textContent = txt;
+    svg.appendChild(e);
+    return e;
+  };
+  stages.forEach((s) => (s.children || []).forEach((c) => {
+    if (!pos[c]) return;
+    add("line", { x1: pos[s.label][0] + 150, y1: pos[s.label][1] + 25, x2: pos[c][0], y2: pos[c][1] + 25,
+                  stroke: "#888" });
+  }));
+  stages.forEach((s) => {
+    const [x, y] = pos[s.label];
+    const bad = !s.healthy || (errors[s.label] || 0) > 0;
+    add("rect", { x, y, width: 150, height: 50, rx: 6, fill: bad ? "#fdd" : "#eef", stroke: bad ? "#c33" : "#36c",
+                  class: "stage", "data-stage": s.label });
+    add("text", { x: x + 6, y: y + 16, "font-size": 12 }, s.label + " · " + s.block_id);
+    add("text", { x: x + 6, y: y + 31, "font-size": 11 },
+        (s.serving || []).length + " serving" + (hops[s.label] !== undefined ? ", " + hops[s.label].toFixed(1) + " ms" : ""));
+    add("text", { x: x + 6, y: y + 45, "font-size": 11 }, (errors[s.label] || 0) + " errors");
+  });
+  return svg;
+}
+
 function status(msg) { document.getElementById("status").textContent = msg || ""; }
 
 async function render() {
+  // Renders overlap (a live update, then a click to another page): only the newest one is shown,
+  // so a slow answer for the page the user left never replaces the page they are on.
+  const gen = ++state.gen;
+  const page = state.page;
   const main = document.getElementById("main");
-  const fresh = el("div", null, { id: "page-" + state.page });
-  try { await pages[state.page](fresh); status(""); } catch (e) { status(e.message); }
+  const fresh = el("div", null, { id: "page-" + page });
+  let problem = "";
+  try { await pages[page](fresh); } catch (e) { problem = e.message; }
+  if (gen !== state.gen) return;
+  status(problem);
   main.replaceChildren(fresh);
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === state.page));
 }
 
-function soon() { clearTimeout(state.timer); state.timer = setTimeout(render, 1000); }
+// Pages with a form the user fills keep it: a live update never re-renders them.
+const STILL = new Set(["preview"]);
+
+function soon() {
+  clearTimeout(state.timer);
+  state.timer = setTimeout(() => {
+    const a = document.activeElement;
+    if (STILL.has(state.page)) return;
+    if (a && (a.tagName === "INPUT" || a.tagName === "TEXTAREA") && document.getElementById("main").contains(a)) {
+      soon();  // the user is typing (a scale count): try again later
+      return;
+    }
+    render();
+  }, 1000);
+}
 
 async function watch() {
   // One stream for the session; a change re-renders the page at most once a second.
