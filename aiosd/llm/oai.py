@@ -166,23 +166,39 @@ DONE = b"data: [DONE]\n\n"
 def stream_frames(chat: bool, rid: str, model: str, out: dict[str, Any], now: int,
                   include_usage: bool) -> list[bytes]:
     """The SSE frames of a finished answer, OpenAI chunk format: role, content, finish (+ usage), [DONE]."""
-    obj = "chat.completion.chunk" if chat else "text_completion"
-
-    def chunk(delta: dict[str, Any] | str, finish: str | None) -> dict[str, Any]:
-        choice: dict[str, Any] = ({"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish} if chat
-                                  else {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish})
-        return {"id": rid, "object": obj, "created": now, "model": model, "choices": [choice]}
-
     text = str(out.get("text", ""))
-    frames = [sse(chunk({"role": "assistant", "content": ""}, None))] if chat else []
+    frames = [stream_start(chat, rid, model, now)] if chat else []
     if text:
-        frames.append(sse(chunk({"content": text} if chat else text, None)))
-    frames.append(sse(chunk({} if chat else "", _finish(out))))
+        frames.append(stream_text(chat, rid, model, now, text))
+    return frames + stream_end(chat, rid, model, out, now, include_usage)
+
+
+def _chunk(chat: bool, rid: str, model: str, now: int, delta: dict[str, Any] | str,
+           finish: str | None) -> bytes:
+    choice: dict[str, Any] = ({"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish} if chat
+                              else {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish})
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    return sse({"id": rid, "object": obj, "created": now, "model": model, "choices": [choice]})
+
+
+def stream_start(chat: bool, rid: str, model: str, now: int) -> bytes:
+    """The first frame of a chat stream (the assistant role); completions have none."""
+    return _chunk(chat, rid, model, now, {"role": "assistant", "content": ""}, None)
+
+
+def stream_text(chat: bool, rid: str, model: str, now: int, text: str) -> bytes:
+    """One content frame."""
+    return _chunk(chat, rid, model, now, {"content": text} if chat else text, None)
+
+
+def stream_end(chat: bool, rid: str, model: str, out: dict[str, Any], now: int, include_usage: bool) -> list[bytes]:
+    """The finish frame (+ usage), then [DONE]."""
+    frames = [_chunk(chat, rid, model, now, {} if chat else "", _finish(out))]
     if include_usage:
+        obj = "chat.completion.chunk" if chat else "text_completion"
         frames.append(sse({"id": rid, "object": obj, "created": now, "model": model, "choices": [],
                            "usage": _usage(out)}))
-    frames.append(DONE)
-    return frames
+    return [*frames, DONE]
 
 
 def include_usage(body: dict[str, Any]) -> bool:
@@ -195,4 +211,5 @@ def include_usage(body: dict[str, Any]) -> bool:
 
 
 __all__ = ["DONE", "OpenAIError", "block_error", "chat_response", "chat_task", "completion_response",
-           "completion_task", "include_usage", "sampling", "sse", "stream_frames"]
+           "completion_task", "include_usage", "sampling", "sse", "stream_end", "stream_frames", "stream_start",
+           "stream_text"]

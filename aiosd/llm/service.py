@@ -19,8 +19,11 @@ from aiosd.blocks.api import run_task
 from aiosd.blocks.service import BLOCKS_KEY, BlockService
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.llm.oai import OpenAIError, block_error
+from aiosd.llm.split import split_info
 from aiosd.registry.service import REGISTRY_KEY, RegistryService
 from aiosd.specs.resolve import ResolvedBlock
+from aiosd.vdag.service import TABLE as VDAG_TABLE
+from aiosd.vdag.service import VDAG_KEY, VdagService
 from federation.replication.errors import ReplicationError
 
 log = logging.getLogger(__name__)
@@ -43,8 +46,10 @@ class LlmService:
     name = "llm"
 
     def __init__(self, blocks: BlockService, registry: RegistryService | None = None, node_id: str = "",
-                 url: str = "") -> None:
+                 url: str = "", vdag: VdagService | None = None) -> None:
         self.blocks = blocks
+        self.vdag = vdag  # split models are vDAGs (None without the vdag role)
+        self._splits: Any = None  # split_service.SplitModels, made on first use (it imports torch)
         self.registry = registry
         self.node_id = node_id
         self.url = url
@@ -64,16 +69,16 @@ class LlmService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def record(self, models: dict[str, ResolvedBlock]) -> dict[str, Any]:
-        """This node's `inference_servers` record (AIOS: node, URL, models, tags)."""
+    def record(self, models: dict[str, ResolvedBlock], splits: list[str] | None = None) -> dict[str, Any]:
+        """This node's `inference_servers` record (AIOS: node, URL, models, tags); `splits`: split-model names."""
         tags = sorted({t for res in models.values() for t in res.tags})
-        return {"node": self.node_id, "url": self.url, "api": "openai", "models": sorted(models),
+        return {"node": self.node_id, "url": self.url, "api": "openai", "models": sorted([*models, *(splits or [])]),
                 "components": sorted({component_name(r.component_uri) for r in models.values()}), "tags": tags}
 
     async def publish_once(self) -> bool:
         """Write this node's record when it changed; False when the registry refused it."""
         assert self.registry is not None
-        rec = self.record(await self.models())
+        rec = self.record(await self.models(), [uri.split(":", 1)[0] for uri in await self.split_models()])
         if rec == self.published:
             return True
         try:
@@ -113,9 +118,43 @@ class LlmService:
         for bid, res in models.items():
             if component_name(res.component_uri) == model or str(res.init_data.get("model_name", "")) == model:
                 return bid
-        known = ", ".join(sorted(models)) or "none"
+        known = ", ".join(sorted(models) + sorted(await self.split_models())) or "none"
         raise OpenAIError(404, f"The model {model!r} does not exist (LLM blocks here: {known})", "model",
                           "model_not_found")
+
+    async def split_models(self) -> dict[str, dict[str, Any]]:
+        """Split models: vDAG uri → its `llm` settings; empty without the vdag role."""
+        if self.vdag is None:
+            return {}
+        out = {}
+        for e in await self.vdag.registry.scan(VDAG_TABLE):
+            info = split_info(e.value) if isinstance(e.value, dict) else None
+            if info is not None:
+                out[str(e.key)] = info
+        return out
+
+    async def find_split(self, model: str) -> tuple[str, dict[str, Any]] | None:
+        """(uri, settings) of the split model named `model` (its vDAG name or uri), else None."""
+        for uri, info in (await self.split_models()).items():
+            if model in (uri, uri.split(":", 1)[0]):
+                return uri, info
+        return None
+
+    def split_runner(self) -> Any:
+        """The split models' entry (split_service.SplitModels); imported on first use: it needs torch."""
+        if self._splits is None:
+            from aiosd.llm.split_service import SplitModels
+
+            assert self.vdag is not None
+            self._splits = SplitModels(self.vdag)
+        return self._splits
+
+    async def complete(self, model: str, data: dict[str, Any]) -> dict[str, Any]:
+        """One OpenAI request on `model`: a split model's vDAG, else an LLM block. Raises OpenAIError."""
+        found = await self.find_split(model)
+        if found is not None:
+            return dict(await self.split_runner().run(found[0], found[1], data))
+        return await self.run(await self.resolve(model), data)
 
     async def run(self, block_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """One task on the block; its output. Raises OpenAIError (block errors mapped)."""
@@ -148,7 +187,7 @@ LLM_KEY: ServiceKey[LlmService] = ServiceKey("llm")
 def llm_service(ctx: NodeContext) -> LlmService:
     port = ctx.settings.api.tcp_port
     url = f"http://127.0.0.1:{port}/v1" if port else f"unix:{ctx.settings.socket_path}"
-    return LlmService(ctx.get(BLOCKS_KEY), ctx.find(REGISTRY_KEY), ctx.identity.node_id, url)
+    return LlmService(ctx.get(BLOCKS_KEY), ctx.find(REGISTRY_KEY), ctx.identity.node_id, url, ctx.find(VDAG_KEY))
 
 
 __all__ = ["LLM_KEY", "LlmService", "component_name", "is_llm", "llm_service"]

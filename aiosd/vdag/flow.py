@@ -341,7 +341,8 @@ class VdagFlow:
         if bal is None:
             return HopAck(status=503, node=self.me, message="the runtime is not running")
         try:
-            reply = await bal.submit(stage.block_id, raw, hop.session_id, prefer=hop.instance or None)
+            reply = await bal.submit(stage.block_id, raw, hop.session_id, prefer=hop.instance or None,
+                                     sticky=bool(stage.model_parameters.get("sessionAffinity")))
         except TaskFailed as e:
             return HopAck(status=422, node=self.me, message=f"block {stage.block_id} failed the task: {e}"[:4000])
         except (NoHealthyInstance, InstanceBusy) as e:
@@ -404,7 +405,7 @@ class VdagFlow:
         for _ in range(2):
             t = choose_target(self.svc.targets(stage.block_id), me=self.me, fan_in=fan_in,
                               session_id=task.session_id, seq_no=task.seq_no, rng=self.rng,
-                              exclude=frozenset(tried))
+                              exclude=frozenset(tried), sticky=bool(stage.model_parameters.get("sessionAffinity")))
             if t is None:
                 break
             hop = Hop(vdag=task.vdag, label=label, from_label=src.label if src else "", session_id=task.session_id,

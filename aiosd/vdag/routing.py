@@ -5,7 +5,10 @@
 - `choose_target`: one (node, instance) of the next block. A fan-in stage (several parents) takes
   every branch of one (session_id, seq_no) on the same instance, so its Muxer joins them: the pick
   is a hash of the task over the sorted targets, the same at every sender. Otherwise this node's own
-  instances first (no network hop), else a random node running it.
+  instances first (no network hop), else a random node running it; with session affinity (the stage's
+  `modelParameters.sessionAffinity`, e.g. a split LLM's stages holding a KV cache per session) a hash of
+  the session over the sorted nodes, so every task of a session reaches the same node (and there the
+  balancer keeps it on one instance: flow.py submits it sticky).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def task_hash(session_id: str, seq_no: int) -> int:
 
 
 def choose_target(targets: Sequence[Target], *, me: str, fan_in: bool, session_id: str, seq_no: int,
-                  rng: random.Random, exclude: frozenset[str] = frozenset()) -> Target | None:
+                  rng: random.Random, exclude: frozenset[str] = frozenset(), sticky: bool = False) -> Target | None:
     """One target for a packet, or None when none is left; `exclude`: nodes that failed it.
     Outside fan-in the instance is left to the receiving node's own load balancer ("")."""
     left = sorted(t for t in targets if t.node not in exclude)
@@ -54,7 +57,13 @@ def choose_target(targets: Sequence[Target], *, me: str, fan_in: bool, session_i
     if fan_in:
         return left[task_hash(session_id, seq_no) % len(left)]
     local = [t for t in left if t.node == me]
-    pick = local[0] if local else rng.choice(left)
+    if local:
+        pick = local[0]
+    elif sticky:
+        nodes = sorted({t.node: t for t in left}.values())
+        pick = nodes[task_hash(session_id, 0) % len(nodes)]
+    else:
+        pick = rng.choice(left)
     return Target(pick.node, "", pick.addr)
 
 

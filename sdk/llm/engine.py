@@ -61,6 +61,33 @@ def load_tokenizer(model_dir: str) -> Any:
         raise ModelLoadError(f"{model_dir}: tokenizer cannot be loaded ({e})") from None
 
 
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a completion prompt (the tokenizer's own special tokens included)."""
+    return list(tokenizer(text)["input_ids"])
+
+
+def encode_messages(tokenizer: Any, messages: list[Message]) -> list[int]:
+    """Token ids of a chat: the tokenizer's chat template, or `role: content` lines without one."""
+    turns = [{"role": m.role, "content": m.content} for m in messages]
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return encode_text(tokenizer, "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:")
+
+
+def eos_ids_of(raw: Any, tokenizer: Any) -> frozenset[int]:
+    """The end-of-sequence ids of a checkpoint: its config's `eos_token_id` (`raw`) and its tokenizer's."""
+    ids: set[int] = set()
+    if isinstance(raw, int):
+        ids.add(raw)
+    elif isinstance(raw, list | tuple):
+        ids.update(int(v) for v in raw if isinstance(v, int))
+    tok_eos = getattr(tokenizer, "eos_token_id", None)
+    if isinstance(tok_eos, int):
+        ids.add(tok_eos)
+    return frozenset(ids)
+
+
 class LLMEngine:
     """generate / stream / chat over one checkpoint; thread-safe; `close()` when done."""
 
@@ -103,26 +130,16 @@ class LLMEngine:
                 self._thread.start()
 
     def _eos_ids(self) -> frozenset[int]:
-        ids: set[int] = set()
-        raw = getattr(self.stack.config, "eos_token_id", None)
-        ids.update(raw if isinstance(raw, list) else [raw] if isinstance(raw, int) else [])
-        tok_eos = getattr(self.tokenizer, "eos_token_id", None)
-        if isinstance(tok_eos, int):
-            ids.add(tok_eos)
-        return frozenset(ids)
+        return eos_ids_of(getattr(self.stack.config, "eos_token_id", None), self.tokenizer)
 
     # -- prompts ------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         """Token ids of a completion prompt (the tokenizer's own special tokens included)."""
-        return list(self.tokenizer(text)["input_ids"])
+        return encode_text(self.tokenizer, text)
 
     def encode_chat(self, messages: list[Message]) -> list[int]:
         """Token ids of a chat: the tokenizer's chat template, or `role: content` lines without one."""
-        turns = [{"role": m.role, "content": m.content} for m in messages]
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
-            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return self.encode("".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:")
+        return encode_messages(self.tokenizer, messages)
 
     # -- requests -----------------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams, *, session_id: str | None = None,
