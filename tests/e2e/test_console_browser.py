@@ -114,14 +114,23 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: Any) -> None:
         browser.get(pages + "#nodes")
         assert wait_for(lambda: node_id in browser.find_element(By.ID, "nodes").text)
         browser.get(pages + "#blocks")
-        blocks = wait_for(lambda: browser.find_element(By.ID, "blocks"))
-        assert "demo" in blocks.text
+        # The page re-renders on live updates: every read and action looks its element up again (wait_for
+        # retries a stale one).
+        blocks = wait_for(lambda: browser.find_element(By.ID, "blocks").text)
+        assert "demo" in blocks
         api_blocks = call(port, "GET", "/v1/controller/placements", op)[1]["blocks"]
-        assert api_blocks and all(b in blocks.text for b in api_blocks)
-        count = browser.find_element(By.CSS_SELECTOR, "input.scale-count[data-block='demo']")
-        count.clear()
-        count.send_keys("2")
-        browser.find_element(By.CSS_SELECTOR, "button.scale[data-block='demo']").click()
+        assert api_blocks and all(b in blocks for b in api_blocks)
+
+        def scale_to_2() -> bool:
+            count = browser.find_element(By.CSS_SELECTOR, "input.scale-count[data-block='demo']")
+            count.clear()
+            count.send_keys("2")
+            if count.get_attribute("value") != "2":
+                return False
+            browser.find_element(By.CSS_SELECTOR, "button.scale[data-block='demo']").click()
+            return True
+
+        wait_for(scale_to_2)
         wait_for(lambda: len(call(port, "GET", "/v1/controller/placements", op)[1]["blocks"]["demo"]["instances"])
                  == 2, timeout_s=30)
         browser.save_screenshot(str(shots / "blocks-scaled.png"))
@@ -143,8 +152,7 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: Any) -> None:
         browser.get(pages + "#preview")
         docs = [json.loads((EXAMPLE / n).read_text()) for n in ("component.json", "block.json")]
         preview_of(browser, json.dumps(docs))
-        preview = wait_for(lambda: browser.find_element(By.ID, "preview-docs"))
-        assert "echo" in preview.text
+        assert "echo" in wait_for(lambda: browser.find_element(By.ID, "preview-docs").text)
         assert "echo-1" not in set(call(port, "GET", "/v1/controller/placements", op)[1]["blocks"])
         preview_of(browser, '{"kind": "nonsense"}')
         assert "refused" in wait_for(lambda: browser.find_element(By.ID, "preview-error")).text
@@ -159,9 +167,25 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: Any) -> None:
         call(port, "PUT", "/v1/registry/specs/" + urllib.parse.quote(XSS), op, {"a": 1})
         login((d.data_dir / "api.token").read_text().strip())
         browser.get(pages + "#audit")
-        audit = wait_for(lambda: browser.find_element(By.ID, "audit"))
-        assert XSS in audit.text
+        assert XSS in wait_for(lambda: browser.find_element(By.ID, "audit").text)
         assert browser.execute_script("return document.querySelectorAll('#main img').length") == 0
         browser.save_screenshot(str(shots / "audit-xss.png"))
+        # The overview lists alerts (or says there are none); deleting a block takes two clicks.
+        browser.get(pages + "#overview")
+        # (Once in five runs on a loaded box, the daemon took ~9 s to answer this page's first request;
+        # the cause is not found yet: see the note on issue 20.)
+        assert wait_for(lambda: browser.find_element(By.ID, "alerts").text, timeout_s=45)
+        browser.get(pages + "#blocks")
+
+        def click_delete() -> bool:
+            browser.find_element(By.CSS_SELECTOR, "button.delete[data-block='demo']").click()
+            return True
+
+        wait_for(click_delete)
+        assert "demo" in call(port, "GET", "/v1/controller/placements", op)[1]["blocks"]  # armed, not yet deleted
+        wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "button.delete[data-block='demo']").text
+                 == "Confirm delete")
+        wait_for(click_delete)
+        wait_for(lambda: "demo" not in call(port, "GET", "/v1/controller/placements", op)[1]["blocks"], timeout_s=30)
     finally:
         d.stop()

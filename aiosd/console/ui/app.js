@@ -6,7 +6,7 @@
 // /ui/?logout: forget the session's token before anything reads it.
 if (new URLSearchParams(location.search).has("logout")) sessionStorage.removeItem("aiosd.token");
 const state = { token: sessionStorage.getItem("aiosd.token") || "", role: "", name: "", page: "overview",
-                watch: null, timer: null, gen: 0 };
+                watch: null, timer: null, gen: 0, rendering: false, dirty: false };
 
 function el(tag, text, attrs) {
   const e = document.createElement(tag);
@@ -33,9 +33,16 @@ function table(headers, rows, id) {
 }
 
 async function api(method, path, body) {
-  const opts = { method, headers: { Authorization: "Bearer " + state.token } };
+  // A page never waits forever: a request gets 15 s, then the page shows the error (and the next
+  // live update renders it again).
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), 15000);
+  const opts = { method, headers: { Authorization: "Bearer " + state.token }, signal: ctl.signal };
   if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
-  const r = await fetch(path, opts);
+  let r;
+  try { r = await fetch(path, opts); } catch (e) {
+    throw new Error(ctl.signal.aborted ? method + " " + path + ": no answer in 15 s" : e.message);
+  } finally { clearTimeout(timer); }
   const data = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error((data.error && data.error.message) || ("HTTP " + r.status));
   return data;
@@ -53,6 +60,12 @@ const pages = {
     main.appendChild(el("h2", "Clusters"));
     main.appendChild(table(["cluster", "leader", "nodes"], (cl.clusters || []).map((c) =>
       [c.name, c.leader, (c.nodes || []).length]), "clusters"));
+    main.appendChild(el("h2", "Alerts"));
+    const alerts = await collectAlerts();
+    const ul = el("ul", null, { id: "alerts" });
+    (alerts.length ? alerts : ["no alerts: every node alive, every instance here healthy, every vDAG served"])
+      .forEach((a) => ul.appendChild(el("li", a)));
+    main.appendChild(ul);
   },
   async nodes(main) {
     const n = await api("GET", "/v1/nodes");
@@ -84,9 +97,17 @@ const pages = {
         });
         cell.appendChild(input); cell.appendChild(btn);
       }
+      if (canOperate()) cell.appendChild(deleteButton(id, "/v1/controller/placements/" + encodeURIComponent(id)));
       return [id, insts.length, insts.map((i) => i.node_id).join(", "), cell];
     });
     main.appendChild(table(["block", "instances", "placement", ""], rows, "blocks"));
+    const local = await api("GET", "/v1/blocks").catch(() => ({ items: [] }));
+    main.appendChild(el("h2", "Blocks applied on this node"));
+    main.appendChild(table(["block", "component", "instances", "healthy", ""], (local.items || []).map((b) => {
+      const st = b.status || {};
+      return [b.id, b.component || b.blockComponentURI || "", st.instances, st.healthy,
+              canOperate() ? deleteButton(b.id, "/v1/blocks/" + encodeURIComponent(b.id)) : ""];
+    }), "local-blocks"));
     const ps = await api("GET", "/v1/ps").catch(() => ({ instances: [] }));
     main.appendChild(el("h2", "Instances on this node"));
     const logs = el("pre", null, { id: "logs", class: "logs" });
@@ -197,6 +218,29 @@ function chart(ts, values) {
   return svg;
 }
 
+function deleteButton(id, path) {
+  // Two clicks: "Delete", then "Confirm delete" (no browser dialog to get in the way).
+  const btn = el("button", "Delete", { type: "button", class: "delete", "data-block": id });
+  btn.addEventListener("click", async () => {
+    if (btn.dataset.armed !== "1") { btn.dataset.armed = "1"; btn.textContent = "Confirm delete"; return; }
+    try { await api("DELETE", path); setTimeout(render, 300); } catch (e) { status(e.message); }
+  });
+  return btn;
+}
+
+async function collectAlerts() {
+  const out = [];
+  const n = await api("GET", "/v1/nodes").catch(() => ({ nodes: [] }));
+  (n.nodes || []).forEach((x) => { if (x.state !== "alive" && x.state !== "left") out.push("node " + x.node_id + " is " + x.state); });
+  const ps = await api("GET", "/v1/ps").catch(() => ({ instances: [] }));
+  (ps.instances || []).forEach((i) => {
+    if (i.state && i.state !== "healthy") out.push("instance " + (i.instance_id || i.id) + " is " + i.state);
+  });
+  const v = await api("GET", "/v1/vdags").catch(() => ({ items: [] }));
+  (v.items || []).forEach((x) => { if (x.status && x.status !== "active") out.push("vDAG " + x.uri + " is " + x.status); });
+  return out;
+}
+
 async function text(path) {
   const r = await fetch(path, { headers: { Authorization: "Bearer " + state.token } });
   const body = await r.text();
@@ -283,12 +327,15 @@ async function render() {
   // Renders overlap (a live update, then a click to another page): only the newest one is shown,
   // so a slow answer for the page the user left never replaces the page they are on.
   const gen = ++state.gen;
+  state.rendering = true;
   const page = state.page;
   const main = document.getElementById("main");
   const fresh = el("div", null, { id: "page-" + page });
   let problem = "";
   try { await pages[page](fresh); } catch (e) { problem = e.message; }
   if (gen !== state.gen) return;
+  state.rendering = false;
+  if (state.dirty) { state.dirty = false; soon(); }  // live updates that came meanwhile: one more render
   status(problem);
   main.replaceChildren(fresh);
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === state.page));
@@ -302,6 +349,7 @@ function soon() {
   state.timer = setTimeout(() => {
     const a = document.activeElement;
     if (STILL.has(state.page)) return;
+    if (state.rendering) { state.dirty = true; return; }  // never supersede a render with a live update
     if (a && (a.tagName === "INPUT" || a.tagName === "TEXTAREA") && document.getElementById("main").contains(a)) {
       soon();  // the user is typing (a scale count): try again later
       return;
