@@ -9,7 +9,9 @@
 - malformed HTTP (a NUL byte in a header, a bad request line) is counted and logged once per
   (reason, source) window, never as a traceback (`edge_logger`: each listener its own aiohttp
   logger, so each counts its own);
-- a connection the idle timer closes before any complete request is counted (`idle_timeout`).
+- a connection the idle timer closes before any complete request is counted (`idle_timeout`);
+- a WebSocket client frame that is not masked closes the connection (RFC 6455 §5.1; aiohttp
+  itself accepts it): `MaskedWebSocketResponse`, counted as `unmasked_frame`.
 Counters: federation.edge.edge_counters (exported in /v1/metrics and /metrics).
 """
 
@@ -24,7 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
-from federation.edge import BAD_HTTP, IDLE_CLOSE, RejectionLog, SourceCaps
+from federation.edge import BAD_HTTP, IDLE_CLOSE, UNMASKED, RejectionLog, SourceCaps
+from federation.ws_mask import CLOSE_1002, MaskCheck
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,53 @@ class _Capped(asyncio.Protocol):
         self.inner.resume_writing()
 
 
+class _Checked:
+    """Stands in for aiohttp's WebSocket reader on the connection: every byte is followed by a
+    MaskCheck first; on an unmasked frame, a 1002 close and the connection is closed."""
+
+    def __init__(self, inner: Any, check: MaskCheck, refuse: Callable[[], None]) -> None:
+        self.inner, self.check, self.refuse = inner, check, refuse
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if not self.check.feed(data):
+            self.refuse()
+            return True, b""
+        return self.inner.feed_data(data)  # type: ignore[no-any-return]  # aiohttp's (eof, tail)
+
+    def feed_eof(self) -> None:
+        self.inner.feed_eof()
+
+
+class MaskedWebSocketResponse(web.WebSocketResponse):
+    """A WebSocketResponse that refuses unmasked client frames (RFC 6455 §5.1)."""
+
+    def __init__(self, *, rejections: RejectionLog, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._rejections = rejections
+        self._refused = False
+
+    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
+        proto: Any = request.protocol
+        check = MaskCheck()
+        tail_ok = check.feed(bytes(getattr(proto, "_message_tail", b"")))  # frames sent with the upgrade
+        super()._post_start(request, protocol, writer)
+        proto._payload_parser = _Checked(proto._payload_parser, check, lambda: self._refuse(request))
+        if not tail_ok:
+            self._refuse(request)
+
+    def _refuse(self, request: web.BaseRequest) -> None:
+        if self._refused:
+            return
+        self._refused = True
+        src = request.remote or "?"
+        if self._rejections.reject(UNMASKED, src, time.monotonic()):
+            log.warning("WebSocket refused: a client frame is not masked", extra={"reason": UNMASKED, "source": src})
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(CLOSE_1002)
+            transport.close()
+
+
 async def read_body(request: web.Request, timeout_s: float) -> bytes:
     """The whole body, or TimeoutError when it does not arrive within `timeout_s`."""
     async with asyncio.timeout(timeout_s):
@@ -160,4 +210,4 @@ def edge_logger(rejections: RejectionLog) -> logging.Logger:
     return lg
 
 
-__all__ = ["EdgeSettings", "EdgeSite", "edge_logger", "read_body", "runner_kwargs"]
+__all__ = ["EdgeSettings", "EdgeSite", "MaskedWebSocketResponse", "edge_logger", "read_body", "runner_kwargs"]

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from federation.certs import NodeCert, check_cert_state
 from federation.edge import RejectionLog, edge_counters
-from federation.edge_http import EdgeSettings, EdgeSite, runner_kwargs
+from federation.edge_http import EdgeSettings, EdgeSite, MaskedWebSocketResponse, runner_kwargs
 from federation.envelope import EnvelopeVerifier, Schemas, Verified
 from federation.errors import AuthError, PeerUnreachable, RemoteProtocolError, SessionError, SessionReason
 from federation.identity import NodeKey
@@ -248,7 +248,8 @@ class Transport:
         if refused is not None:  # before the upgrade: a flood costs one parsed request each
             self.stats.handshake_failures[refused.value] += 1
             return web.Response(status=429 if refused.value == "rate_limited" else 503, text=refused.value)
-        ws = web.WebSocketResponse(max_msg_size=self.limits.max_frame_bytes, compress=False, autoping=True)
+        ws = MaskedWebSocketResponse(max_msg_size=self.limits.max_frame_bytes, compress=False, autoping=True,
+                                     rejections=self.rejections)
         self._ws_conns += 1
         try:
             await ws.prepare(request)

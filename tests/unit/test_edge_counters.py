@@ -44,7 +44,7 @@ async def test_refused_idle_and_bad_requests_are_counted_per_listener() -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         assert edge_counters(rej) == {"connections_refused": {"per_source_cap": 0, "total_cap": 0},
-                                      "idle_closes": 0, "bad_requests": 0}
+                                      "idle_closes": 0, "bad_requests": 0, "unmasked_frames": 0}
         slow = socket.create_connection(("127.0.0.1", port), timeout=5)
         slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished: a slowloris
         await asyncio.sleep(0.05)
@@ -71,7 +71,7 @@ async def test_refused_idle_and_bad_requests_are_counted_per_listener() -> None:
                             "api": edge_counters(other)})
     fams = {f.name: f for f in text_string_to_metric_families(text)}
     assert set(fams) == {"aiosd_edge_connections_refused", "aiosd_edge_idle_closes", "aiosd_edge_bad_requests",
-                         "aiosd_edge_handshakes_rejected"}
+                         "aiosd_edge_unmasked_frames", "aiosd_edge_handshakes_rejected"}
     got = {(s.name, s.labels.get("listener"), s.labels.get("reason")): s.value
            for f in fams.values() for s in f.samples}
     assert got[("aiosd_edge_connections_refused_total", "p2p", "per_source_cap")] == 1
