@@ -117,8 +117,9 @@ def edge_text(node: str, edges: Mapping[str, Mapping[str, Any]]) -> str:
         _family(lines, PREFIX + "edge_bad_requests_total", "counter", "malformed HTTP requests refused (400)", bad)
         _family(lines, PREFIX + "edge_unmasked_frames_total", "counter",
                 "WebSocket connections closed for an unmasked client frame (RFC 6455 5.1)", unmasked)
-        _family(lines, PREFIX + "edge_handshakes_rejected_total", "counter",
-                "p2p session handshakes refused, by reason", handshakes)
+        if handshakes:  # none refused yet: no family (a family has at least one sample)
+            _family(lines, PREFIX + "edge_handshakes_rejected_total", "counter",
+                    "p2p session handshakes refused, by reason", handshakes)
     return "\n".join(lines) + "\n" if lines else ""
 
 
