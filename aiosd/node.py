@@ -42,7 +42,7 @@ from aiosd.llm import api as llm_api
 from aiosd.llm.service import llm_service
 from aiosd.membership import api as membership_api
 from aiosd.membership.service import MEMBERSHIP_KEY, membership_service
-from aiosd.metrics.service import MetricsService, metrics_service
+from aiosd.metrics.service import METRICS_KEY, MetricsService, metrics_service
 from aiosd.policies.service import PoliciesService, policies_service
 from aiosd.ports import check_free
 from aiosd.registry import api as registry_api
@@ -164,6 +164,9 @@ class Node:
                 local_role=self.settings.api.local_role, audit=None if console is None else console.audit.record,
             ))
             self.api = api
+            metrics = ctx.find(METRICS_KEY)
+            if metrics is not None:  # the TCP API's edge counters in /v1/metrics and /metrics
+                metrics.edges["api"] = api.edge_metrics
             self._install_signals()
             sd_notify("READY=1")
             log.info("daemon ready", extra={"node": ident.node_id, "took_s": round(time.monotonic() - t0, 3)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 # Log a given (reason, source) at most once per this many seconds.
 LOG_WINDOW_S = 60.0
@@ -65,4 +66,19 @@ class SourceCaps:
             del self._open[source]
 
 
-__all__ = ["LOG_WINDOW_S", "MAX_LOG_KEYS", "RejectionLog", "SourceCaps"]
+# Reasons a connection is refused at accept (SourceCaps.admit); the counters list each, zero or not.
+REFUSE_REASONS = ("per_source_cap", "total_cap")
+IDLE_CLOSE = "idle_timeout"  # closed by the server: no complete request in time (idle, slowloris, partial line)
+BAD_HTTP = "bad_http"  # malformed HTTP (a NUL byte in a header, a bad request line): 400
+UNMASKED = "unmasked_frame"  # a WebSocket client frame not masked (RFC 6455 §5.1): connection closed
+
+
+def edge_counters(rejections: RejectionLog) -> dict[str, Any]:
+    """The edge counters of one listener, for /v1/metrics (`edge`) and /metrics."""
+    c = rejections.counts
+    return {"connections_refused": {r: c[r] for r in REFUSE_REASONS}, "idle_closes": c[IDLE_CLOSE],
+            "bad_requests": c[BAD_HTTP], "unmasked_frames": c[UNMASKED]}
+
+
+__all__ = ["BAD_HTTP", "IDLE_CLOSE", "LOG_WINDOW_S", "MAX_LOG_KEYS", "REFUSE_REASONS", "UNMASKED", "RejectionLog",
+           "SourceCaps", "edge_counters"]

@@ -24,15 +24,15 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Container
 from types import TracebackType
-from typing import Self, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
 import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from federation.certs import NodeCert, check_cert_state
-from federation.edge import RejectionLog
-from federation.edge_http import EdgeSettings, EdgeSite, quiet_bad_requests, runner_kwargs
+from federation.edge import RejectionLog, edge_counters
+from federation.edge_http import EdgeSettings, EdgeSite, MaskedWebSocketResponse, runner_kwargs
 from federation.envelope import EnvelopeVerifier, Schemas, Verified
 from federation.errors import AuthError, PeerUnreachable, RemoteProtocolError, SessionError, SessionReason
 from federation.identity import NodeKey
@@ -187,9 +187,9 @@ class Transport:
         s = self.settings
         app = web.Application()
         app.router.add_get(WS_PATH, self._on_ws)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_grace_s, **runner_kwargs(self.edge))
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_grace_s,
+                                **runner_kwargs(self.edge, self.rejections))
         await runner.setup()
-        quiet_bad_requests(self.rejections)  # bounded edges: federation/edge_http.py
         site = EdgeSite(runner, s.host, s.port, reuse_address=True, edge=self.edge, rejections=self.rejections)
         try:
             await site.start()
@@ -248,7 +248,8 @@ class Transport:
         if refused is not None:  # before the upgrade: a flood costs one parsed request each
             self.stats.handshake_failures[refused.value] += 1
             return web.Response(status=429 if refused.value == "rate_limited" else 503, text=refused.value)
-        ws = web.WebSocketResponse(max_msg_size=self.limits.max_frame_bytes, compress=False, autoping=True)
+        ws = MaskedWebSocketResponse(max_msg_size=self.limits.max_frame_bytes, compress=False, autoping=True,
+                                     rejections=self.rejections)
         self._ws_conns += 1
         try:
             await ws.prepare(request)
@@ -456,6 +457,10 @@ class Transport:
         while True:
             await asyncio.sleep(1.0)
             self.end_invalid_sessions()
+
+    def edge_metrics(self) -> dict[str, Any]:
+        """The p2p port's edge counters (federation/edge.py) and its refused handshakes by reason."""
+        return {**edge_counters(self.rejections), "handshakes_rejected": dict(self.stats.handshake_failures)}
 
     def sessions_report(self) -> SessionsReport:
         """Totals and one line per live session (for `aiosd doctor`)."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from federation.edge_http import read_body
 
@@ -102,6 +102,20 @@ async def read_model(request: web.Request, model: type[M]) -> M:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or None
         raise ApiProblem(422, "invalid", err["msg"], field) from None
+
+
+def _flag(v: Any) -> Any:
+    return False if v == "" else v
+
+
+def _empty_none(v: Any) -> Any:
+    return None if v == "" else v
+
+
+# An optional query integer: absent or empty is None.
+QueryOptInt = Annotated[int | None, BeforeValidator(_empty_none)]
+# A query flag: ?x=1|true|yes|on (and 0|false|no|off); absent or empty is false; anything else is a 422.
+QueryFlag = Annotated[bool, BeforeValidator(_flag)]
 
 
 async def read_query(request: web.Request, model: type[M]) -> M:

@@ -25,8 +25,8 @@ from aiohttp import web
 from aiosd.api.auth import AuditHook, Authenticate, auth_middleware
 from aiosd.api.routes import ApiProblem, Route, error_response, openapi
 from aiosd.errors import AiosdError, ConfigError
-from federation.edge import RejectionLog
-from federation.edge_http import EdgeSettings, EdgeSite, quiet_bad_requests, runner_kwargs
+from federation.edge import RejectionLog, edge_counters
+from federation.edge_http import EdgeSettings, EdgeSite, runner_kwargs
 from storage.errors import DiskFullError, OutOfFilesError
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ class ApiServer:
         # Checked before anything listens: a remote address without TLS never starts.
         self._ssl = tls_context(tcp_host, tls_cert, tls_key) if tcp_port is not None else None
         self._runner: web.AppRunner | None = None
+        self.rejections = RejectionLog()  # the app's, once started (refusals, malformed HTTP, exhaustion)
         self.tcp_port_bound: int | None = None
 
     async def __aenter__(self) -> Self:
@@ -200,7 +201,8 @@ class ApiServer:
                         local_role=self._local_role, audit=self._audit, data_dir=self._data_dir)
         self.edge = EdgeSettings()
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
-                                     **runner_kwargs(self.edge))
+                                     **runner_kwargs(self.edge, app[REJECTIONS_KEY]))
+        self.rejections = app[REJECTIONS_KEY]
         await self._runner.setup()
         try:
             _claim_socket(self.socket_path)
@@ -217,7 +219,6 @@ class ApiServer:
         except (KeyError, PermissionError):
             pass  # no aiosd group on this machine: root (and the owner) only
         if self._tcp_port is not None:
-            quiet_bad_requests(app[REJECTIONS_KEY])
             site = EdgeSite(self._runner, self._tcp_host, self._tcp_port, edge=self.edge,
                             rejections=app[REJECTIONS_KEY], ssl_context=self._ssl)
             await site.start()
@@ -226,6 +227,10 @@ class ApiServer:
                 self.tcp_port_bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         log.info("api listening", extra={"socket": str(self.socket_path), "tcp_port": self.tcp_port_bound})
         return self
+
+    def edge_metrics(self) -> dict[str, Any]:
+        """The TCP API's (and the socket's) edge counters (federation/edge.py)."""
+        return edge_counters(self.rejections)
 
     async def stop_accepting(self) -> None:
         if self._runner is not None:

@@ -11,7 +11,7 @@ import asyncio
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiosd.api.routes import ApiProblem, Route, json_ok, read_model
+from aiosd.api.routes import ApiProblem, QueryOptInt, Route, json_ok, read_model, read_query
 from aiosd.assets import images as image_dist
 from aiosd.assets.errors import AssetError
 from aiosd.assets.service import AssetsService
@@ -19,6 +19,23 @@ from storage.blobs import check_digest
 
 # Pieces of a pushed body handed to the hashing/writing thread at once.
 _PIECE_BYTES = 1 << 20
+
+
+class PushQuery(BaseModel):
+    """`POST /v1/assets` query parameters."""
+
+    model_config = ConfigDict(extra="ignore")
+    uri: str = Field("", max_length=1000, description="the asset's URI (name:version)")
+    type: str = Field("file", max_length=64, description="the asset's type")
+    name: str = Field("", max_length=1000, description="a display name")
+    chunk_bytes: QueryOptInt = Field(None, ge=4096, le=16 << 20, description="chunk size of the stored blob")
+
+
+class InfoQuery(BaseModel):
+    """`GET /v1/assets/info` query parameters."""
+
+    model_config = ConfigDict(extra="ignore")
+    uri: str = Field("", max_length=1000, description="the asset's URI")
 
 
 class FetchRequest(BaseModel):
@@ -54,23 +71,15 @@ class AssetHandlers:
             raise _problem(e) from None
 
     async def push(self, request: web.Request) -> web.StreamResponse:
-        uri = request.query.get("uri", "")
-        type_ = request.query.get("type", "file")
-        raw_chunk = request.query.get("chunk_bytes")
-        try:
-            chunk = int(raw_chunk) if raw_chunk else None
-        except ValueError:
-            raise ApiProblem(400, "bad_request", "chunk_bytes must be an integer", "chunk_bytes") from None
-        if chunk is not None and not 4096 <= chunk <= 16 << 20:
-            raise ApiProblem(422, "invalid", "chunk_bytes must be within 4096..16777216", "chunk_bytes")
-        writer = self.svc.writer(chunk)
+        q = await read_query(request, PushQuery)
+        writer = self.svc.writer(q.chunk_bytes)
         try:
             while True:
                 piece = await request.content.read(_PIECE_BYTES)
                 if not piece:
                     break
                 await asyncio.to_thread(writer.write, piece)
-            record = await self.svc.publish(uri, writer, type_=type_, name=request.query.get("name", ""))
+            record = await self.svc.publish(q.uri, writer, type_=q.type, name=q.name)
         except AssetError as e:
             writer.abort()
             raise _problem(e) from None
@@ -81,7 +90,7 @@ class AssetHandlers:
 
     async def info(self, request: web.Request) -> web.StreamResponse:
         try:
-            rec = await self.svc.lookup(request.query.get("uri", ""))
+            rec = await self.svc.lookup((await read_query(request, InfoQuery)).uri)
             rec["holders"] = await self.svc.holders(str(rec["sha256"]), rec)
         except AssetError as e:
             raise _problem(e) from None
@@ -144,8 +153,9 @@ class AssetHandlers:
             Route("GET", "/v1/assets", self.list_assets, "assets in the registry, with holders and whether this node has each",
                   tag="assets"),
             Route("POST", "/v1/assets", self.push, "publish the (streamed, octet-stream) body as asset ?uri=&type=&name="
-                  "&chunk_bytes=", tag="assets"),
-            Route("GET", "/v1/assets/info", self.info, "one asset (?uri=) with its holders", tag="assets"),
+                  "&chunk_bytes=", tag="assets", query=PushQuery),
+            Route("GET", "/v1/assets/info", self.info, "one asset (?uri=) with its holders", tag="assets",
+                  query=InfoQuery),
             Route("POST", "/v1/assets/fetch", self.fetch, "start or join fetching an asset from its holders "
                   "(202 running, 200 done)", request=FetchRequest, tag="assets"),
             Route("GET", "/v1/assets/fetches", self.fetches, "fetches on this node and their progress", tag="assets"),

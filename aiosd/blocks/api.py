@@ -19,10 +19,11 @@ import aiohttp
 import msgpack  # type: ignore[import-untyped,unused-ignore]  # no stubs published
 from aiohttp import web
 
-from aiosd.api.routes import MAX_BODY_BYTES, ApiProblem, Route, json_ok, read_json
+from aiosd.api.routes import MAX_BODY_BYTES, ApiProblem, Route, json_ok, read_json, read_query
 from aiosd.blocks.catalog import RecordKind
 from aiosd.blocks.errors import BlockError
 from aiosd.blocks.forward import TaskForward
+from aiosd.blocks.query import ApplyQuery, DryRunQuery, InferQuery, ListQuery
 from aiosd.blocks.service import BlockService
 from aiosd.controller.errors import ClusterRefused, PlacementError
 from aiosd.errors import describe_type
@@ -33,7 +34,6 @@ from runtime.errors import InstanceBusy, NoHealthyInstance, TaskError, TaskFaile
 
 MAX_FORWARD_BYTES = 900 << 10  # a forwarded task travels in one signed envelope (1 MiB)
 MSGPACK = "application/msgpack"
-MAX_WAIT_S = 600.0
 MGMT_TIMEOUT_S = 30.0
 PARAMETER_COMMANDS = frozenset({"setParameters", "set_parameters", "update_parameters", "parameters"})
 SCALE_COMMANDS = frozenset({"scale", "set_instances"})
@@ -45,19 +45,6 @@ def _kind(request: web.Request) -> RecordKind:
 
 def spec_problem(e: SpecError) -> ApiProblem:
     return ApiProblem(422, "invalid", str(e), e.paths[0] if e.paths else None)
-
-
-def _float_query(request: web.Request, name: str, default: float, hi: float) -> float:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        v = float(raw)
-    except ValueError:
-        raise ApiProblem(400, "bad_request", f"{name} must be a number", name) from None
-    if not 0 <= v <= hi:
-        raise ApiProblem(400, "bad_request", f"{name} must be within 0..{hi:g}", name)
-    return v
 
 
 def _mgmt_body(body: Any) -> tuple[str, str, dict[str, Any]]:
@@ -85,8 +72,9 @@ class SpecHandlers:
     async def apply(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise ApiProblem(413, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes")
+        q = await read_query(request, ApplyQuery)
         text = await request.read()
-        spec_uri = request.query.get("specUri")
+        spec_uri = q.specUri
         if spec_uri:  # a spec from the spec store (aiosd spec push), applied like a body
             stored = self.svc.policy_svc.specs.get(spec_uri) if self.svc.policy_svc is not None else None
             if stored is None:
@@ -95,12 +83,9 @@ class SpecHandlers:
             text = json.dumps(stored.specData).encode()
         if not text.strip():
             raise ApiProblem(400, "bad_request", "the request needs a body: one or more AIOS JSON documents")
-        dry = request.query.get("dry_run", "") in ("1", "true", "yes")
-        cluster = request.query.get("cluster", "") in ("1", "true", "yes")
-        wait_s = _float_query(request, "wait", 0.0, MAX_WAIT_S)
+        dry, cluster, wait_s = q.dry_run, q.cluster, q.wait
         try:
-            out = await self.svc.apply(text, dry_run=dry, overrides=request.query.get("policy_overrides") or None,
-                                  cluster=cluster)
+            out = await self.svc.apply(text, dry_run=dry, overrides=q.policy_overrides or None, cluster=cluster)
         except SpecError as e:
             raise spec_problem(e) from None
         except ClusterRefused as e:
@@ -128,7 +113,7 @@ class SpecHandlers:
             for r in rows:
                 total, healthy = counts.get(str(r.get("id")), [0, 0])
                 r["status"] = {"instances": total, "healthy": healthy}
-        if request.query.get("full") not in ("1", "true"):  # ?full=1: the whole records (`aiosd get --json`)
+        if not (await read_query(request, ListQuery)).full:  # ?full=1: the whole records (`aiosd get --json`)
             for r in rows:
                 r.pop("document", None)
         return json_ok({"kind": kind.value, "items": rows})
@@ -163,11 +148,12 @@ class SpecHandlers:
 
     async def infer(self, request: web.Request) -> web.Response:
         bid = request.match_info["id"]
+        fmt = (await read_query(request, InferQuery)).format
         t0 = time.perf_counter()
         warnings: list[str] = []
         instance_id, packets = await run_task(self.svc, bid, await _read_packet(request),
                                               json_body=request.content_type != MSGPACK, warnings=warnings)
-        return _infer_answer(request, bid, instance_id, packets, t0, warnings)
+        return _infer_answer(request, bid, instance_id, packets, t0, warnings, fmt)
 
     async def mgmt(self, request: web.Request) -> web.Response:
         bid = request.match_info["id"]
@@ -224,11 +210,12 @@ class SpecHandlers:
             raise ApiProblem(422, "policy", str(e), "mgmtCommand") from None
 
     async def dry_run(self, request: web.Request) -> web.Response:
+        q = await read_query(request, DryRunQuery)
         text = await request.read()
         if not text.strip():
             raise ApiProblem(400, "bad_request", "the request needs a body: component and/or block documents")
         try:
-            out = await self.svc.apply(text, dry_run=True, overrides=request.query.get("policy_overrides") or None)
+            out = await self.svc.apply(text, dry_run=True, overrides=q.policy_overrides or None)
         except SpecError as e:
             raise spec_problem(e) from None
         except PolicyError as e:
@@ -239,15 +226,16 @@ class SpecHandlers:
     def routes(self) -> list[Route]:
         routes = [Route("POST", "/v1/apply", self.apply, "apply AIOS documents (?dry_run=1, ?wait=S, "
                         "?policy_overrides=aios-examples, ?cluster=1: placed by the cluster's controller, ?specUri=URI: a stored spec "
-                        "instead of a body)", tag="specs"),
+                        "instead of a body)", tag="specs", query=ApplyQuery),
                   Route("POST", "/v1/allocate/dry-run", self.dry_run, "placement a block would get, changing nothing",
-                        tag="specs"),
+                        tag="specs", query=DryRunQuery),
                   Route("POST", "/v1/infer/block/{id}", self.infer, "one task to a block (JSON or msgpack packet)",
-                        tag="specs"),
+                        tag="specs", query=InferQuery),
                   Route("POST", "/v1/mgmt/block/{id}", self.mgmt, "management command {service, mgmtCommand, mgmtData}",
                         tag="specs")]
         for kind in RecordKind:
-            routes += [Route("GET", f"/v1/{kind.value}", self.list_records, f"list {kind.value}", tag="specs"),
+            routes += [Route("GET", f"/v1/{kind.value}", self.list_records, f"list {kind.value}", tag="specs",
+                             query=ListQuery),
                        Route("GET", f"/v1/{kind.value}/{{id}}", self.get_record, f"one of the {kind.value}", tag="specs"),
                        Route("DELETE", f"/v1/{kind.value}/{{id}}", self.delete_record, f"delete one of the {kind.value}",
                              tag="specs")]
@@ -343,10 +331,10 @@ def _input_warnings(proto: Protocol, data: Any) -> list[str]:
 
 
 def _infer_answer(request: web.Request, bid: str, instance_id: str, packets: Any, t0: float,
-                  warnings: list[str] | None = None) -> web.Response:
+                  warnings: list[str] | None = None, fmt: str | None = None) -> web.Response:
     """The answer to an inference: msgpack when asked for, else JSON with the outputs decoded."""
     packets = packets if isinstance(packets, list | tuple) else []
-    if request.headers.get("Accept") == MSGPACK or request.query.get("format") == "msgpack":
+    if request.headers.get("Accept") == MSGPACK or fmt == "msgpack":
         body = msgpack.packb({"block_id": bid, "instance_id": instance_id, "packets": packets}, use_bin_type=True)
         return web.Response(body=body, content_type=MSGPACK)
     outputs = []

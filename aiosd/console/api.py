@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Literal
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from aiosd.api.auth import PRINCIPAL
-from aiosd.api.routes import ApiProblem, Route, json_ok, read_model
+from aiosd.api.routes import ApiProblem, Route, json_ok, read_model, read_query
 from aiosd.console.audit import MAX_QUERY, select
 from aiosd.console.errors import ConsoleError
 from aiosd.console.history import parse_query
@@ -22,16 +24,14 @@ def _caller(request: web.Request) -> str:
     return "unknown" if p is None else p.name
 
 
-def _number(raw: str | None, field: str, lo: float, hi: float) -> float | None:
-    if raw is None:
-        return None
-    try:
-        v = float(raw)
-    except ValueError:
-        raise ApiProblem(400, "bad_request", f"{field} must be a number", field) from None
-    if not lo <= v <= hi:
-        raise ApiProblem(400, "bad_request", f"{field} must be within {lo:g}..{hi:g}", field)
-    return v
+class AuditQuery(BaseModel):
+    """`GET /v1/audit` query parameters."""
+
+    model_config = ConfigDict(extra="ignore")
+    since: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False, description="entries after this Unix time")
+    user: str | None = Field(None, min_length=1, max_length=128, description="entries of this user only")
+    limit: int = Field(MAX_QUERY, ge=1, le=MAX_QUERY, description="at most this many entries")
+    scope: Literal["node", "network"] = Field("node", description="this node's trail or the network's")
 
 
 def console_routes(svc: ConsoleService) -> list[Route]:
@@ -59,17 +59,10 @@ def console_routes(svc: ConsoleService) -> list[Route]:
         return json_ok({"name": p.name, "role": p.role, "via": p.via})
 
     async def h_audit(request: web.Request) -> web.StreamResponse:
-        q = request.query
-        since = _number(q.get("since"), "since", 0, 1e12)
-        limit = int(_number(q.get("limit"), "limit", 1, MAX_QUERY) or MAX_QUERY)
-        user = q.get("user")
-        if user is not None and not 0 < len(user) <= 128:
-            raise ApiProblem(400, "bad_request", "user must be 1..128 characters", "user")
-        scope = q.get("scope", "node")
-        if scope not in ("node", "network"):
-            raise ApiProblem(400, "bad_request", "scope must be node or network", "scope")
-        entries = select(await svc.audit_entries(network=scope == "network"), since=since, user=user, limit=limit)
-        return json_ok({"scope": scope, "entries": [e.model_dump() for e in entries]})
+        q = await read_query(request, AuditQuery)
+        entries = select(await svc.audit_entries(network=q.scope == "network"), since=q.since, user=q.user,
+                         limit=q.limit)
+        return json_ok({"scope": q.scope, "entries": [e.model_dump() for e in entries]})
 
     async def h_history(request: web.Request) -> web.StreamResponse:
         q = dict(request.query)
@@ -90,7 +83,7 @@ def console_routes(svc: ConsoleService) -> list[Route]:
               "this node's metric history (?node=&from=&to=&step=&name=a,b): 10 s for 6 h, 1 min for 7 days",
               tag="console", role="viewer"),
         Route("GET", "/v1/audit", h_audit, "audit trail, newest first (?since=TS&user=&limit=&scope=node|network)",
-              tag="console", role="admin"),
+              tag="console", role="admin", query=AuditQuery),
         Route("POST", "/v1/users", h_create, "create a user (body: {name, role}); its token is shown once",
               request=NewUser, tag="console", role="admin", status=201),
         Route("GET", "/v1/users", h_list, "users of the network and their roles (no tokens)", tag="console",

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Self
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
-from aiosd.api.routes import ApiProblem, Route, json_ok, read_json
+from aiosd.api.routes import ApiProblem, QueryFlag, Route, json_ok, read_json, read_query
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.instances.gpu_source import node_nvml
 from runtime import (
@@ -46,6 +47,14 @@ log = logging.getLogger(__name__)
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path minus the NUL
 # Why 10,000: `aiosd logs --tail` is for reading, not for bulk export (the file is on disk).
 MAX_TAIL = 10_000
+
+
+class LogsQuery(BaseModel):
+    """`GET /v1/logs/{instance}` query parameters."""
+
+    model_config = ConfigDict(extra="ignore")
+    tail: int = Field(100, ge=0, le=MAX_TAIL, description="the last N lines")
+    follow: QueryFlag = Field(False, description="keep streaming new lines")
 
 
 def instance_socket_root(data_dir: Path, api_socket: Path) -> Path:
@@ -140,7 +149,7 @@ class RuntimeService:
             Route("GET", "/v1/ps", self._h_ps, "instances on this node: block, state, restarts, GPUs, uptime",
                   tag="runtime"),
             Route("GET", "/v1/logs/{instance}", self._h_logs, "an instance's output (?tail=N&follow=1)",
-                  tag="runtime"),
+                  tag="runtime", query=LogsQuery),
             Route("GET", "/v1/gpus", self._h_gpus, "GPU inventory, live metrics and holders", tag="runtime"),
         ]
 
@@ -176,13 +185,8 @@ class RuntimeService:
 
     async def _h_logs(self, request: web.Request) -> web.StreamResponse:
         iid = request.match_info["instance"]
-        try:
-            tail = int(request.query.get("tail", "100"))
-        except ValueError:
-            raise ApiProblem(400, "bad_request", "tail must be an integer", "tail") from None
-        if not 0 <= tail <= MAX_TAIL:
-            raise ApiProblem(400, "bad_request", f"tail must be within 0..{MAX_TAIL}", "tail")
-        follow = request.query.get("follow", "") in ("1", "true", "yes")
+        q = await read_query(request, LogsQuery)
+        tail, follow = q.tail, q.follow
         lines = self.sup.logs(iid, tail=tail, follow=follow)
         try:
             first = await anext(lines, None)

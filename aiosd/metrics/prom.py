@@ -93,4 +93,34 @@ def prometheus_text(node: str, values: Mapping[str, float], gpus: Sequence[Mappi
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["FAMILIES", "GPU_FAMILIES", "NAME_RE", "PREFIX", "counter_name", "prometheus_text", "snake"]
+def edge_text(node: str, edges: Mapping[str, Mapping[str, Any]]) -> str:
+    """The listeners' edge counters (federation/edge.py: edge_counters), labelled by listener."""
+    nl = f'node="{_label(node)}"'
+    refused: list[tuple[str, float]] = []
+    idle: list[tuple[str, float]] = []
+    bad: list[tuple[str, float]] = []
+    unmasked: list[tuple[str, float]] = []
+    handshakes: list[tuple[str, float]] = []
+    for name, c in sorted(edges.items()):
+        ll = f'{nl},listener="{_label(name)}"'
+        refused += [(f'{ll},reason="{_label(r)}"', float(n)) for r, n in sorted(c["connections_refused"].items())]
+        idle.append((ll, float(c["idle_closes"])))
+        bad.append((ll, float(c["bad_requests"])))
+        unmasked.append((ll, float(c.get("unmasked_frames", 0))))
+        handshakes += [(f'{ll},reason="{_label(r)}"', float(n)) for r, n in sorted(c.get("handshakes_rejected", {}).items())]
+    lines: list[str] = []
+    if edges:
+        _family(lines, PREFIX + "edge_connections_refused_total", "counter",
+                "connections refused at accept, by reason (per-source or total cap)", refused)
+        _family(lines, PREFIX + "edge_idle_closes_total", "counter",
+                "connections closed with no complete request in time (idle, slowloris, partial request)", idle)
+        _family(lines, PREFIX + "edge_bad_requests_total", "counter", "malformed HTTP requests refused (400)", bad)
+        _family(lines, PREFIX + "edge_unmasked_frames_total", "counter",
+                "WebSocket connections closed for an unmasked client frame (RFC 6455 5.1)", unmasked)
+        if handshakes:  # none refused yet: no family (a family has at least one sample)
+            _family(lines, PREFIX + "edge_handshakes_rejected_total", "counter",
+                    "p2p session handshakes refused, by reason", handshakes)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+__all__ = ["FAMILIES", "GPU_FAMILIES", "NAME_RE", "PREFIX", "counter_name", "edge_text", "prometheus_text", "snake"]

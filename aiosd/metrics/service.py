@@ -24,7 +24,7 @@ from aiosd.api.routes import ApiProblem, Route, json_ok
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.instances.service import RUNTIME_KEY
 from aiosd.membership.service import MEMBERSHIP_KEY
-from aiosd.metrics.prom import prometheus_text
+from aiosd.metrics.prom import edge_text, prometheus_text
 from aiosd.registry.service import REGISTRY_KEY
 from runtime.metrics import NodeMetrics, acollect
 
@@ -134,6 +134,8 @@ class MetricsService:
         # Roles started later add their own metrics: a JSON section of /v1/metrics and Prometheus lines.
         self.sections: dict[str, Callable[[], dict[str, Any]]] = {}
         self.prometheus_sources: list[Callable[[str], str]] = []
+        # Listeners' edge counters (federation/edge.py) by listener; the p2p port is found in ctx.
+        self.edges: dict[str, Callable[[], dict[str, Any]]] = {}
 
     async def __aenter__(self) -> Self:
         self._tg = asyncio.TaskGroup()
@@ -225,7 +227,17 @@ class MetricsService:
         m = await self._current()
         return json_ok({"node_id": self.node_id, "cluster": self.cluster, "metrics": m.flat(),
                         "gpus": m.per_gpu(), "samples": self.samples, "interval_s": self.interval_s,
+                        "edge": self.edge_metrics(),
                         **{name: section() for name, section in self.sections.items()}})
+
+    def edge_metrics(self) -> dict[str, dict[str, Any]]:
+        """Per listener: connections refused by reason, idle (slowloris) closes, bad requests, and
+        for p2p the handshakes refused by reason."""
+        out = {name: source() for name, source in sorted(self.edges.items())}
+        members = self.ctx.find(MEMBERSHIP_KEY)
+        if members is not None:
+            out["p2p"] = members.transport.edge_metrics()
+        return out
 
     async def _h_nodes(self, _: web.Request) -> web.StreamResponse:
         return json_ok({"nodes": await self._summaries()})
@@ -261,6 +273,7 @@ class MetricsService:
         if members is not None:  # envelopes_accepted, envelopes_rejected_<reason>, ... (docs/threat-model.md)
             counters.update({k: float(v) for k, v in members.transport.verifier.metrics().items()})
         text = prometheus_text(self.node_id, m.flat(), m.per_gpu(), counters)
+        text += edge_text(self.node_id, self.edge_metrics())
         text += "".join(source(self.node_id) for source in self.prometheus_sources)
         return web.Response(text=text, content_type="text/plain", charset="utf-8",
                             headers={"X-Prometheus-Format": "0.0.4"})

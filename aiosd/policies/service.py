@@ -25,7 +25,7 @@ from typing import Any, Self
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aiosd.api.routes import MAX_BODY_BYTES, ApiProblem, Route, json_ok, read_json, read_model
+from aiosd.api.routes import MAX_BODY_BYTES, ApiProblem, Route, json_ok, read_json, read_model, read_query
 from aiosd.assets.fetch import FetchFailed
 from aiosd.assets.service import ASSETS_KEY, AssetsService
 from aiosd.context import NodeContext, ServiceKey
@@ -55,6 +55,15 @@ from storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
+
+
+class PushPolicyQuery(BaseModel):
+    """`POST /v1/policies` query parameters."""
+
+    model_config = ConfigDict(extra="ignore")
+    uri: str = Field("", max_length=1000, description="the policy's URI, name:version-tag")
+    description: str | None = Field(None, max_length=10_000, description="what the policy does")
+    tags: str | None = Field(None, max_length=10_000, description="comma-separated tags (given: replaces them)")
 
 class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -238,7 +247,7 @@ class PoliciesService:
         t = "policies"
         return [
             Route("POST", "/v1/policies", self._h_push, "publish a policy archive (body: zip/tar bytes; "
-                  "?uri=name:version-tag&description=&tags=a,b)", tag=t),
+                  "?uri=name:version-tag&description=&tags=a,b)", tag=t, query=PushPolicyQuery),
             Route("GET", "/v1/policies", self._h_list, "published and built-in policies", tag=t),
             Route("GET", "/v1/policies/{uri}", self._h_get, "one policy record", tag=t),
             Route("DELETE", "/v1/policies/{uri}", self._h_delete, "delete a published policy", tag=t),
@@ -262,15 +271,15 @@ class PoliciesService:
 
     @_writes
     async def _h_push(self, request: web.Request) -> web.Response:
-        uri = request.query.get("uri", "")
+        q = await read_query(request, PushPolicyQuery)
         raw = await request.read()
         if not raw:
             raise ApiProblem(400, "bad_request", "the body must be the archive bytes (zip or tar)", "body")
         if len(raw) > MAX_BODY_BYTES:
             raise ApiProblem(413, "too_large", f"archive is larger than {MAX_BODY_BYTES} bytes", "body")
-        tags = [x for x in request.query.get("tags", "").split(",") if x] if "tags" in request.query else None
+        tags = [x for x in q.tags.split(",") if x] if q.tags is not None else None
         try:
-            rec = await self.publish(uri, raw, description=request.query.get("description"), tags=tags)
+            rec = await self.publish(q.uri, raw, description=q.description, tags=tags)
         except PolicyError as e:
             raise policy_error(e) from None
         except SpecError as e:

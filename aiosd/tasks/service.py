@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Self
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from aiosd.api.routes import ApiProblem, Route, json_ok
+from aiosd.api.routes import ApiProblem, Route, json_ok, read_query
 from aiosd.context import NodeContext, ServiceKey
 from aiosd.errors import AiosdError
 from storage import Store, Table
@@ -68,6 +68,13 @@ class TaskHandle:
         await self._service._update(self.id, progress=message)
 
 
+
+class WaitQuery(BaseModel):
+    """`POST /v1/tasks/{id}/wait` query parameters."""
+
+    model_config = ConfigDict(extra="ignore")
+    timeout_s: float = Field(60.0, ge=0, le=3600, allow_inf_nan=False, description="seconds to wait at most")
+
 class TaskService:
     name = "tasks"
 
@@ -98,7 +105,8 @@ class TaskService:
             Route("GET", "/v1/tasks", self._h_list, "list tasks, newest first", tag="tasks"),
             Route("GET", "/v1/tasks/{id}", self._h_get, "one task with its progress", response=Task, tag="tasks"),
             Route("POST", "/v1/tasks/{id}/wait", self._h_wait,
-                  "wait until the task is final (?timeout_s=, default 60)", response=Task, tag="tasks"),
+                  "wait until the task is final (?timeout_s=, default 60)", response=Task, tag="tasks",
+                  query=WaitQuery),
         ]
 
     # ----- API for other services -----------------------------------------------------------
@@ -205,12 +213,7 @@ class TaskService:
         return json_ok(task)
 
     async def _h_wait(self, request: web.Request) -> web.Response:
-        try:
-            timeout_s = float(request.query.get("timeout_s", "60"))
-        except ValueError:
-            raise ApiProblem(400, "bad_request", "timeout_s must be a number of seconds", "timeout_s") from None
-        if not 0 <= timeout_s <= 3600:
-            raise ApiProblem(400, "bad_request", "timeout_s must be within 0..3600", "timeout_s")
+        timeout_s = (await read_query(request, WaitQuery)).timeout_s
         try:
             return json_ok(await self.wait(request.match_info["id"], timeout_s))
         except KeyError:

@@ -3,7 +3,8 @@
 1,000 slowloris connections (loopback, four source addresses, one header line every 2 s): the
 daemon's status and a fresh request to each port are still answered in <= 100 ms, and every
 slow connection is closed by the server within its idle timeout. One source beyond its cap is
-refused at accept. NUL bytes in headers: 400s, one log line, no traceback.
+refused at accept. NUL bytes in headers: 400s, one log line, no traceback. Each is counted, per
+listener, in /v1/metrics (`edge`) and /metrics.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +117,19 @@ def test_slowloris_and_bad_headers_cost_a_bounded_amount(tmp_path: Path, daemons
     assert "Traceback" not in grown and grown.count("malformed HTTP request refused") <= 1, grown[-2000:]
     assert len(grown) < 2000
     assert status_ms(d) <= 100
+    # The edge counters, per listener, in /v1/metrics and /metrics (Prometheus).
+    edge = asyncio.run(_get(d, "/v1/metrics"))["edge"]
+    p2p_e, api_e = edge["p2p"], edge["api"]
+    assert p2p_e["connections_refused"]["per_source_cap"] >= 15 and p2p_e["bad_requests"] >= 200, p2p_e
+    assert p2p_e["idle_closes"] >= 400 and api_e["idle_closes"] >= 400, edge  # the slowloris connections
+    assert isinstance(p2p_e["handshakes_rejected"], dict) and api_e["bad_requests"] == 0, edge
+    text = asyncio.run(_get(d, "/metrics"))
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    line = next(x for x in text.splitlines() if x.startswith("aiosd_edge_connections_refused_total{")
+                and 'listener="p2p"' in x and 'reason="per_source_cap"' in x)
+    assert float(line.rsplit(" ", 1)[1]) == p2p_e["connections_refused"]["per_source_cap"]
+
+
+async def _get(d: Daemon, path: str) -> Any:
+    async with Client(d.socket, timeout_s=5) as c:
+        return await c.get(path)

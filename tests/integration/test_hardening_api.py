@@ -162,6 +162,17 @@ def test_openapi_describes_every_operation_and_bad_requests_are_refused(tmp_path
     e = refused(d, "PUT", "/v1/registry/templates/other:v1", good)
     assert e.status == 422 and "own id" in str(e)
     assert call(d, "PUT", "/v1/registry/templates/tpl.demo:v1", good)["key"] == "tpl.demo:v1"
+    # Query parameters: typed models, in the document, and a bad one is a 422 naming it.
+    logs = {p["name"]: p for p in doc["paths"]["/v1/logs/{instance}"]["get"]["parameters"] if p["in"] == "query"}
+    assert logs["tail"]["schema"]["maximum"] == 10_000 and set(logs) == {"tail", "follow"}
+    assert {p["name"] for p in doc["paths"]["/v1/apply"]["post"]["parameters"]} >= {"dry_run", "wait", "specUri"}
+    for path, method, field in (("/v1/logs/x?tail=abc", "GET", "tail"), ("/v1/logs/x?follow=maybe", "GET", "follow"),
+                                ("/v1/tasks/x/wait?timeout_s=-1", "POST", "timeout_s"),
+                                ("/v1/apply?wait=nan", "POST", "wait"), ("/v1/blocks?full=2", "GET", "full"),
+                                ("/v1/assets?chunk_bytes=12", "POST", "chunk_bytes")):
+        e = refused(d, method, path)
+        assert (e.status, e.field) == (422, field), (path, e)
+    assert call(d, "GET", "/v1/blocks?full=")["items"] == []  # empty flag: false, as before
 
 
 def test_two_authorization_headers_are_400(tmp_path: Path, daemons: list[Daemon]) -> None:
