@@ -46,7 +46,7 @@ def browser() -> Iterator[Any]:
         drv.quit()
 
 
-def wait_for(fn: Any, timeout_s: float = 20) -> Any:
+def wait_for(fn: Any, timeout_s: float = 45) -> Any:  # generous: a loaded box can stall the daemon for seconds
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -132,7 +132,7 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: Any) -> None:
 
         wait_for(scale_to_2)
         wait_for(lambda: len(call(port, "GET", "/v1/controller/placements", op)[1]["blocks"]["demo"]["instances"])
-                 == 2, timeout_s=30)
+                 == 2, timeout_s=60)
         browser.save_screenshot(str(shots / "blocks-scaled.png"))
         # A forged request from the page's session: another origin, or no bearer header, is refused.
         forged = browser.execute_script(
@@ -174,7 +174,7 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: Any) -> None:
         browser.get(pages + "#overview")
         # (Once in five runs on a loaded box, the daemon took ~9 s to answer this page's first request;
         # the cause is not found yet: see the note on issue 20.)
-        assert wait_for(lambda: browser.find_element(By.ID, "alerts").text, timeout_s=45)
+        assert wait_for(lambda: browser.find_element(By.ID, "alerts").text)
         browser.get(pages + "#blocks")
 
         def click_delete() -> bool:
@@ -186,6 +186,6 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: Any) -> None:
         wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "button.delete[data-block='demo']").text
                  == "Confirm delete")
         wait_for(click_delete)
-        wait_for(lambda: "demo" not in call(port, "GET", "/v1/controller/placements", op)[1]["blocks"], timeout_s=30)
+        wait_for(lambda: "demo" not in call(port, "GET", "/v1/controller/placements", op)[1]["blocks"], timeout_s=60)
     finally:
         d.stop()
