@@ -159,6 +159,7 @@ class LLMEngine:
         with self._cond:
             if self._closed:
                 raise EngineStopped("engine is closed")
+            self._drop_cancelled_waits()  # at once, not at the next step: a caller that gave up frees its place
             if len(self._running) + len(self._waiting) >= self.max_batch + self.max_queue:
                 self.stats.rejected_total += 1
                 raise OverCapacity(len(self._running), len(self._waiting))
@@ -220,12 +221,16 @@ class LLMEngine:
             return slot
         return None
 
+    def _drop_cancelled_waits(self) -> None:
+        """A cancelled wait frees its queue place (called with the lock held)."""
+        for req in [r for r in self._waiting if r.handle.cancelled]:
+            self._waiting.remove(req)
+            self._finish(req, "cancelled")
+
     def _admit(self) -> list[_Request]:
         admitted: list[_Request] = []
         running_sessions = {r.session_id for r in self._running.values() if r.session_id is not None}
-        for req in [r for r in self._waiting if r.handle.cancelled]:  # a cancelled wait frees its queue place
-            self._waiting.remove(req)
-            self._finish(req, "cancelled")
+        self._drop_cancelled_waits()
         for req in list(self._waiting):
             if len(admitted) >= PREFILL_PER_STEP:
                 break
