@@ -44,6 +44,7 @@ class ReplicationDriver:
         self._subs: list[Callable[[Changed], None]] = []
         self._sends: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
+        self._closing = False
         self.send_failures = 0
         self.sends_dropped = 0
         # Test-only broken build (AIOSD_TEST_BREAK=ack-before-durable): 0.0 in every real daemon.
@@ -56,6 +57,7 @@ class ReplicationDriver:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closing = True  # a timer turn still running may arm timers: they do nothing now
         for h in self._timers.values():
             h.cancel()
         self._timers.clear()
@@ -63,6 +65,10 @@ class ReplicationDriver:
             t.cancel()
         assert self._tg is not None
         await self._tg.__aexit__(None, None, None)
+        self._tg = None
+        for h in self._timers.values():  # armed by a turn that ended during the exit
+            h.cancel()
+        self._timers.clear()
 
     def subscribe(self, callback: Callable[[Changed], None]) -> None:
         """Call `callback(Changed)` on the loop for every stored change (local or merged)."""
@@ -149,7 +155,7 @@ class ReplicationDriver:
 
     def _on_wake(self, key: object) -> None:
         self._timers.pop(key, None)
-        if self._tg is not None:
+        if self._tg is not None and not self._closing:
             self._tg.create_task(self._timer(key))
 
     async def _timer(self, key: object) -> None:

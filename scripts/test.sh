@@ -25,40 +25,34 @@ if [ $# -gt 0 ]; then
   exec "${PYTEST[@]}" "$@"  # a selection: one pytest, as asked
 fi
 
-# The whole suite, as three pytest processes side by side (the suite must stay under 20 minutes on
-# 2 cores; docs/performance.md "Test suite"): the real-daemon tests in two streams (tests/integration
-# in front; tests/e2e and tests/chaos beside it), whose daemons mostly wait on timers and sockets, and
-# the pure tests (tests/unit, tests/sim: CPU only) at nice 10, on the CPU the daemon tests leave idle.
-# Each stream gets its own temporary directory; the exit status is the worst of the three.
+# The whole suite (it must stay under 20 minutes on 2 cores; docs/performance.md "Test suite"), as two
+# pytest runs side by side: the real-daemon tests (tests/integration, tests/e2e, tests/chaos: daemons
+# that mostly wait on timers and sockets) on $AIOSD_TEST_WORKERS parallel workers, one test file per
+# worker at a time (pytest-xdist --dist loadfile: a file's module-scoped daemons stay in one process);
+# and the pure tests (tests/unit, tests/sim: CPU only) at nice 10, on the CPU the daemon tests leave
+# idle. Each run gets its own temporary directory; the exit status is the worse of the two.
+workers=${AIOSD_TEST_WORKERS:-2}
 base=$(mktemp -d /tmp/aiosd-tests.XXXXXX)
-front=(tests/integration)
-side=(tests/e2e tests/chaos)
 pure=(tests/unit tests/sim)
-for d in tests/*/; do  # every test directory belongs to one stream
+daemons=()
+for d in tests/*/; do  # every other test directory holds real-daemon tests
   d=${d%/}
-  case " ${front[*]} ${side[*]} ${pure[*]} " in *" $d "*) ;; *) side+=("$d") ;; esac
+  case " ${pure[*]} " in *" $d "*) ;; *) daemons+=("$d") ;; esac
 done
-"${PYTEST[@]}" --basetemp="$base/side" "${side[@]}" >"$base/side.log" 2>&1 &
-side_pid=$!
 AIOSD_TEST_SLOW_CALLBACK_S=2.0 nice -n 10 "${PYTEST[@]}" --basetemp="$base/pure" "${pure[@]}" >"$base/pure.log" 2>&1 &
 pure_pid=$!
-trap 'kill "$side_pid" "$pure_pid" 2>/dev/null || true' EXIT
+trap 'kill "$pure_pid" 2>/dev/null || true' EXIT
 set +e
-"${PYTEST[@]}" --basetemp="$base/front" "${front[@]}"
-rc_front=$?
-wait "$side_pid"
-rc_side=$?
+"${PYTEST[@]}" -n "$workers" --dist loadfile --basetemp="$base/daemons" "${daemons[@]}"
+rc_daemons=$?
 wait "$pure_pid"
 rc_pure=$?
 set -e
 trap - EXIT
-for stream in side pure; do
-  rc_var=rc_$stream
-  echo
-  echo "=== the $stream stream ($([ $stream = side ] && echo "${side[*]}" || echo "${pure[*]}, at nice 10")) ==="
-  if [ "${!rc_var}" -eq 0 ]; then tail -n 2 "$base/$stream.log"; else cat "$base/$stream.log"; fi
-done
-echo "=== exit: ${front[*]} $rc_front; ${side[*]} $rc_side; ${pure[*]} $rc_pure ==="
-ok=$(( rc_front == 0 && rc_side == 0 && rc_pure == 0 ))
+echo
+echo "=== ${pure[*]} (run beside the daemon tests, at nice 10) ==="
+if [ "$rc_pure" -eq 0 ]; then tail -n 2 "$base/pure.log"; else cat "$base/pure.log"; fi
+echo "=== exit: ${daemons[*]} $rc_daemons; ${pure[*]} $rc_pure ==="
+ok=$(( rc_daemons == 0 && rc_pure == 0 ))
 [ "$ok" -eq 1 ] && rm -rf "$base"
 [ "$ok" -eq 1 ]

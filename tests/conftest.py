@@ -56,20 +56,29 @@ def _socket_fds() -> set[str]:
     return out
 
 
+DAEMON_CMD = "aiosd.cli run"
+
+
 def _children() -> dict[int, str]:
+    """pid → command line of each live descendant; a daemon's descendants (its block instances)
+    carry the daemon's command after " <- " (a `keeps_processes` module's daemons own theirs)."""
     out = {}
     for p in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
             if p.status() != psutil.STATUS_ZOMBIE:
-                out[p.pid] = " ".join(p.cmdline())[:160]
+                cmd = " ".join(p.cmdline())[:160]
+                if DAEMON_CMD not in cmd and any(DAEMON_CMD in " ".join(a.cmdline()) for a in p.parents()):
+                    cmd += " <- " + DAEMON_CMD
+                out[p.pid] = cmd
     return out
 
 
 @pytest.fixture(autouse=True)
 def _leaves_nothing_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves threads, child processes or sockets behind (after its own teardown).
-    A module whose daemons live in a module-scoped fixture (and restart them in tests) is marked
-    `keeps_processes`: only their processes are exempt."""
+    A module whose daemons or block processes live in a module-scoped fixture (and restart them in
+    tests) is marked `keeps_processes`: their processes (and what those daemons start) and the
+    connections the fixtures keep open are exempt."""
     keeps = request.node.get_closest_marker("keeps_processes") is not None
     threads = {t.ident for t in threading.enumerate()}
     children = set(_children())
@@ -82,8 +91,8 @@ def _leaves_nothing_behind(request: pytest.FixtureRequest) -> Iterator[None]:
                        and not t.name.startswith("asyncio_")]
         # multiprocessing's resource tracker / forkserver live once per interpreter, by design.
         new_children = {pid: cmd for pid, cmd in _children().items() if pid not in children
-                        and "multiprocessing." not in cmd and not (keeps and "aiosd.cli run" in cmd)}
-        new_sockets = _socket_fds() - sockets
+                        and "multiprocessing." not in cmd and not (keeps and DAEMON_CMD in cmd)}
+        new_sockets = set() if keeps else _socket_fds() - sockets  # the module's fixtures hold connections
         if not (new_threads or new_children or new_sockets) or time.monotonic() > deadline:
             break
         time.sleep(0.05)

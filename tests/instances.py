@@ -11,6 +11,8 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs installed
 
+from runtime.drivers.owner import ENV_DATA_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,13 +30,15 @@ def echo_block_docs(block_id: str, instances: int, allocator: dict[str, Any]) ->
 
 
 def kill_process_instances(root: Path) -> int:
-    """SIGKILL every process-driver instance whose socket lies under `root`; return how many."""
+    """SIGKILL every process-driver instance whose socket, or whose owner's data dir (the owner
+    marker; a long data dir puts the sockets beside the API socket instead), lies under `root`;
+    return how many."""
     killed = 0
-    prefix = f"AIOSD_INSTANCE_SOCKET={root}"
+    prefixes = (f"AIOSD_INSTANCE_SOCKET={root}", f"{ENV_DATA_DIR}={root}")
     for proc in psutil.process_iter(["pid"]):
         with contextlib.suppress(psutil.Error, OSError):
             env = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
-            if any(e.decode(errors="replace").startswith(prefix) for e in env):
+            if any(e.decode(errors="replace").startswith(prefixes) for e in env):
                 proc.kill()
                 killed += 1
     return killed

@@ -78,9 +78,12 @@ def test_nodes_table_and_remove_reaches_every_node(tmp_path: Path, daemons: list
         v = {n["node_id"]: n for n in d.json("nodes")["nodes"]}
         return ids[2] in v and v[ids[2]]["revoked"] and v[ids[2]]["state"] in ("dead", "left")
 
-    for d in (first, n2b):
-        wait_sync(lambda: revoked_and_dead(d), timeout_s=60, interval_s=0.3)  # noqa: B023  # called at once
-    assert "revocation applied" in n2b.logs()
+    def forgotten_or_revoked(d: Daemon) -> bool:
+        # A restarted node that never saw n3 alive again may not list it at all: that is fine too.
+        return ids[2] not in {n["node_id"] for n in d.json("nodes")["nodes"]} or revoked_and_dead(d)
+
+    wait_sync(lambda: revoked_and_dead(first), timeout_s=60, interval_s=0.3)
+    wait_sync(lambda: "revocation applied" in n2b.logs() and forgotten_or_revoked(n2b), timeout_s=60, interval_s=0.3)
     # The removed node's messages are refused (counted as revoked) and nobody lets it back.
     wait_sync(lambda: "reason=revoked" in first.logs(), timeout_s=10, interval_s=0.2)
     assert ids[2] not in _alive(first) and ids[2] not in _alive(n2b)

@@ -87,7 +87,8 @@ def test_records_pushed_on_one_node_are_usable_on_another(tmp_path: Path, daemon
     n1.json("policy", "push", str(tmp_path / "lb2"), "--uri", LB)
     wait_sync(lambda: json.loads(n2.cli("policy", "run", LB, "--input", inp).stdout or "{}") == {"instance_id": "a"},
               timeout_s=20)
-    assert len(n2.json("policy", "describe", LB)["instances"]) == 1  # the old archive's worker stopped
+    # the old archive's worker stops (its record changed; the stop runs beside the new call)
+    wait_sync(lambda: len(n2.json("policy", "describe", LB)["instances"]) == 1, timeout_s=10, interval_s=0.2)
     # Deleting on the publisher removes it everywhere.
     assert n1.cli("policy", "delete", LB).returncode == 0
     wait_sync(lambda: LB not in [p["uri"] for p in n2.json("policy", "list")["policies"]], timeout_s=20)

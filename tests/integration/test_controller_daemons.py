@@ -176,7 +176,7 @@ def test_failover_reassignment_and_stale_leader_rejoin(tmp_path: Path, daemons: 
     wait_sync(lambda: ctl(old)["role"] == "follower" and ctl(old)["leader"] == node_id(new)
               and ctl(old)["term"] >= ctl(new)["term"], timeout_s=15, interval_s=0.1)
     wait_sync(lambda: not running_here(old, "echo") & set(moved), timeout_s=15, interval_s=0.2)
-    assert placements(old, "echo") == placements(new, "echo")
+    wait_sync(lambda: placements(old, "echo") == placements(new, "echo"), timeout_s=15, interval_s=0.2)
     # No instance runs twice: across the cluster, each placed instance runs exactly once.
     runs = [i for d in nodes for i in running_here(d, "echo")]
     assert sorted(runs) == sorted(after), runs

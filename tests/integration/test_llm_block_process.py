@@ -54,7 +54,7 @@ class LlmInstance:
 
 # One block process for the module (torch + transformers start in seconds, not milliseconds); the SIGTERM
 # test runs last.
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.keeps_processes]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

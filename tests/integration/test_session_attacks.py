@@ -90,6 +90,8 @@ async def test_revocation_ends_a_live_session_and_refuses_the_next(
     revoked.add(Revocation(subject=a.key.node_id, subject_kind="node", revoked_at=int(time.time()), by="admin"))
     await eventually(lambda: not b._server_links, timeout_s=5)  # the sweep closed it (<= 1 s)
     assert b.stats.frames_dropped["peer_cert"] == 1
+    # a notices the close (on a loaded box a little later): the next request is a new handshake.
+    await eventually(lambda: all(link.closed for link in a._links.values()), timeout_s=5)
     with pytest.raises(RemoteRejected) as e:
         await a.request(b.address, "test.echo", Echo(text="2"))
     assert (e.value.status, e.value.reason) == (401, "revoked")
