@@ -125,7 +125,11 @@ async def test_cpu_quota_and_limits_are_what_the_block_sees(kit: DriverKit, tmp_
         obs = await start(driver, limited(kit, tmp_path, "cpu", res, STANDIN_REPORT_LIMITS="1", STANDIN_BURN_S="1.5"),
                           socks)
         await eventually(lambda: client.health(obs.endpoint, 2), timeout_s=60)
-        line = next(ln for ln in await driver.last_lines("cpu", 20) if ln.startswith("standin: limits "))
+
+        async def limits_line() -> str | None:  # the log can lag the health answer (podman logs, a loaded box)
+            return next((ln for ln in await driver.last_lines("cpu", 20) if ln.startswith("standin: limits ")), None)
+
+        line = await eventually(limits_line, timeout_s=30)
         report = json.loads(line.removeprefix("standin: limits "))
         if kit.name == "process-rlimit":  # said, not silently dropped
             doc = state(tmp_path, "cpu")
