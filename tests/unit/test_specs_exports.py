@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pathlib
-import subprocess
-import sys
 
 import aiosd.controller
 import aiosd.policies
 import aiosd.specs
 import aiosd.specs.filters
+from tests.imports import assert_each_imports_alone
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PACKAGES = ("aiosd/specs", "aiosd/policies", "aiosd/control")
@@ -28,23 +27,7 @@ def _modules() -> list[str]:
 def test_each_module_imports_alone_in_a_fresh_interpreter() -> None:
     modules = _modules()
     assert len(modules) > 20
-    script = (
-        "import importlib, sys\n"
-        "bad = []\n"
-        f"for name in {modules!r}:\n"
-        "    for k in [k for k in sys.modules if k == 'aiosd' or k.startswith('aiosd.')]:\n"
-        "        del sys.modules[k]\n"
-        "    try:\n"
-        "        importlib.import_module(name)\n"
-        "    except Exception as exc:\n"
-        "        bad.append(f'{name}: {exc!r}')\n"
-        "print('\\n'.join(bad))\n"
-        "sys.exit(1 if bad else 0)\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], check=False, cwd=REPO, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_each_imports_alone(modules, timeout_s=60)
 
 
 def test_public_surfaces_are_pinned() -> None:
